@@ -1,0 +1,41 @@
+# Every target bootstraps .venv by itself from nothing: python3 -m venv, then pinned installs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock
+STAMP := $(VENV)/.installed-dev
+# Tests that need several devices fake them on the CPU.
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+
+.PHONY: demo test test-all bench lint format clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(PY) examples/gnts_regression.py
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP)
+	@if ls benchmarks/*.py >/dev/null 2>&1; then for b in benchmarks/*.py; do $(PY) $$b; done; \
+	else echo "no benchmarks yet"; fi
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,54 @@
+"""Small pytree helpers shared by the controllers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """Returns the L2 norm of all leaves of ``tree`` together, in float32.
+
+    Each leaf is squared and summed in float32 (so bfloat16/float16 gradients do
+    not overflow or lose the sum), then one square root is taken. Under
+    ``jax.jit`` with sharded arrays the sums are global, so this is the true norm
+    of the whole gradient, not a per-shard value.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    total = sum(jnp.sum(jnp.square(jnp.asarray(x, jnp.float32))) for x in leaves)
+    return jnp.sqrt(total)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Returns a ``bool[]`` that is True iff every element of every leaf is finite."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.ones([], jnp.bool_)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def check_same_structure(grads: Any, reference: Any, what: str) -> None:
+    """Raises ``ValueError`` if ``grads`` does not have ``reference``'s tree and shapes.
+
+    Runs at trace time on static structure only, so it costs nothing under jit and
+    replaces an XLA shape error deep inside the update with a readable message.
+    """
+    grads_def = jax.tree.structure(grads)
+    ref_def = jax.tree.structure(reference)
+    if grads_def != ref_def:
+        raise ValueError(
+            f"The gradient tree does not match the {what} the optimizer state was "
+            f"initialised with.\n  gradients: {grads_def}\n  expected:  {ref_def}"
+        )
+    for (path, g), r in zip(
+        jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(reference), strict=True
+    ):
+        if jnp.shape(g) != jnp.shape(r):
+            raise ValueError(
+                f"Gradient leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(g)}, but "
+                f"the {what} leaf has shape {jnp.shape(r)}."
+            )

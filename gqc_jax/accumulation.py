@@ -1,0 +1,323 @@
+"""The adaptive-accumulation state machine shared by every GQC controller.
+
+Each ``update`` call takes the gradient of one *microbatch*. The controller keeps
+a running mean of the window's gradients, asks its *criterion* whether the mean
+is good enough, and either returns exact zeros (keep drawing) or runs the inner
+optimizer once on the window mean (step). Everything is traced: the decision is a
+``bool[]`` array, branching uses ``jnp.where`` and one ``lax.cond`` around the
+inner optimizer, and nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax._src import numerics
+
+from gqc_jax import _hyperparams
+from gqc_jax._tree import all_finite, check_same_structure, global_norm
+
+
+class Draw(NamedTuple):
+    """What a criterion sees about the microbatch just drawn.
+
+    Attributes:
+      count: ``int32[]`` microbatch clock, the number of ``update`` calls before
+        this one (schedules are evaluated here).
+      num_draws: ``int32[]`` draws in the current window, this one included.
+      max_draws: the controller's draw cap (a Python int).
+      grads: this microbatch's gradient.
+      mean: the window's running mean, this draw included (accumulator dtype).
+      mean_norm: ``float32[]`` global L2 norm of ``mean``.
+      value: ``float32[]`` this microbatch's loss (``value=``), None if not given.
+    """
+
+    count: jax.Array
+    num_draws: jax.Array
+    max_draws: int
+    grads: optax.Updates
+    mean: optax.Updates
+    mean_norm: jax.Array
+    value: jax.Array | None
+
+
+class Criterion(Protocol):
+    """A step rule for :func:`adaptive_accumulation`.
+
+    A criterion is a small pure object. ``init`` builds its state (a pytree of
+    arrays whose structure never changes); ``should_step`` looks at one
+    :class:`Draw` and returns ``(passes, new_state)`` with ``passes`` a ``bool[]``;
+    ``reset`` maps the state to the start of a new window and is applied when the
+    controller steps (for any reason, the draw cap included). If the state is a
+    ``NamedTuple``, ``gqc_jax.stats`` reports its scalar fields by name.
+    """
+
+    def init(self, params: optax.Params) -> Any: ...
+
+    def should_step(self, state: Any, draw: Draw) -> tuple[jax.Array, Any]: ...
+
+    def reset(self, state: Any) -> Any: ...
+
+
+class AdaptiveAccumulationState(NamedTuple):
+    """State of an adaptive-accumulation controller.
+
+    Attributes:
+      num_batches: ``int32[]`` ``update`` calls so far (the microbatch clock).
+      num_steps: ``int32[]`` inner optimizer steps taken.
+      num_draws: ``int32[]`` finite microbatches in the current window.
+      last_num_draws: ``int32[]`` window size of the last step (0 before it).
+      last_grad_norm: ``float32[]`` norm of the window mean at the last step.
+      num_skipped: ``int32[]`` non-finite microbatches skipped so far.
+      stepped: ``bool[]`` whether the last ``update`` call stepped.
+      value_mean: ``float32[]`` running mean of the window's losses (``value=``).
+      acc: running mean of the window's gradients, in the accumulator dtype. It is
+        reset lazily: after a step only ``num_draws`` goes to 0 and the next
+        microbatch overwrites ``acc``, so ``acc`` is meaningful only while
+        ``num_draws > 0`` (see :func:`current_mean`).
+      inner_state: the inner optimizer's state; it advances only on steps.
+      criterion_state: the criterion's state.
+    """
+
+    num_batches: jax.Array
+    num_steps: jax.Array
+    num_draws: jax.Array
+    last_num_draws: jax.Array
+    last_grad_norm: jax.Array
+    num_skipped: jax.Array
+    stepped: jax.Array
+    value_mean: jax.Array
+    acc: optax.Updates
+    inner_state: optax.OptState
+    criterion_state: Any
+
+
+# Maps a controller's ``update`` function to its fused update-and-apply function,
+# which :func:`gqc_jax.microstep` uses. Keyed weakly so controllers can be freed.
+_FUSED_UPDATES: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _check_inner(inner: object) -> optax.GradientTransformationExtraArgs:
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(
+            "inner must be an optax.GradientTransformation (e.g. optax.adamw(3e-4)), "
+            f"got {inner!r} of type {type(inner).__name__}."
+        )
+    return optax.with_extra_args_support(inner)
+
+
+def _check_criterion(criterion: object) -> None:
+    missing = [
+        name
+        for name in ("init", "should_step", "reset")
+        if not callable(getattr(criterion, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"criterion must define init, should_step and reset; {criterion!r} "
+            f"lacks {', '.join(missing)}."
+        )
+
+
+def current_mean(state: AdaptiveAccumulationState) -> optax.Updates:
+    """The current window's mean gradient (zeros when the window is empty)."""
+    return jax.tree.map(lambda a: jnp.where(state.num_draws > 0, a, jnp.zeros_like(a)), state.acc)
+
+
+def adaptive_accumulation(
+    inner: optax.GradientTransformation,
+    criterion: Criterion,
+    *,
+    max_draws: int = 64,
+    accumulator_dtype: jax.typing.DTypeLike = jnp.float32,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Accumulates microbatch gradients until ``criterion`` passes, then steps.
+
+    Call ``update`` once per microbatch. With :math:`g_1, \dots, g_n` the finite
+    microbatch gradients of the current window, the controller keeps the running
+    mean
+
+    .. math::
+      \bar g_n = \bar g_{n-1} + (g_n - \bar g_{n-1}) / n, \qquad \bar g_1 = g_1,
+
+    and steps when ``criterion`` passes or :math:`n \ge` ``max_draws``. A step runs
+    the inner optimizer once on :math:`\bar g_n` (cast to the gradients' dtype)
+    and returns its updates; every other call returns exact zeros and leaves the
+    inner state untouched. The loss passed as ``value=`` is averaged over the
+    window the same way and forwarded to the inner optimizer as ``value=``.
+
+    A microbatch whose gradient (or ``value``) has a NaN or inf is skipped: the
+    accumulator, the window count and the criterion state are left as they were,
+    ``num_skipped`` is incremented, and the call returns zeros. The microbatch
+    clock ``num_batches`` counts every call, skipped ones included.
+
+    Memory: one accumulator the size of the gradients, plus the criterion's
+    O(``max_draws``) scalars. The accumulator is reset lazily (a step only zeroes
+    the counter), so a non-step call is one fused pass over the gradients.
+
+    Args:
+      inner: the optimizer to run on each window mean, any optax transformation.
+      criterion: the step rule, see :class:`Criterion`.
+      max_draws: the draw cap; a window that reaches it steps regardless.
+      accumulator_dtype: dtype of the running mean (float32 by default).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is an
+      :class:`AdaptiveAccumulationState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.sbc(optax.sgd(1.0), logical_batch_size=4, physical_batch_size=2)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> for g in (1.0, 3.0):
+      ...     updates, state = tx.update({"w": jnp.full(2, g)}, state, params)
+      ...     print(updates["w"])
+      [0. 0.]
+      [-2. -2.]
+    """
+    inner = _check_inner(inner)
+    _check_criterion(criterion)
+    max_draws = _hyperparams.validate_max_draws(max_draws)
+    accumulator_dtype = jnp.dtype(accumulator_dtype)
+    if not jnp.issubdtype(accumulator_dtype, jnp.floating):
+        raise ValueError(f"accumulator_dtype must be a floating dtype, got {accumulator_dtype}.")
+
+    def init_fn(params: optax.Params) -> AdaptiveAccumulationState:
+        zero = jnp.zeros([], jnp.int32)
+        return AdaptiveAccumulationState(
+            num_batches=zero,
+            num_steps=zero,
+            num_draws=zero,
+            last_num_draws=zero,
+            last_grad_norm=jnp.zeros([], jnp.float32),
+            num_skipped=zero,
+            stepped=jnp.zeros([], jnp.bool_),
+            value_mean=jnp.zeros([], jnp.float32),
+            acc=optax.tree.zeros_like(params, dtype=accumulator_dtype),
+            inner_state=inner.init(params),
+            criterion_state=criterion.init(params),
+        )
+
+    def core(grads, state, params, extra_args, apply_to_params):
+        check_same_structure(grads, state.acc, "parameters")
+        has_value = extra_args.get("value") is not None
+        value = jnp.asarray(extra_args["value"] if has_value else 0.0, jnp.float32)
+        if value.shape != ():
+            raise ValueError(f"value= must be a scalar loss, got shape {value.shape}.")
+        inner_args = {k: v for k, v in extra_args.items() if k != "value"}
+
+        finite = all_finite(grads)
+        if has_value:
+            finite = finite & jnp.isfinite(value)
+        fresh = state.num_draws == 0
+        n = state.num_draws + 1
+        # Lazy reset: a fresh window overwrites the stale accumulator in the same
+        # elementwise pass that accumulates, so the buffer is updated in place.
+        mean = jax.tree.map(
+            lambda g, a: jnp.where(
+                finite,
+                jnp.where(
+                    fresh, g.astype(a.dtype), a + (g.astype(a.dtype) - a) / n.astype(a.dtype)
+                ),
+                a,
+            ),
+            grads,
+            state.acc,
+        )
+        value_mean = jnp.where(fresh, value, state.value_mean + (value - state.value_mean) / n)
+        value_mean = jnp.where(finite, value_mean, state.value_mean)
+        mean_norm = global_norm(mean)
+        draw = Draw(
+            count=state.num_batches,
+            num_draws=n,
+            max_draws=max_draws,
+            grads=grads,
+            mean=mean,
+            mean_norm=mean_norm,
+            value=value if has_value else None,
+        )
+        passes, criterion_state = criterion.should_step(state.criterion_state, draw)
+        passes = jnp.asarray(passes)
+        if passes.shape != () or passes.dtype != jnp.bool_:
+            raise ValueError(
+                "criterion.should_step must return a bool[] decision, got "
+                f"{passes.dtype}{list(passes.shape)}."
+            )
+        step = finite & (passes | (n >= max_draws))
+        criterion_state = optax.tree.where(
+            step,
+            criterion.reset(criterion_state),
+            optax.tree.where(finite, criterion_state, state.criterion_state),
+        )
+
+        step_args = dict(inner_args)
+        if has_value:
+            step_args["value"] = value_mean
+
+        def do_step(mean, inner_state, params):
+            updates, inner_state = inner.update(
+                optax.tree.cast_like(mean, grads), inner_state, params, **step_args
+            )
+            if apply_to_params:
+                return optax.apply_updates(params, updates), inner_state
+            return updates, inner_state
+
+        def no_step(mean, inner_state, params):
+            del mean
+            if apply_to_params:
+                return params, inner_state
+            return _zero_updates(inner, grads, inner_state, params, step_args), inner_state
+
+        out, inner_state = jax.lax.cond(step, do_step, no_step, mean, state.inner_state, params)
+
+        new_n = jnp.where(finite, n, state.num_draws)
+        new_state = AdaptiveAccumulationState(
+            num_batches=numerics.safe_increment(state.num_batches),
+            num_steps=jnp.where(step, numerics.safe_increment(state.num_steps), state.num_steps),
+            num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
+            last_num_draws=jnp.where(step, n, state.last_num_draws).astype(jnp.int32),
+            last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
+            num_skipped=jnp.where(
+                finite, state.num_skipped, numerics.safe_increment(state.num_skipped)
+            ),
+            stepped=step,
+            value_mean=value_mean,
+            acc=mean,
+            inner_state=inner_state,
+            criterion_state=criterion_state,
+        )
+        return out, new_state
+
+    def update_fn(grads, state, params=None, **extra_args):
+        return core(grads, state, params, extra_args, apply_to_params=False)
+
+    def fused_fn(grads, state, params, **extra_args):
+        return core(grads, state, params, extra_args, apply_to_params=True)
+
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    _FUSED_UPDATES[tx.update] = fused_fn
+    return tx
+
+
+def _zero_updates(inner, grads, inner_state, params, step_args):
+    """Exact zeros shaped like the inner optimizer's updates."""
+    static = {k: v for k, v in step_args.items() if not isinstance(v, jax.Array)}
+    dynamic = {k: v for k, v in step_args.items() if isinstance(v, jax.Array)}
+    shapes, _ = jax.eval_shape(
+        functools.partial(inner.update, **static), grads, inner_state, params, **dynamic
+    )
+    return optax.tree.zeros_like(shapes)
+
+
+def fused_update(tx: optax.GradientTransformation) -> Callable[..., Any] | None:
+    """The fused update-and-apply function of a controller, or None."""
+    return _FUSED_UPDATES.get(tx.update)

@@ -1,0 +1,114 @@
+"""SBC: the scheduled batch controller, the "grow the batch on a schedule" baseline."""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gqc_jax import _hyperparams
+from gqc_jax._hyperparams import ScalarOrSchedule
+from gqc_jax.accumulation import Draw, adaptive_accumulation
+
+
+class ScheduledBatchState(NamedTuple):
+    """State of :class:`ScheduledBatch`.
+
+    Attributes:
+      logical_batch_size: ``float32[]`` the logical batch size in force.
+      physical_batch_size: ``int32[]`` samples per microbatch.
+    """
+
+    logical_batch_size: jax.Array
+    physical_batch_size: jax.Array
+
+
+class ScheduledBatch:
+    r"""Criterion: step once the window holds at least the logical batch size.
+
+    Passes iff :math:`n \cdot b \ge L(t)`, ties included, so the effective batch is
+    :math:`b \lceil L/b \rceil` samples.
+    """
+
+    def __init__(self, logical_batch_size: ScalarOrSchedule, physical_batch_size: int):
+        _hyperparams.validate("logical_batch_size", logical_batch_size, minimum=0.0, strict=True)
+        if isinstance(physical_batch_size, bool) or not isinstance(
+            physical_batch_size, (numbers.Integral, np.integer)
+        ):
+            raise TypeError(f"physical_batch_size must be an int, got {physical_batch_size!r}.")
+        if physical_batch_size <= 0:
+            raise ValueError(f"physical_batch_size must be > 0, got {physical_batch_size}.")
+        self.logical_batch_size = logical_batch_size
+        self.physical_batch_size = int(physical_batch_size)
+
+    def init(self, params: optax.Params) -> ScheduledBatchState:
+        del params
+        return ScheduledBatchState(
+            logical_batch_size=_hyperparams.initial(self.logical_batch_size),
+            physical_batch_size=jnp.asarray(self.physical_batch_size, jnp.int32),
+        )
+
+    def should_step(
+        self, state: ScheduledBatchState, draw: Draw
+    ) -> tuple[jax.Array, ScheduledBatchState]:
+        logical = _hyperparams.current(
+            self.logical_batch_size, state.logical_batch_size, draw.count
+        )
+        samples = (draw.num_draws * state.physical_batch_size).astype(jnp.float32)
+        return samples >= logical, state._replace(logical_batch_size=logical)
+
+    def reset(self, state: ScheduledBatchState) -> ScheduledBatchState:
+        return state
+
+
+def sbc(
+    inner: optax.GradientTransformation,
+    logical_batch_size: ScalarOrSchedule,
+    physical_batch_size: int,
+    *,
+    max_draws: int = 64,
+    accumulator_dtype: jax.typing.DTypeLike = "float32",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scheduled batch controller (SBC).
+
+    Accumulates microbatches of ``physical_batch_size`` samples until the window
+    holds at least ``logical_batch_size`` samples:
+
+    .. math::
+      \text{step} \iff n \cdot b \ge L(t) \;\lor\; n \ge \text{max\_draws}.
+
+    With a schedule for :math:`L` this is the classic "increase the batch size
+    instead of decaying the learning rate" control for the adaptive controllers.
+
+    Args:
+      inner: the optimizer run on each window mean.
+      logical_batch_size: :math:`L > 0` samples, a number or a schedule on the
+        microbatch clock.
+      physical_batch_size: :math:`b > 0`, samples per microbatch.
+      max_draws: the draw cap.
+      accumulator_dtype: dtype of the running mean.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
+      ``physical_batch_size`` and ``logical_batch_size`` besides the shared counters.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.sbc(optax.sgd(0.1), logical_batch_size=96, physical_batch_size=32)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(3):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params)
+      >>> int(state.num_steps), int(state.last_num_draws)
+      (1, 3)
+    """
+    return adaptive_accumulation(
+        inner,
+        ScheduledBatch(logical_batch_size, physical_batch_size),
+        max_draws=max_draws,
+        accumulator_dtype=accumulator_dtype,
+    )

@@ -1,0 +1,25 @@
+"""Helpers shared by the test modules."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def params_like():
+    """A small parameter tree with leaves of several shapes."""
+    return {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4), "s": jnp.zeros(())}
+
+
+def random_grads(seed: int, count: int, template=None, scale: float = 1.0, offset: float = 0.0):
+    """A list of ``count`` seeded random gradient trees shaped like ``template``."""
+    template = params_like() if template is None else template
+    rng = np.random.default_rng(seed)
+    return [
+        jax.tree.map(
+            lambda p: jnp.asarray(
+                offset + scale * rng.standard_normal(np.shape(p)), dtype=jnp.asarray(p).dtype
+            ),
+            template,
+        )
+        for _ in range(count)
+    ]

@@ -1,0 +1,44 @@
+"""gqc_jax.microstep == update + apply_updates, fused or not."""
+
+import chex
+import jax
+import optax
+
+import gqc_jax
+from tests.helpers import params_like, random_grads
+
+
+def _compare(tx, grads):
+    params = params_like()
+    p_ref, s_ref = params, tx.init(params)
+    p_fused, s_fused = params, tx.init(params)
+    step = jax.jit(gqc_jax.microstep, static_argnums=0)
+    update = jax.jit(tx.update)
+    for i, g in enumerate(grads):
+        u, s_ref = update(g, s_ref, p_ref, value=float(i))
+        p_ref = optax.apply_updates(p_ref, u)
+        p_fused, s_fused = step(tx, g, s_fused, p_fused, value=float(i))
+        chex.assert_trees_all_close(p_fused, p_ref, atol=1e-7, rtol=0)
+        chex.assert_trees_all_close(s_fused, s_ref, atol=1e-7, rtol=0)
+    return s_fused
+
+
+def test_fused_path_matches_update_then_apply():
+    tx = gqc_jax.gnts(optax.adamw(1e-2), 0.7, max_draws=5)
+    assert gqc_jax.accumulation.fused_update(tx) is not None
+    final = _compare(tx, random_grads(13, 25, scale=0.4))
+    assert 0 < int(final.num_steps) < 25
+
+
+def test_chained_controller_falls_back_to_update_then_apply():
+    tx = optax.chain(optax.clip_by_global_norm(2.0), gqc_jax.sbc(optax.sgd(0.1), 3, 1))
+    assert gqc_jax.accumulation.fused_update(tx) is None
+    final = _compare(tx, random_grads(14, 9))
+    assert int(gqc_jax.stats(final)["num_steps"]) == 3
+
+
+def test_non_step_microstep_returns_params_unchanged():
+    tx = gqc_jax.gnts(optax.sgd(1.0), threshold=0.0, max_draws=10)
+    params = params_like()
+    new, _ = gqc_jax.microstep(tx, random_grads(15, 1)[0], tx.init(params), params)
+    chex.assert_trees_all_equal(new, params)
