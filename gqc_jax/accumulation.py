@@ -45,6 +45,7 @@ class Draw(NamedTuple):
     mean: optax.Updates
     mean_norm: jax.Array
     value: jax.Array | None
+    axis_name: Any = None
 
 
 class Criterion(Protocol):
@@ -55,7 +56,12 @@ class Criterion(Protocol):
     :class:`Draw` and returns ``(passes, new_state)`` with ``passes`` a ``bool[]``;
     ``reset`` maps the state to the start of a new window and is applied when the
     controller steps (for any reason, the draw cap included). If the state is a
-    ``NamedTuple``, ``gqc_jax.stats`` reports its scalar fields by name.
+    ``NamedTuple``, ``gqc_jax.stats`` reports its scalar array fields by name.
+
+    Two optional methods refine the state machine: ``accept(state, draw)``
+    returns a ``bool[]``, False to skip the microbatch as if it were non-finite
+    (default: always accept); ``prepare(state, mean, mean_norm)`` maps the
+    window mean to what the inner optimizer sees on a step (default: identity).
     """
 
     def init(self, params: optax.Params) -> Any: ...
@@ -138,6 +144,7 @@ def adaptive_accumulation(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = jnp.float32,
+    axis_name: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Accumulates microbatch gradients until ``criterion`` passes, then steps.
 
@@ -168,6 +175,12 @@ def adaptive_accumulation(
       criterion: the step rule, see :class:`Criterion`.
       max_draws: the draw cap; a window that reaches it steps regardless.
       accumulator_dtype: dtype of the running mean (float32 by default).
+      axis_name: for use inside ``shard_map``/``pmap``: the data-parallel axis.
+        Pass each device's *own* microbatch gradient and loss; the controller
+        averages them over the axis (``lax.pmean``), criteria gather per-device
+        statistics over it, and every device takes the same decision. Under plain
+        ``jax.jit`` with sharded arrays leave it None: the arrays are global and
+        norms are already the true global norms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is an
@@ -214,6 +227,11 @@ def adaptive_accumulation(
         if value.shape != ():
             raise ValueError(f"value= must be a scalar loss, got shape {value.shape}.")
         inner_args = {k: v for k, v in extra_args.items() if k != "value"}
+        inner_args["microbatch_count"] = state.num_batches
+        local_grads, local_value = grads, value
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            value = jax.lax.pmean(value, axis_name)
 
         finite = all_finite(grads)
         if has_value:
@@ -240,10 +258,11 @@ def adaptive_accumulation(
             count=state.num_batches,
             num_draws=n,
             max_draws=max_draws,
-            grads=grads,
+            grads=local_grads,
             mean=mean,
             mean_norm=mean_norm,
-            value=value if has_value else None,
+            value=local_value if has_value else None,
+            axis_name=axis_name,
         )
         passes, criterion_state = criterion.should_step(state.criterion_state, draw)
         passes = jnp.asarray(passes)
@@ -252,7 +271,14 @@ def adaptive_accumulation(
                 "criterion.should_step must return a bool[] decision, got "
                 f"{passes.dtype}{list(passes.shape)}."
             )
+        accept = getattr(criterion, "accept", None)
+        if accept is not None:
+            accepted = jnp.asarray(accept(state.criterion_state, draw), jnp.bool_)
+            mean = optax.tree.where(accepted, mean, state.acc)
+            value_mean = jnp.where(accepted, value_mean, state.value_mean)
+            finite = finite & accepted
         step = finite & (passes | (n >= max_draws))
+        decided_state = criterion_state
         criterion_state = optax.tree.where(
             step,
             criterion.reset(criterion_state),
@@ -263,7 +289,11 @@ def adaptive_accumulation(
         if has_value:
             step_args["value"] = value_mean
 
+        prepare = getattr(criterion, "prepare", None)
+
         def do_step(mean, inner_state, params):
+            if prepare is not None:
+                mean = prepare(decided_state, mean, mean_norm)
             updates, inner_state = inner.update(
                 optax.tree.cast_like(mean, grads), inner_state, params, **step_args
             )

@@ -54,6 +54,7 @@ def gnts(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
+    axis_name=None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Gradient norm threshold scheduler (GNTS).
 
@@ -95,4 +96,5 @@ def gnts(
         GradientNormThreshold(threshold),
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
+        axis_name=axis_name,
     )

@@ -31,7 +31,8 @@ class ScheduledBatch:
     r"""Criterion: step once the window holds at least the logical batch size.
 
     Passes iff :math:`n \cdot b \ge L(t)`, ties included, so the effective batch is
-    :math:`b \lceil L/b \rceil` samples.
+    :math:`b \lceil L/b \rceil` samples. Under ``axis_name`` each draw brings
+    :math:`b` samples from every device.
     """
 
     def __init__(self, logical_batch_size: ScalarOrSchedule, physical_batch_size: int):
@@ -58,7 +59,10 @@ class ScheduledBatch:
         logical = _hyperparams.current(
             self.logical_batch_size, state.logical_batch_size, draw.count
         )
-        samples = (draw.num_draws * state.physical_batch_size).astype(jnp.float32)
+        per_draw = state.physical_batch_size
+        if draw.axis_name is not None:  # every device draws a microbatch
+            per_draw = per_draw * jax.lax.psum(1, draw.axis_name)
+        samples = (draw.num_draws * per_draw).astype(jnp.float32)
         return samples >= logical, state._replace(logical_batch_size=logical)
 
     def reset(self, state: ScheduledBatchState) -> ScheduledBatchState:
@@ -72,6 +76,7 @@ def sbc(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
+    axis_name=None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scheduled batch controller (SBC).
 
@@ -111,4 +116,5 @@ def sbc(
         ScheduledBatch(logical_batch_size, physical_batch_size),
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
+        axis_name=axis_name,
     )

@@ -68,5 +68,11 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     }
     criterion_state = state.criterion_state
     if hasattr(criterion_state, "_asdict"):
-        out.update({k: v for k, v in criterion_state._asdict().items() if jax.numpy.ndim(v) == 0})
+        out.update(
+            {
+                k: v
+                for k, v in criterion_state._asdict().items()
+                if isinstance(v, jax.Array) and v.ndim == 0
+            }
+        )
     return out

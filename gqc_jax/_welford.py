@@ -1,0 +1,46 @@
+"""Running count, mean and sum of squared deviations (Welford / Chan et al.)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Moments(NamedTuple):
+    """``count`` samples with mean ``mean`` and sum of squared deviations ``m2``."""
+
+    count: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+
+    @classmethod
+    def empty(cls) -> Moments:
+        zero = jnp.zeros([], jnp.float32)
+        return cls(zero, zero, zero)
+
+    def merge(self, samples: jax.Array) -> Moments:
+        """Adds a 1-d batch of samples (Chan's parallel update, numerically stable)."""
+        samples = jnp.asarray(samples, jnp.float32).reshape(-1)
+        k = jnp.float32(samples.shape[0])
+        batch_mean = jnp.mean(samples)
+        batch_m2 = jnp.sum(jnp.square(samples - batch_mean))
+        total = self.count + k
+        delta = batch_mean - self.mean
+        return Moments(
+            count=total,
+            mean=self.mean + delta * k / total,
+            m2=self.m2 + batch_m2 + jnp.square(delta) * self.count * k / total,
+        )
+
+    def variance(self) -> jax.Array:
+        """The unbiased (n - 1) variance; NaN for a single sample, as numpy's."""
+        return jnp.where(self.count > 1, self.m2 / jnp.maximum(self.count - 1, 1), jnp.nan)
+
+
+def gather(value: jax.Array, axis_name) -> jax.Array:
+    """``value`` from every device along ``axis_name`` (or just this one)."""
+    if axis_name is None:
+        return jnp.reshape(value, (1,))
+    return jnp.reshape(jax.lax.all_gather(value, axis_name), (-1,))

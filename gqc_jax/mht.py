@@ -1,0 +1,178 @@
+"""MHT: a Student-t hypothesis test on the microbatch loss."""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gqc_jax import _hyperparams
+from gqc_jax._hyperparams import ScalarOrSchedule
+from gqc_jax._welford import Moments, gather
+from gqc_jax.accumulation import Draw, adaptive_accumulation
+from gqc_jax.student_t import t_quantile
+
+
+class MetricHypothesisTestState(NamedTuple):
+    """State of :class:`MetricHypothesisTest`.
+
+    Attributes:
+      confidence_level: ``float32[]`` the confidence in force.
+      percent_error_threshold: ``float32[]`` the relative half-width in force.
+      running_mean: ``float32[]`` EMA of the loss over every draw so far.
+      update_beta: ``float32[]`` the EMA rate.
+      history: moments of the window's losses.
+      has_running_mean: ``bool[]`` whether ``running_mean`` has been set.
+    """
+
+    confidence_level: jax.Array
+    percent_error_threshold: jax.Array
+    running_mean: jax.Array
+    update_beta: jax.Array
+    history: Moments
+    has_running_mean: jax.Array
+
+
+class MetricHypothesisTest:
+    r"""Criterion: step when a t-interval of the loss is tight.
+
+    The judgement set is the running mean followed by the window's losses. With
+    its mean :math:`m`, standard error :math:`s` (plus :math:`10^{-12}`) and the
+    two-sided critical value :math:`q = t_{(1+c)/2,\,|J|-1}`, passes iff
+    :math:`m - qs \ge m(1-p)` and :math:`m + qs \le m(1+p)` (ties pass).
+    """
+
+    def __init__(
+        self,
+        confidence: ScalarOrSchedule = 0.95,
+        percent_error: ScalarOrSchedule = 0.05,
+        update_beta: float = 0.01,
+    ):
+        _hyperparams.validate("confidence", confidence, minimum=0.0)
+        _hyperparams.validate("percent_error", percent_error, minimum=0.0)
+        for name, value in (("confidence", confidence), ("update_beta", update_beta)):
+            if isinstance(value, numbers.Real) and value > 1:
+                raise ValueError(f"{name} must be <= 1, got {value}.")
+        if not isinstance(update_beta, numbers.Real) or isinstance(update_beta, bool):
+            raise TypeError(f"update_beta must be a float in [0, 1], got {update_beta!r}.")
+        if not 0 <= update_beta <= 1:
+            raise ValueError(f"update_beta must be in [0, 1], got {update_beta}.")
+        self.confidence = confidence
+        self.percent_error = percent_error
+        self.update_beta = float(update_beta)
+
+    def init(self, params: optax.Params) -> MetricHypothesisTestState:
+        del params
+        return MetricHypothesisTestState(
+            confidence_level=_hyperparams.initial(self.confidence),
+            percent_error_threshold=_hyperparams.initial(self.percent_error),
+            running_mean=jnp.zeros([], jnp.float32),
+            update_beta=jnp.asarray(self.update_beta, jnp.float32),
+            history=Moments.empty(),
+            has_running_mean=jnp.zeros([], jnp.bool_),
+        )
+
+    def should_step(
+        self, state: MetricHypothesisTestState, draw: Draw
+    ) -> tuple[jax.Array, MetricHypothesisTestState]:
+        if draw.value is None:
+            raise ValueError(
+                "mht tests the loss: pass it to every update, "
+                "tx.update(grads, state, params, value=loss)."
+            )
+        c = _hyperparams.current(self.confidence, state.confidence_level, draw.count)
+        p = _hyperparams.current(self.percent_error, state.percent_error_threshold, draw.count)
+        values = gather(draw.value, draw.axis_name)
+        history = state.history.merge(values)
+        u = jnp.mean(values)
+        beta = state.update_beta
+        running = jnp.where(state.has_running_mean, state.running_mean * (1 - beta) + u * beta, u)
+        # Judgement set J = [running_mean] + history, merged in closed form.
+        k = history.count
+        size = k + 1.0
+        delta = running - history.mean
+        m = history.mean + delta / size
+        m2 = history.m2 + jnp.square(delta) * k / size
+        sem = jnp.sqrt(m2 / (size - 1.0)) / jnp.sqrt(size) + 1e-12
+        q = t_quantile(c, size - 1.0)
+        half = q * sem
+        passes = (m - half >= m * (1 - p)) & (m + half <= m * (1 + p))
+        new_state = MetricHypothesisTestState(
+            confidence_level=c,
+            percent_error_threshold=p,
+            running_mean=running,
+            update_beta=beta,
+            history=history,
+            has_running_mean=jnp.ones([], jnp.bool_),
+        )
+        return passes, new_state
+
+    def reset(self, state: MetricHypothesisTestState) -> MetricHypothesisTestState:
+        return state._replace(history=Moments.empty())
+
+
+def mht(
+    inner: optax.GradientTransformation,
+    confidence: ScalarOrSchedule = 0.95,
+    percent_error: ScalarOrSchedule = 0.05,
+    *,
+    update_beta: float = 0.01,
+    max_draws: int = 64,
+    accumulator_dtype: jax.typing.DTypeLike = "float32",
+    axis_name=None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Metric hypothesis test controller (MHT).
+
+    Draws microbatches until a Student-t confidence interval of the loss is
+    within ``percent_error`` of its mean. The loss is passed to every update as
+    ``value=``. The judgement set is :math:`J = [\bar\ell_{\text{EMA}}] +
+    [\ell_1, \dots, \ell_n]`, where the EMA of the loss is updated on every
+    draw (never reset) with rate ``update_beta``; with :math:`m` its mean,
+    :math:`s` its standard error and :math:`q = t_{(1+c)/2,\,|J|-1}`:
+
+    .. math::
+      \text{step} \iff m - qs \ge m(1-p) \;\land\; m + qs \le m(1+p)
+      \;\lor\; n \ge \text{max\_draws}.
+
+    The t quantile is computed inside jit (:func:`gqc_jax.student_t.t_quantile`)
+    and the window's losses are kept as running moments, so memory is O(1). A
+    loss of zero or below never passes. The defaults (0.95, 0.05) replace the
+    reference's 1.0, which never passes.
+
+    Args:
+      inner: the optimizer run on each window mean.
+      confidence: :math:`c \in [0, 1]`, a number or a schedule on the clock.
+      percent_error: :math:`p \ge 0`, a number or a schedule on the clock.
+      update_beta: EMA rate of the running mean, in [0, 1].
+      max_draws: the draw cap.
+      accumulator_dtype: dtype of the running mean of the gradients.
+      axis_name: see :func:`gqc_jax.adaptive_accumulation`; every device's loss
+        joins the judgement set, as in the reference's replicated mode.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
+      ``confidence_level``, ``percent_error_threshold``, ``running_mean`` and
+      ``update_beta``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.mht(optax.sgd(0.1), confidence=0.9, percent_error=0.05)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> decisions = []
+      >>> for loss in (2.0, 2.5, 1.5, 2.02, 1.98, 2.01):
+      ...     _, state = tx.update({"w": jnp.ones(2)}, state, params, value=loss)
+      ...     decisions.append(bool(state.stepped))
+      >>> decisions
+      [True, False, False, False, False, False]
+    """
+    return adaptive_accumulation(
+        inner,
+        MetricHypothesisTest(confidence, percent_error, update_beta),
+        max_draws=max_draws,
+        accumulator_dtype=accumulator_dtype,
+        axis_name=axis_name,
+    )
