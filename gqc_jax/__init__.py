@@ -5,6 +5,7 @@ it: controllers that draw more microbatches adaptively (accumulate until a
 quality criterion passes, then step) and gradient rounding.
 """
 
+from gqc_jax import schedules
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax.accumulation import (
     AdaptiveAccumulationState,
@@ -12,6 +13,18 @@ from gqc_jax.accumulation import (
     Draw,
     adaptive_accumulation,
     current_mean,
+)
+from gqc_jax.clock import MicrobatchClockState, on_microbatch_clock
+from gqc_jax.factories import (
+    gnr_with_cosine_annealing,
+    gnr_with_cosine_annealing_conventional_lr,
+    gns_default,
+    gns_with_cosine_annealing,
+    gnts_with_cosine_annealing,
+    gnts_with_cosine_annealing_conventional_lr,
+    mht_with_warmup,
+    sbc_with_polynomial,
+    sbc_with_polynomial_conventional_lr,
 )
 from gqc_jax.gnr import GradientNormRescale, GradientNormRescaleState, gnr
 from gqc_jax.gns import GradientNoiseScale, GradientNoiseScaleState, gns
@@ -33,6 +46,7 @@ __all__ = [
     "GradientNormRescaleState",
     "GradientNormThreshold",
     "GradientNormThresholdState",
+    "MicrobatchClockState",
     "MetricHypothesisTest",
     "MetricHypothesisTestState",
     "ScalarOrSchedule",
@@ -42,10 +56,21 @@ __all__ = [
     "current_mean",
     "find_controller_state",
     "gnr",
+    "gnr_with_cosine_annealing",
+    "gnr_with_cosine_annealing_conventional_lr",
     "gns",
+    "gns_default",
+    "gns_with_cosine_annealing",
     "gnts",
+    "gnts_with_cosine_annealing",
+    "gnts_with_cosine_annealing_conventional_lr",
     "mht",
+    "mht_with_warmup",
+    "on_microbatch_clock",
     "microstep",
     "sbc",
+    "sbc_with_polynomial",
+    "sbc_with_polynomial_conventional_lr",
+    "schedules",
     "stats",
 ]

@@ -1,0 +1,111 @@
+"""Run an optimizer's hyperparameter schedules on the controller's microbatch clock."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class MicrobatchClockState(NamedTuple):
+    """State of :func:`on_microbatch_clock`.
+
+    Attributes:
+      hyperparams: the hyperparameter values in force (float32 scalars); write a
+        numeric one to change it without recompiling.
+      inner_state: the optimizer's state.
+    """
+
+    hyperparams: dict[str, jax.Array]
+    inner_state: optax.OptState
+
+
+def on_microbatch_clock(
+    optimizer_factory: Callable[..., optax.GradientTransformation],
+    *,
+    static_args: Iterable[str] = (),
+    **kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Builds ``optimizer_factory(**kwargs)`` with schedules on the microbatch clock.
+
+    An optimizer wrapped by a controller advances only on steps, so its own
+    schedules count optimizer steps, whose number is not known in advance. Used
+    as a controller's inner optimizer, this wrapper evaluates every schedule
+    argument at the controller's microbatch clock instead (the number of
+    microbatches drawn before the current one), as the reference's factories do.
+    Arguments are classified like ``optax.inject_hyperparams``: callables are
+    schedules, numbers are hyperparameters kept in the state (changeable without
+    recompiling), everything else and the names in ``static_args`` are static.
+
+    Args:
+      optimizer_factory: e.g. ``optax.adamw``.
+      static_args: names of callable arguments that are not schedules.
+      **kwargs: the optimizer's arguments.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` that must be the inner
+      optimizer of a gqc_jax controller (which passes ``microbatch_count``).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> inner = gqc_jax.on_microbatch_clock(
+      ...     optax.sgd, learning_rate=optax.linear_schedule(1.0, 0.0, 10))
+      >>> tx = gqc_jax.sbc(inner, logical_batch_size=4, physical_batch_size=1)
+      >>> params = {"w": jnp.zeros(1)}
+      >>> state = tx.init(params)
+      >>> for _ in range(4):   # steps at the 4th microbatch, clock 3: lr 0.7
+      ...     updates, state = tx.update({"w": jnp.ones(1)}, state, params)
+      >>> print(updates["w"])
+      [-0.7]
+    """
+    static_args = set([static_args] if isinstance(static_args, str) else static_args)
+    signature = inspect.signature(optimizer_factory)
+    unknown = [k for k in kwargs if k not in signature.parameters]
+    if unknown and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+    ):
+        raise TypeError(
+            f"{getattr(optimizer_factory, '__name__', optimizer_factory)} has no "
+            f"argument(s) {', '.join(unknown)}."
+        )
+    schedules, numeric, static = {}, {}, {}
+    for name, value in kwargs.items():
+        if name in static_args or isinstance(value, bool):
+            static[name] = value
+        elif callable(value):
+            schedules[name] = value
+        elif isinstance(value, (numbers.Real, jax.Array, np.ndarray)):
+            numeric[name] = value
+        else:
+            static[name] = value
+
+    def values_at(count, stored):
+        values = dict(stored)
+        values.update({k: jnp.asarray(f(count), jnp.float32) for k, f in schedules.items()})
+        return values
+
+    def init_fn(params):
+        stored = {k: jnp.asarray(v, jnp.float32) for k, v in numeric.items()}
+        values = values_at(jnp.zeros([], jnp.int32), stored)
+        inner = optimizer_factory(**static, **values)
+        return MicrobatchClockState(hyperparams=values, inner_state=inner.init(params))
+
+    def update_fn(updates, state, params=None, *, microbatch_count=None, **extra_args):
+        if microbatch_count is None:
+            raise ValueError(
+                "on_microbatch_clock(...) must be the inner optimizer of a gqc_jax "
+                "controller, which passes the microbatch clock to it."
+            )
+        stored = {k: state.hyperparams[k] for k in numeric}
+        values = values_at(microbatch_count, stored)
+        inner = optax.with_extra_args_support(optimizer_factory(**static, **values))
+        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        return updates, MicrobatchClockState(hyperparams=values, inner_state=inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

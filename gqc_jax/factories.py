@@ -1,0 +1,262 @@
+"""Ready-made controllers with the reference's schedules (one per reference factory).
+
+Every factory takes an optax optimizer *factory* (e.g. ``optax.adamw``) and its
+keyword arguments (``learning_rate`` is required), and returns one
+transformation in which the learning rate, the weight decay and the controller's
+hyperparameter all follow the reference's schedules on the microbatch clock.
+``num_training_steps`` and ``num_warmup_steps`` therefore count *microbatches*,
+as they do in the reference. Learning rate and weight decay schedules are
+multipliers of the values given; controller schedules are absolute values.
+
+Differences from the reference, on purpose: schedules are clamped at
+``num_training_steps`` (no negative thresholds or weight decay, no complex batch
+sizes); an optimizer without a ``weight_decay`` argument simply has none
+scheduled (the reference raises ``KeyError``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from gqc_jax import schedules
+from gqc_jax.clock import on_microbatch_clock
+from gqc_jax.gnr import gnr
+from gqc_jax.gns import gns
+from gqc_jax.gnts import gnts
+from gqc_jax.mht import mht
+from gqc_jax.sbc import sbc
+
+OptimizerFactory = Callable[..., optax.GradientTransformation]
+
+
+def _scaled(base: float, multiplier: optax.Schedule) -> optax.Schedule:
+    return lambda count: base * multiplier(count)
+
+
+def _inner(
+    optimizer: OptimizerFactory,
+    optimizer_kwargs: dict[str, Any],
+    lr_multiplier: optax.Schedule,
+    wd_multiplier: optax.Schedule | None,
+) -> optax.GradientTransformationExtraArgs:
+    if not callable(optimizer) or isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "optimizer must be an optax optimizer factory such as optax.adamw (the "
+            f"function, not an instance), got {optimizer!r}."
+        )
+    kwargs = dict(optimizer_kwargs)
+    if "learning_rate" not in kwargs:
+        raise TypeError("learning_rate=... is required (the base learning rate).")
+    lr = kwargs.pop("learning_rate")
+    if callable(lr):
+        raise TypeError("learning_rate must be a number here: the factory schedules it.")
+    kwargs["learning_rate"] = _scaled(lr, lr_multiplier)
+    params = inspect.signature(optimizer).parameters
+    if wd_multiplier is not None and "weight_decay" in params:
+        wd = kwargs.pop("weight_decay", params["weight_decay"].default)
+        if wd is not inspect.Parameter.empty:
+            kwargs["weight_decay"] = _scaled(wd, wd_multiplier)
+    return on_microbatch_clock(optimizer, **kwargs)
+
+
+def _lr(conventional: bool, warmup: int, total: int):
+    if conventional:
+        return schedules.cosine_annealing_with_warmup(1.0, 0.0, warmup, total), None
+    return (
+        schedules.constant_with_warmup(1.0, warmup),
+        schedules.cosine_annealing_with_warmup(1.0, 0.0, warmup, total),
+    )
+
+
+def gnts_with_cosine_annealing(
+    optimizer: OptimizerFactory,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    initial_threshold: float = 0.95,
+    final_threshold: float = 0.25,
+    warmup_multiplier: float = 10.0,
+    max_draws: int = 64,
+    conventional_lr: bool = False,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """GNTS with the reference's flagship schedule.
+
+    Threshold: inverse warmup from ``initial * warmup_multiplier`` down to
+    ``initial`` over the warmup, then a quarter cosine to ``final``. Learning
+    rate: linear warmup then constant (``conventional_lr``: warmup then quarter
+    cosine to 0). Weight decay: warmup then quarter cosine to 0 (not scheduled
+    with ``conventional_lr``).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gnts_with_cosine_annealing(
+      ...     optax.adamw, num_training_steps=160, num_warmup_steps=20, learning_rate=3e-4)
+      >>> state = tx.init({"w": jnp.zeros(3)})
+      >>> float(gqc_jax.stats(state)["gradient_norm_threshold"])
+      9.5
+    """
+    lr, wd = _lr(conventional_lr, num_warmup_steps, num_training_steps)
+    threshold = schedules.cosine_annealing_with_inverse_warmup(
+        initial_threshold, final_threshold, num_warmup_steps, num_training_steps, warmup_multiplier
+    )
+    return gnts(
+        _inner(optimizer, optimizer_kwargs, lr, wd),
+        threshold,
+        max_draws=max_draws,
+        axis_name=axis_name,
+    )
+
+
+def gnts_with_cosine_annealing_conventional_lr(*args, **kwargs):
+    """:func:`gnts_with_cosine_annealing` with ``conventional_lr=True``."""
+    return gnts_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
+
+
+def gnr_with_cosine_annealing(
+    optimizer: OptimizerFactory,
+    initial_norm: float,
+    final_norm: float,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    conventional_lr: bool = False,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """GNR whose target norm warms up from 0 to ``initial_norm``, then anneals to ``final_norm``.
+
+    Learning rate and weight decay as in :func:`gnts_with_cosine_annealing`.
+    """
+    lr, wd = _lr(conventional_lr, num_warmup_steps, num_training_steps)
+    target = schedules.cosine_annealing_with_warmup(
+        initial_norm, final_norm, num_warmup_steps, num_training_steps
+    )
+    return gnr(_inner(optimizer, optimizer_kwargs, lr, wd), target, axis_name=axis_name)
+
+
+def gnr_with_cosine_annealing_conventional_lr(*args, **kwargs):
+    """:func:`gnr_with_cosine_annealing` with ``conventional_lr=True``."""
+    return gnr_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
+
+
+def gns_with_cosine_annealing(
+    optimizer: OptimizerFactory,
+    initial_tolerance: float,
+    final_tolerance: float,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    warmup_multiplier: float = 10.0,
+    max_draws: int = 64,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """GNS with an inverse-warmup, quarter-cosine tolerance; lr warmup then cosine to 0."""
+    lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
+    tolerance = schedules.cosine_annealing_with_inverse_warmup(
+        initial_tolerance, final_tolerance, num_warmup_steps, num_training_steps, warmup_multiplier
+    )
+    return gns(
+        _inner(optimizer, optimizer_kwargs, lr, None),
+        tolerance,
+        max_draws=max_draws,
+        axis_name=axis_name,
+    )
+
+
+def gns_default(
+    optimizer: OptimizerFactory,
+    tolerance: float,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    max_draws: int = 64,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """GNS with a constant tolerance after an inverse warmup from 20x; lr warmup then cosine."""
+    lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
+    schedule = schedules.constant_with_inverse_warmup(tolerance, num_warmup_steps, 20.0)
+    return gns(
+        _inner(optimizer, optimizer_kwargs, lr, None),
+        schedule,
+        max_draws=max_draws,
+        axis_name=axis_name,
+    )
+
+
+def mht_with_warmup(
+    optimizer: OptimizerFactory,
+    confidence_level: float,
+    percent_error_threshold: float,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    update_beta: float = 0.01,
+    max_draws: int = 64,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """MHT whose confidence and percent error both ramp linearly from 0, then hold.
+
+    At the first microbatch both are 0, an exact tie that steps (as in the
+    reference). Learning rate: warmup then quarter cosine to 0.
+    """
+    lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
+    confidence = schedules.cosine_annealing_with_warmup(
+        confidence_level, confidence_level, num_warmup_steps, num_training_steps
+    )
+    percent = schedules.cosine_annealing_with_warmup(
+        percent_error_threshold, percent_error_threshold, num_warmup_steps, num_training_steps
+    )
+    return mht(
+        _inner(optimizer, optimizer_kwargs, lr, None),
+        confidence,
+        percent,
+        update_beta=update_beta,
+        max_draws=max_draws,
+        axis_name=axis_name,
+    )
+
+
+def sbc_with_polynomial(
+    optimizer: OptimizerFactory,
+    physical_batch_size: int,
+    initial_batch_size: float,
+    final_batch_size: float,
+    num_training_steps: int,
+    num_warmup_steps: int,
+    *,
+    polynomial_power: float = 2.0,
+    max_draws: int = 64,
+    conventional_lr: bool = False,
+    axis_name=None,
+    **optimizer_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """SBC whose logical batch warms up from 0 to ``initial``, then grows to ``final``.
+
+    Growth: ``final - (final - initial)(1 - p)^P``, held at ``final`` after the
+    horizon. Learning rate and weight decay as in :func:`gnts_with_cosine_annealing`.
+    """
+    lr, wd = _lr(conventional_lr, num_warmup_steps, num_training_steps)
+    logical = schedules.polynomial_schedule_with_warmup(
+        initial_batch_size, final_batch_size, num_warmup_steps, num_training_steps, polynomial_power
+    )
+    return sbc(
+        _inner(optimizer, optimizer_kwargs, lr, wd),
+        logical,
+        physical_batch_size,
+        max_draws=max_draws,
+        axis_name=axis_name,
+    )
+
+
+def sbc_with_polynomial_conventional_lr(*args, **kwargs):
+    """:func:`sbc_with_polynomial` with ``conventional_lr=True``."""
+    return sbc_with_polynomial(*args, conventional_lr=True, **kwargs)
