@@ -241,7 +241,9 @@ def run(case, seed):
     wrapper, schedule = build(case, params)
     decisions, history = [], []
     for i in range(CALLS):
-        loss = sum((p * torch.tensor(grads[k][i])).sum() for p, k in zip(params, SHAPES))
+        loss = sum(
+            (p * torch.tensor(grads[k][i])).sum() for p, k in zip(params, SHAPES, strict=True)
+        )
         loss.backward()
         if case["controller"].startswith("mht"):
             stepped = wrapper.step(float(losses[i]))
