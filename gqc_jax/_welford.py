@@ -40,7 +40,14 @@ class Moments(NamedTuple):
 
 
 def gather(value: jax.Array, axis_name) -> jax.Array:
-    """``value`` from every device along ``axis_name`` (or just this one)."""
+    """The scalar ``value`` of every device along ``axis_name`` (or just this one).
+
+    Built from ``psum`` of a one-hot vector rather than ``all_gather`` so the
+    result is known to be identical on every device (``shard_map`` can then
+    return the controller state as replicated).
+    """
     if axis_name is None:
         return jnp.reshape(value, (1,))
-    return jnp.reshape(jax.lax.all_gather(value, axis_name), (-1,))
+    size = jax.lax.axis_size(axis_name)
+    slot = jax.nn.one_hot(jax.lax.axis_index(axis_name), size, dtype=jnp.float32)
+    return jax.lax.psum(slot * jnp.asarray(value, jnp.float32), axis_name)

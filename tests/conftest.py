@@ -1,7 +1,12 @@
-"""Shared test set-up: float32 by default, a bounded hypothesis profile."""
+"""Shared test set-up: 8 fake CPU devices, a bounded hypothesis profile."""
 
-import jax
-from hypothesis import HealthCheck, settings
+import os
+
+# Before jax is imported: tests of sharded and shard_map use 8 fake CPU devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
