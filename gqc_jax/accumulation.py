@@ -56,7 +56,7 @@ class Criterion(Protocol):
     :class:`Draw` and returns ``(passes, new_state)`` with ``passes`` a ``bool[]``;
     ``reset`` maps the state to the start of a new window and is applied when the
     controller steps (for any reason, the draw cap included). If the state is a
-    ``NamedTuple``, ``gqc_jax.stats`` reports its scalar array fields by name.
+    ``NamedTuple``, ``gqc_jax.stats`` reports its numeric scalar fields by name.
 
     Two optional methods refine the state machine: ``accept(state, draw)``
     returns a ``bool[]``, False to skip the microbatch as if it were non-finite
