@@ -31,6 +31,7 @@ from gqc_jax.gns import GradientNoiseScale, GradientNoiseScaleState, gns
 from gqc_jax.gnts import GradientNormThreshold, GradientNormThresholdState, gnts
 from gqc_jax.mht import MetricHypothesisTest, MetricHypothesisTestState, mht
 from gqc_jax.microstep import microstep
+from gqc_jax.rounding import RoundGradientsState, round_gradients
 from gqc_jax.sbc import ScheduledBatch, ScheduledBatchState, sbc
 from gqc_jax.stats import find_controller_state, stats
 
@@ -49,6 +50,7 @@ __all__ = [
     "MicrobatchClockState",
     "MetricHypothesisTest",
     "MetricHypothesisTestState",
+    "RoundGradientsState",
     "ScalarOrSchedule",
     "ScheduledBatch",
     "ScheduledBatchState",
@@ -68,6 +70,7 @@ __all__ = [
     "mht_with_warmup",
     "on_microbatch_clock",
     "microstep",
+    "round_gradients",
     "sbc",
     "sbc_with_polynomial",
     "sbc_with_polynomial_conventional_lr",

@@ -1,0 +1,261 @@
+"""round_gradients: properties per mode, the study's bf16 operator, stochastic rounding."""
+
+import chex
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gqc_jax
+
+FLOATS = st.floats(-1e6, 1e6, width=32, allow_subnormal=False)
+ARRAYS = hnp.arrays(np.float32, st.integers(1, 64), elements=FLOATS)
+
+
+def _rounder(mode, stochastic=False, emulate_bf16=False):
+    tx = gqc_jax.round_gradients(
+        1, mode=mode, stochastic=stochastic, emulate_bf16=emulate_bf16, seed=3
+    )
+
+    @jax.jit
+    def apply(x, digits):
+        state = tx.init(x)._replace(digits=jnp.asarray(digits, jnp.int32))
+        out, state = tx.update(x, state)
+        return out, state
+
+    return apply
+
+
+ROUND = {mode: _rounder(mode) for mode in gqc_jax.rounding.MODES}
+SETTINGS = {
+    "decimals": [0, 1, 3, 6, 9],
+    "significant": [1, 2, 4, 7],
+    "mantissa_bits": [0, 3, 7, 12],
+}
+CASES = [(m, d) for m, ds in SETTINGS.items() for d in ds]
+
+
+def _r(mode, x, d):
+    return np.asarray(ROUND[mode](jnp.asarray(x), d)[0])
+
+
+def _bound(mode, x, d):
+    x64 = np.abs(x.astype(np.float64))
+    ulp = np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
+    if mode == "decimals":
+        return 0.5 * 10.0**-d + 2 * ulp
+    if mode == "significant":
+        return 0.5 * 10.0 ** (1 - d) * x64 + 2 * ulp
+    return 2.0**-d * x64
+
+
+def _reference(mode, x, d):
+    """float64 numpy reference of each rule, cast to float32."""
+    x64 = x.astype(np.float64)
+    if mode == "decimals":
+        out = np.round(x64 * 10.0**d) / 10.0**d
+    elif mode == "significant":
+        e = np.floor(np.log10(np.where(x64 == 0, 1.0, np.abs(x64))))
+        scale = 10.0 ** (d - 1 - e)
+        out = np.where(x64 == 0, 0.0, np.round(x64 * scale) / scale)
+    else:
+        m, e = np.frexp(
+            x64
+        )  # x = m * 2^e, 0.5 <= |m| < 1: B fraction bits = B + 1 significand bits
+        out = np.ldexp(np.round(m * 2.0 ** (d + 1)), e - d - 1)
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize(("mode", "d"), CASES)
+@given(x=ARRAYS)
+def test_idempotent_sign_preserving_and_bounded(mode, d, x):
+    r = _r(mode, x, d)
+    np.testing.assert_array_equal(_r(mode, r, d), r)
+    assert np.all((r == 0) | (np.sign(r) == np.sign(x)))
+    assert np.all(np.abs(r.astype(np.float64) - x) <= _bound(mode, x, d))
+
+
+@pytest.mark.parametrize(("mode", "d"), CASES)
+@given(x=ARRAYS)
+def test_monotone(mode, d, x):
+    x = np.sort(x)
+    assert np.all(np.diff(_r(mode, x, d).astype(np.float64)) >= 0)
+
+
+def _no_fraction_bits_left(mode, x, d):
+    """Where |x * 10^s| >= 2^23 float32 has no fraction bits: the rule keeps x."""
+    x64 = np.abs(x.astype(np.float64))
+    if mode == "decimals":
+        return x64 * 10.0**d >= 2.0**23
+    if mode == "significant":
+        e = np.floor(np.log10(np.where(x64 == 0, 1.0, x64)))
+        return x64 * 10.0 ** (d - 1 - e) >= 2.0**23
+    return np.zeros(x.shape, bool)
+
+
+@pytest.mark.parametrize(("mode", "d"), CASES)
+@given(x=ARRAYS)
+def test_agrees_with_float64_numpy_reference(mode, d, x):
+    """Bit-equal to the float64 reference rounded to float32, except where the
+    scaled value has no fraction bits left in float32 (x is kept, within one ulp
+    of the reference) or the result would be subnormal (x is kept)."""
+    got = _r(mode, x, d)
+    want = _reference(mode, x, d)
+    kept = _no_fraction_bits_left(mode, x, d)
+    # A subnormal result cannot be produced where XLA flushes subnormals (CPU).
+    subnormal = (want != 0) & (np.abs(want) < np.finfo(np.float32).tiny)
+    exact = ~kept & ~subnormal
+    np.testing.assert_array_equal(got[exact], want[exact])
+    np.testing.assert_array_equal(got[~exact], x[~exact])
+    assert np.all(np.abs(got - want)[kept] <= np.spacing(np.abs(want[kept])))
+
+
+@pytest.mark.parametrize(
+    ("mode", "d"), [("decimals", 30), ("significant", 9), ("mantissa_bits", 23)]
+)
+@given(x=ARRAYS)
+def test_identity_beyond_float32_precision(mode, d, x):
+    np.testing.assert_array_equal(_r(mode, x, d), x)
+
+
+@pytest.mark.parametrize("d", [16, 38, 45])
+def test_decimals_large_d_is_the_identity_not_a_reciprocal_error(d):
+    """jnp.round(2.5, 16) gives 2.4999998 in float32; ours returns 2.5."""
+    x = np.array([2.5, 1.0, -3.0e38, 1e-3, 7.0], np.float32)
+    np.testing.assert_array_equal(_r("decimals", x, d), x)
+
+
+def test_non_finite_and_zeros_pass_through():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38], np.float32)
+    for mode, d in CASES:
+        r = _r(mode, x, d)
+        np.testing.assert_array_equal(r[1:5], x[1:5])
+        assert np.isnan(r[0]) and np.signbit(r[4])
+        assert np.isfinite(r[5])  # near the top of the range: never rounded to inf
+
+
+def test_significant_mode_near_powers_of_ten_and_subnormals():
+    x = np.array([1000.0, 999.99994, 1e-3, 0.00099999993, 1e-40, -2.5e-42], np.float32)
+    got = _r("significant", x, 2)
+    np.testing.assert_allclose(got[:4], [1000.0, 1000.0, 1e-3, 1e-3], rtol=1e-7)
+    # XLA on CPU flushes subnormal inputs; they pass through or flush, never blow up.
+    assert np.all(np.isfinite(got))
+
+
+def test_mantissa_bits_7_is_a_cast_to_bfloat16():
+    x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 100
+    np.testing.assert_array_equal(
+        _r("mantissa_bits", x, 7), x.astype(jnp.bfloat16).astype(np.float32)
+    )
+
+
+@pytest.mark.parametrize("d", list(range(0, 19)))
+def test_bf16_emulation_is_bit_equal_to_the_studys_operator(d):
+    """The study ran torch.round(decimals=d) on bfloat16, which jnp.round on
+    bfloat16 reproduces bit for bit (spec §1.2)."""
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal(20_000) * 10.0 ** rng.uniform(-9, 1, 20_000)).astype(np.float32)
+    x_bf16 = jnp.asarray(x).astype(jnp.bfloat16)
+    want = np.asarray(jnp.round(x_bf16, d))
+    apply = _rounder("decimals", emulate_bf16=True)
+    got = np.asarray(apply(x_bf16, d)[0])
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got.view(np.uint16)[finite], want.view(np.uint16)[finite])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("mode", gqc_jax.rounding.MODES)
+def test_preserves_dtype(dtype, mode):
+    g = {"a": jnp.linspace(-2, 2, 17).astype(dtype), "i": jnp.arange(3)}
+    tx = gqc_jax.round_gradients(2, mode=mode)
+    out, _ = jax.jit(tx.update)(g, tx.init(g))
+    chex.assert_trees_all_equal_shapes_and_dtypes(out, g)
+    np.testing.assert_array_equal(out["i"], g["i"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "d", "x", "quantum"),
+    [
+        ("decimals", 2, 0.123456, 0.01),
+        ("significant", 2, 0.0123456, 0.001),
+        ("mantissa_bits", 3, 1.3, 0.125),
+    ],
+)
+def test_stochastic_rounding_is_unbiased(mode, d, x, quantum):
+    n = 200_000
+    tx = gqc_jax.round_gradients(d, mode=mode, stochastic=True, seed=7)
+    g = {"x": jnp.full(n, x, jnp.float32)}
+    out, state = jax.jit(tx.update)(g, tx.init(g))
+    values = np.asarray(out["x"], np.float64)
+    lo = np.floor(x / quantum) * quantum
+    assert set(np.round(np.unique(values) / quantum).astype(int)) <= {
+        round(lo / quantum),
+        round(lo / quantum) + 1,
+    }
+    # Each draw errs by at most one quantum: 5 standard errors of the mean.
+    assert abs(values.mean() - x) < 5 * quantum / np.sqrt(n)
+    out2, _ = jax.jit(tx.update)(g, state)
+    assert not np.array_equal(out2["x"], out["x"])  # the key advances
+
+
+def test_schedule_on_its_own_count_without_recompiling():
+    tx = gqc_jax.round_gradients(lambda count: jnp.minimum(1 + count, 4))
+    g = {"x": jnp.array([0.123456], jnp.float32)}
+    state = tx.init(g)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def update(s):
+        return tx.update(g, s)
+
+    seen = []
+    for _ in range(5):
+        out, state = update(state)
+        seen.append(float(out["x"][0]))
+    np.testing.assert_allclose(seen, [0.1, 0.12, 0.123, 0.1235, 0.1235], rtol=1e-6)
+
+
+def test_vmap_across_settings():
+    tx = gqc_jax.round_gradients(0)
+    g = {"x": jnp.array([0.123456, -7.891], jnp.float32)}
+    states = jax.vmap(lambda d: tx.init(g)._replace(digits=d))(jnp.arange(4))
+    out, _ = jax.vmap(tx.update, in_axes=(None, 0))(g, states)
+    for d in range(4):
+        np.testing.assert_array_equal(out["x"][d], _r("decimals", np.asarray(g["x"]), d))
+
+
+def test_diagnostics():
+    tx = gqc_jax.round_gradients(2)
+    g = {"a": jnp.array([0.001, 0.5, 0.123, 0.0]), "b": jnp.array([1e-5, 2.0])}
+    _, state = tx.update(g, tx.init(g))
+    assert float(state.fraction_zeroed) == pytest.approx(2 / 6)
+    assert float(state.fraction_changed) == pytest.approx(3 / 6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"digits": -1}, "digits must be >= 0"),
+        ({"digits": 2.5}, "digits must be a non-negative int"),
+        ({"digits": 0, "mode": "significant"}, "digits must be >= 1 in 'significant'"),
+        ({"digits": 2, "mode": "binary"}, "mode must be one of"),
+        ({"digits": 2, "mode": "significant", "emulate_bf16": True}, "emulate_bf16 applies"),
+    ],
+)
+def test_invalid_settings(kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        gqc_jax.round_gradients(**kwargs)
+
+
+def test_chains_before_a_controller_and_an_optimizer():
+    tx = optax.chain(gqc_jax.round_gradients(1), gqc_jax.gnts(optax.sgd(1.0), 0.0, max_draws=2))
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.array([0.14, 0.26])}, state, params)
+    updates, state = tx.update({"w": jnp.array([0.33, -0.04])}, state, params)
+    # Each microbatch is rounded, then averaged: mean of (0.1, 0.3) and (0.3, -0.0).
+    np.testing.assert_allclose(updates["w"], [-0.2, -0.15], rtol=1e-6)
