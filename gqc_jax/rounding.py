@@ -134,7 +134,28 @@ def _round_decimals(g, digits, noise, emulate_bf16):
         return out, jnp.isfinite(out)
     work = _work_dtype(g.dtype)
     x = g.astype(work)
-    out, q = _scale_round_unscale(x, digits, noise)
+    # 10^d is one scalar here, so the exact rule needs no per-element scaling:
+    # q = x * T rounded once; only where that lands exactly on k + 1/2 does the
+    # product's rounding error (from an exact double-word product) decide.
+    hi_t, lo_t, exp_t = _pow10_table(work)
+    i = jnp.clip(digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    t_hi = jnp.ldexp(hi_t[i], exp_t[i])
+    t_lo = jnp.ldexp(lo_t[i], exp_t[i])
+    q, q_err = _two_prod(x, t_hi)
+    if noise is None:
+        q_lo = q_err + x * t_lo
+        floor = jnp.floor(q)
+        tie = q - floor == 0.5
+        r = jnp.where(tie & (q_lo > 0), floor + 1, jnp.where(tie & (q_lo < 0), floor, jnp.round(q)))
+    else:
+        r = jnp.floor(q + noise)
+    # Back: r * 10^-d as a double-word product, rounded once (no division, which
+    # XLA may rewrite as a multiply by a rounded reciprocal).
+    j = jnp.clip(-digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    p_hi = jnp.ldexp(hi_t[j], exp_t[j])
+    p_lo = jnp.ldexp(lo_t[j], exp_t[j])
+    b_hi, b_err = _two_prod(r, p_hi)
+    out = jnp.copysign(b_hi + (b_err + r * p_lo), x)
     precision = jnp.finfo(work).nmant  # 23 for float32, 52 for float64
     valid = (jnp.abs(q) < 2.0**precision) & jnp.isfinite(q) & (digits <= _MAX_POW10)
     return out, valid
