@@ -28,11 +28,18 @@ from gqc_jax.factories import (
 )
 from gqc_jax.gnr import GradientNormRescale, GradientNormRescaleState, gnr
 from gqc_jax.gns import GradientNoiseScale, GradientNoiseScaleState, gns
-from gqc_jax.gnts import GradientNormThreshold, GradientNormThresholdState, gnts
+from gqc_jax.gnts import (
+    GradientNormThreshold,
+    GradientNormThresholdState,
+    RelativeGradientNormThreshold,
+    RelativeGradientNormThresholdState,
+    gnts,
+)
 from gqc_jax.mht import MetricHypothesisTest, MetricHypothesisTestState, mht
 from gqc_jax.microstep import microstep
 from gqc_jax.rounding import RoundGradientsState, round_gradients
 from gqc_jax.sbc import ScheduledBatch, ScheduledBatchState, sbc
+from gqc_jax.snr import SignalToNoise, SignalToNoiseState, snr
 from gqc_jax.stats import find_controller_state, stats
 
 __version__ = "0.1.0"
@@ -50,9 +57,13 @@ __all__ = [
     "MicrobatchClockState",
     "MetricHypothesisTest",
     "MetricHypothesisTestState",
+    "RelativeGradientNormThreshold",
+    "RelativeGradientNormThresholdState",
     "RoundGradientsState",
     "ScalarOrSchedule",
     "ScheduledBatch",
+    "SignalToNoise",
+    "SignalToNoiseState",
     "ScheduledBatchState",
     "adaptive_accumulation",
     "current_mean",
@@ -75,5 +86,6 @@ __all__ = [
     "sbc_with_polynomial",
     "sbc_with_polynomial_conventional_lr",
     "schedules",
+    "snr",
     "stats",
 ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
 from gqc_jax._hyperparams import ScalarOrSchedule
+from gqc_jax._tree import global_norm
+from gqc_jax._welford import gather
 from gqc_jax.accumulation import Draw, adaptive_accumulation
 
 
@@ -48,11 +52,90 @@ class GradientNormThreshold:
         return state
 
 
+class RelativeGradientNormThresholdState(NamedTuple):
+    """State of :class:`RelativeGradientNormThreshold`.
+
+    Attributes:
+      gradient_norm_threshold: ``float32[]`` the relative threshold in force.
+      reference_norm: ``float32[]`` EMA of single-microbatch gradient norms.
+      effective_threshold: ``float32[]`` the absolute threshold last compared.
+      has_reference: ``bool[]`` whether ``reference_norm`` holds a value.
+    """
+
+    gradient_norm_threshold: jax.Array
+    reference_norm: jax.Array
+    effective_threshold: jax.Array
+    has_reference: jax.Array
+
+
+class RelativeGradientNormThreshold:
+    r"""Criterion: GNTS with the threshold relative to the model's own gradient scale.
+
+        Passes iff :math:`\lVert ar g_n
+    Vert \le 	au(t)\, r`, where :math:`r` is
+        an EMA (rate ``reference_beta``) of the single-microbatch gradient norms
+        :math:`\lVert g_i
+    Vert` seen so far, every draw included. Each sample
+        entering the EMA is clipped to ``outlier_clip`` times the current reference,
+        so one outlier microbatch raises :math:`r` by at most a factor
+        :math:`1 + eta(	ext{clip} - 1)` and cannot loosen the test for long.
+    """
+
+    def __init__(
+        self,
+        threshold: ScalarOrSchedule = 0.5,
+        reference_beta: float = 0.05,
+        outlier_clip: float = 4.0,
+    ):
+        _hyperparams.validate("threshold", threshold, minimum=0.0)
+        if not isinstance(reference_beta, numbers.Real) or not 0 < reference_beta <= 1:
+            raise ValueError(f"reference_beta must be in (0, 1], got {reference_beta!r}.")
+        if not isinstance(outlier_clip, numbers.Real) or not outlier_clip >= 1:
+            raise ValueError(f"outlier_clip must be >= 1, got {outlier_clip!r}.")
+        self.threshold = threshold
+        self.reference_beta = float(reference_beta)
+        self.outlier_clip = float(outlier_clip)
+
+    def init(self, params: optax.Params) -> RelativeGradientNormThresholdState:
+        del params
+        return RelativeGradientNormThresholdState(
+            gradient_norm_threshold=_hyperparams.initial(self.threshold),
+            reference_norm=jnp.ones([], jnp.float32),
+            effective_threshold=jnp.zeros([], jnp.float32),
+            has_reference=jnp.zeros([], jnp.bool_),
+        )
+
+    def should_step(
+        self, state: RelativeGradientNormThresholdState, draw: Draw
+    ) -> tuple[jax.Array, RelativeGradientNormThresholdState]:
+        tau = _hyperparams.current(self.threshold, state.gradient_norm_threshold, draw.count)
+        h = jnp.mean(gather(global_norm(draw.grads), draw.axis_name))
+        old = state.reference_norm
+        clipped = jnp.minimum(h, self.outlier_clip * old)
+        reference = jnp.where(state.has_reference, old + self.reference_beta * (clipped - old), h)
+        effective = tau * reference
+        new_state = RelativeGradientNormThresholdState(
+            gradient_norm_threshold=tau,
+            reference_norm=reference,
+            effective_threshold=effective,
+            has_reference=jnp.ones([], jnp.bool_),
+        )
+        return draw.mean_norm <= effective, new_state
+
+    def reset(
+        self, state: RelativeGradientNormThresholdState
+    ) -> RelativeGradientNormThresholdState:
+        return state
+
+
 def gnts(
     inner: optax.GradientTransformation,
     threshold: ScalarOrSchedule = 1.0,
     *,
     max_draws: int = 64,
+    relative: bool = False,
+    reference_beta: float = 0.05,
+    outlier_clip: float = 4.0,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
     axis_name=None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -69,17 +152,29 @@ def gnts(
     microbatches per step. If :math:`\tau` is below the norm of the true gradient
     the test may never pass and only the draw cap steps. The threshold is an
     absolute gradient norm: measure a single microbatch's gradient norm
-    (``gqc_jax.stats(state)["last_grad_norm"]`` with ``max_draws=1``) to choose it.
+    (``gqc_jax.stats(state)["last_grad_norm"]`` with ``max_draws=1``) to choose it,
+    or pass ``relative=True`` to give it as a fraction of the model's own
+    single-microbatch gradient norm (:class:`RelativeGradientNormThreshold`):
+    then the reference's schedule shapes (inverse warmup, quarter cosine) keep
+    their meaning at any gradient scale, and multiplying every gradient by a
+    constant changes no decision.
 
     Args:
       inner: the optimizer run on each window mean.
       threshold: :math:`\tau \ge 0`, a number or a schedule on the microbatch clock.
       max_draws: the draw cap.
+      relative: read ``threshold`` as a fraction of the EMA of single-microbatch
+        gradient norms (``reference_norm`` in the stats).
+      reference_beta: EMA rate of that reference norm (``relative`` only).
+      outlier_clip: samples above this multiple of the reference enter its EMA
+        clipped (``relative`` only).
       accumulator_dtype: dtype of the running mean.
+      axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
-      ``gradient_norm_threshold`` besides the shared counters.
+      ``gradient_norm_threshold`` besides the shared counters (with ``relative``
+      also ``reference_norm`` and ``effective_threshold``).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -91,9 +186,14 @@ def gnts(
       >>> print(updates["w"], int(state.last_num_draws))
       [-0.05 -0.05] 2
     """
+    criterion = (
+        RelativeGradientNormThreshold(threshold, reference_beta, outlier_clip)
+        if relative
+        else GradientNormThreshold(threshold)
+    )
     return adaptive_accumulation(
         inner,
-        GradientNormThreshold(threshold),
+        criterion,
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,

@@ -96,6 +96,8 @@ def sbc(
       physical_batch_size: :math:`b > 0`, samples per microbatch.
       max_draws: the draw cap.
       accumulator_dtype: dtype of the running mean.
+      axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`;
+        each draw then brings ``physical_batch_size`` samples from every device.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports

@@ -1,0 +1,191 @@
+"""SNR: a scale-free controller from the gradient noise scale estimators."""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gqc_jax import _hyperparams
+from gqc_jax._hyperparams import ScalarOrSchedule
+from gqc_jax._tree import global_norm
+from gqc_jax._welford import Moments, gather
+from gqc_jax.accumulation import Draw, adaptive_accumulation
+
+
+class SignalToNoiseState(NamedTuple):
+    """State of :class:`SignalToNoise`.
+
+    Attributes:
+      noise_ratio: ``float32[]`` the ratio in force.
+      signal: ``float32[]`` estimate of :math:`|G|^2` (last draw, smoothed).
+      noise: ``float32[]`` estimate of :math:`\\operatorname{tr}\\Sigma`, the
+        noise of one microbatch gradient (last draw, smoothed).
+      noise_scale: ``float32[]`` :math:`B_\\text{noise} = \\operatorname{tr}\\Sigma
+        / |G|^2` in microbatches (last draw).
+      squared_norms: moments of the window's per-microbatch squared norms.
+      smoothed_signal: ``float32[]`` EMA over windows of the final ``signal``.
+      smoothed_noise: ``float32[]`` EMA over windows of the final ``noise``.
+      has_smoothed: ``bool[]`` whether the EMAs hold a value.
+    """
+
+    noise_ratio: jax.Array
+    signal: jax.Array
+    noise: jax.Array
+    noise_scale: jax.Array
+    squared_norms: Moments
+    smoothed_signal: jax.Array
+    smoothed_noise: jax.Array
+    has_smoothed: jax.Array
+
+
+class SignalToNoise:
+    r"""Criterion: step when the window mean's noise is a small part of its signal.
+
+    With :math:`k \ge 2` microbatch gradients :math:`g_i` in the window, their
+    mean :math:`\bar g` and :math:`\overline{|g|^2}` the mean of their squared
+    norms, the unbiased estimators (McCandlish et al. 2018, app. A, with
+    :math:`B_\text{small} = 1` and :math:`B_\text{big} = k` microbatches) are
+
+    .. math::
+      \widehat{|G|^2} = \frac{k|\bar g|^2 - \overline{|g|^2}}{k - 1}, \qquad
+      \widehat{\operatorname{tr}\Sigma} = \frac{k}{k-1}\left(\overline{|g|^2}
+      - |\bar g|^2\right),
+
+    and the test passes iff :math:`k \ge` ``min_draws``, :math:`\widehat{|G|^2} > 0`
+    and :math:`\widehat{\operatorname{tr}\Sigma}/k \le \rho\,\widehat{|G|^2}`.
+    """
+
+    def __init__(self, noise_ratio: ScalarOrSchedule, min_draws: int = 2, smoothing: float = 0.0):
+        _hyperparams.validate("noise_ratio", noise_ratio, minimum=0.0, strict=True)
+        if isinstance(min_draws, bool) or not isinstance(min_draws, numbers.Integral):
+            raise TypeError(f"min_draws must be an int, got {min_draws!r}.")
+        if min_draws < 2:
+            raise ValueError(
+                f"min_draws must be >= 2 (the estimators need 2 draws), got {min_draws}."
+            )
+        if not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
+        self.noise_ratio = noise_ratio
+        self.min_draws = int(min_draws)
+        self.smoothing = float(smoothing)
+
+    def init(self, params: optax.Params) -> SignalToNoiseState:
+        del params
+        zero = jnp.zeros([], jnp.float32)
+        return SignalToNoiseState(
+            noise_ratio=_hyperparams.initial(self.noise_ratio),
+            signal=zero,
+            noise=zero,
+            noise_scale=zero,
+            squared_norms=Moments.empty(),
+            smoothed_signal=zero,
+            smoothed_noise=zero,
+            has_smoothed=jnp.zeros([], jnp.bool_),
+        )
+
+    def should_step(
+        self, state: SignalToNoiseState, draw: Draw
+    ) -> tuple[jax.Array, SignalToNoiseState]:
+        rho = _hyperparams.current(self.noise_ratio, state.noise_ratio, draw.count)
+        local = jnp.square(global_norm(draw.grads))
+        moments = state.squared_norms.merge(gather(local, draw.axis_name))
+        k = moments.count
+        mean_square = moments.mean
+        big = jnp.square(draw.mean_norm)
+        denom = jnp.maximum(k - 1.0, 1.0)
+        signal = (k * big - mean_square) / denom
+        noise = k * (mean_square - big) / denom
+        if self.smoothing:
+            w = jnp.where(state.has_smoothed, self.smoothing, 0.0)
+            signal = (1 - w) * signal + w * state.smoothed_signal
+            noise = (1 - w) * noise + w * state.smoothed_noise
+        enough = k >= jnp.maximum(self.min_draws, 2)
+        passes = enough & (signal > 0) & (noise / k <= rho * signal)
+        scale = jnp.where(enough & (signal > 0), noise / jnp.where(signal > 0, signal, 1.0), 0.0)
+        new_state = state._replace(
+            noise_ratio=rho,
+            signal=jnp.where(enough, signal, state.signal),
+            noise=jnp.where(enough, noise, state.noise),
+            noise_scale=jnp.where(enough & (signal > 0), scale, state.noise_scale),
+            squared_norms=moments,
+        )
+        return passes, new_state
+
+    def reset(self, state: SignalToNoiseState) -> SignalToNoiseState:
+        b = self.smoothing
+        w = jnp.where(state.has_smoothed, b, 0.0)
+        return state._replace(
+            squared_norms=Moments.empty(),
+            smoothed_signal=(1 - w) * state.signal + w * state.smoothed_signal
+            if b
+            else state.signal,
+            smoothed_noise=(1 - w) * state.noise + w * state.smoothed_noise if b else state.noise,
+            has_smoothed=jnp.ones([], jnp.bool_),
+        )
+
+
+def snr(
+    inner: optax.GradientTransformation,
+    noise_ratio: ScalarOrSchedule = 0.1,
+    *,
+    min_draws: int = 2,
+    max_draws: int = 64,
+    smoothing: float = 0.0,
+    accumulator_dtype: jax.typing.DTypeLike = "float32",
+    axis_name=None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scale-free controller: step when noise is at most ``noise_ratio`` of signal.
+
+    Estimates the true gradient's squared norm :math:`|G|^2` and the noise of one
+    microbatch gradient :math:`\operatorname{tr}\Sigma` from the window itself
+    (unbiased small/large-batch estimators, McCandlish et al. 2018, "An Empirical
+    Model of Large-Batch Training", appendix A) and steps when the noise left in
+    the window mean is small against the signal:
+
+    .. math::
+      \frac{\widehat{\operatorname{tr}\Sigma}}{n} \le \rho\,\widehat{|G|^2}
+      \;\lor\; n \ge \text{max\_draws}.
+
+    So a window draws about :math:`B_\text{noise}/\rho` microbatches, where
+    :math:`B_\text{noise} = \operatorname{tr}\Sigma/|G|^2` is the gradient noise
+    scale in microbatches. Multiplying every gradient by a constant leaves every
+    decision unchanged: no gradient-norm scale to tune. ``gqc_jax.stats``
+    reports ``noise_scale``, ``signal``, ``noise`` and ``noise_ratio``.
+
+    Args:
+      inner: the optimizer run on each window mean.
+      noise_ratio: :math:`\rho > 0`, a number or a schedule on the microbatch clock.
+      min_draws: at least this many microbatches per step (>= 2: the estimators
+        need two).
+      max_draws: the draw cap.
+      smoothing: weight in [0, 1) of an EMA over previous windows' estimates,
+        blended into each decision (0: each window on its own).
+      accumulator_dtype: dtype of the running mean.
+      axis_name: see :func:`gqc_jax.adaptive_accumulation`; every device's
+        microbatch counts as one sample of the estimators.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.snr(optax.sgd(0.1), noise_ratio=0.5, max_draws=64)
+      >>> params = {"w": jnp.zeros(16)}
+      >>> state = tx.init(params)
+      >>> for i in range(40):   # signal |G|^2 = 16, noise tr(Sigma) = 64: B_noise = 4
+      ...     g = {"w": 1.0 + 2.0 * jax.random.normal(jax.random.key(i), (16,))}
+      ...     _, state = tx.update(g, state, params)
+      >>> 4 <= int(state.num_batches) / int(state.num_steps) <= 16
+      True
+    """
+    return adaptive_accumulation(
+        inner,
+        SignalToNoise(noise_ratio, min_draws, smoothing),
+        max_draws=max_draws,
+        accumulator_dtype=accumulator_dtype,
+        axis_name=axis_name,
+    )
