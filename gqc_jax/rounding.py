@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gqc_jax._double_word import two_prod
+
 MODES = ("decimals", "significant", "mantissa_bits")
 # Largest useful power of ten: above it 10^d overflows float32 and the rule is
 # the identity for every finite float32 value anyway.
@@ -79,21 +81,6 @@ def _pow10_table(dtype):
     return jnp.asarray(hi), jnp.asarray(lo), jnp.asarray(exp, jnp.int32)
 
 
-def _two_prod(a, b):
-    """a * b as an unevaluated sum hi + lo, exactly (Dekker, no FMA needed)."""
-    split = 4097.0 if a.dtype == jnp.float32 else 134217729.0
-
-    def halves(x):
-        c = split * x
-        hi = c - (c - x)
-        return hi, x - hi
-
-    p = a * b
-    ah, al = halves(a)
-    bh, bl = halves(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
 def _scale_round_unscale(x, s, noise):
     """Rounds x * 10^s to an integer and scales back, with exact ties.
 
@@ -105,7 +92,7 @@ def _scale_round_unscale(x, s, noise):
     hi_t, lo_t, exp_t = _pow10_table(x.dtype)
     mant, k = jnp.frexp(x)  # x = mant * 2^k exactly, |mant| in [0.5, 1)
     i = jnp.clip(s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    q_hi, q_err = _two_prod(mant, hi_t[i])
+    q_hi, q_err = two_prod(mant, hi_t[i])
     q_lo = q_err + mant * lo_t[i]
     scale = k + exp_t[i]
     q_hi, q_lo = jnp.ldexp(q_hi, scale), jnp.ldexp(q_lo, scale)
@@ -117,7 +104,7 @@ def _scale_round_unscale(x, s, noise):
     else:
         r = jnp.floor(q_hi + noise)
     j = jnp.clip(-s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    t_hi, t_err = _two_prod(r, hi_t[j])
+    t_hi, t_err = two_prod(r, hi_t[j])
     t_lo = t_err + r * lo_t[j]
     # Rounding never flips the sign; copysign keeps it on a rounded-away zero.
     return jnp.copysign(jnp.ldexp(t_hi + t_lo, exp_t[j]), x), q_hi
@@ -141,7 +128,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     i = jnp.clip(digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
     t_hi = jnp.ldexp(hi_t[i], exp_t[i])
     t_lo = jnp.ldexp(lo_t[i], exp_t[i])
-    q, q_err = _two_prod(x, t_hi)
+    q, q_err = two_prod(x, t_hi)
     if noise is None:
         q_lo = q_err + x * t_lo
         floor = jnp.floor(q)
@@ -154,7 +141,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     j = jnp.clip(-digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
     p_hi = jnp.ldexp(hi_t[j], exp_t[j])
     p_lo = jnp.ldexp(lo_t[j], exp_t[j])
-    b_hi, b_err = _two_prod(r, p_hi)
+    b_hi, b_err = two_prod(r, p_hi)
     out = jnp.copysign(b_hi + (b_err + r * p_lo), x)
     precision = jnp.finfo(work).nmant  # 23 for float32, 52 for float64
     valid = (jnp.abs(q) < 2.0**precision) & jnp.isfinite(q) & (digits <= _MAX_POW10)
@@ -207,6 +194,28 @@ def _round_mantissa(g, bits, random_bits):
     return out, jnp.isfinite(g)
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer hash with good avalanche ("lowbias32")."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _hash_bits(seed: jax.Array, shape) -> jax.Array:
+    """Per-element pseudo-random uint32 from a counter hash of (seed, index).
+
+    Generated inside the same fused elementwise pass as the rounding, unlike a
+    separate threefry kernel, which cost about 10x a multiply of the array on
+    CPU. Statistical quality is ample for stochastic rounding; the stream is
+    fully determined by the key in the state.
+    """
+    size = int(np.prod(shape)) if shape else 1
+    index = jax.lax.iota(jnp.uint32, size).reshape(shape)
+    return _mix32(_mix32(index ^ seed[0]) + seed[1])
+
+
 def _check_digits(digits, mode):
     if callable(digits):
         return
@@ -214,7 +223,7 @@ def _check_digits(digits, mode):
         raise ValueError(
             f"digits must be a non-negative int or a schedule f(count) -> int, got {digits!r}."
         )
-    minimum = 1 if mode == "significant" else 0
+    minimum = 0 if mode == "decimals" else 1
     if digits < minimum:
         raise ValueError(f"digits must be >= {minimum} in {mode!r} mode, got {digits}.")
 
@@ -288,13 +297,17 @@ def round_gradients(
         if not jnp.issubdtype(g.dtype, jnp.floating):
             return g
         noise = bits = None
-        if stochastic and mode == "mantissa_bits":
-            width = jnp.finfo(g.dtype).bits
-            bits = jax.random.bits(
-                key, g.shape, {16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}[width]
-            )
-        elif stochastic:
-            noise = jax.random.uniform(key, g.shape, _work_dtype(g.dtype))
+        if stochastic:
+            seed_words = jax.random.bits(key, (2,), jnp.uint32)
+            bits = _hash_bits(seed_words, g.shape)
+            if mode != "mantissa_bits":
+                # 24 random bits: u uniform on a 2^-24 grid in [0, 1).
+                noise = (bits >> 8).astype(_work_dtype(g.dtype)) * (2.0**-24)
+                bits = None
+            elif jnp.finfo(g.dtype).bits == 64:
+                bits = (bits.astype(jnp.uint64) << 32) | _mix32(bits).astype(jnp.uint64)
+            elif jnp.finfo(g.dtype).bits == 16:
+                bits = (bits >> 16).astype(jnp.uint16)
         if mode == "decimals":
             out, valid = _round_decimals(g, d, noise, emulate_bf16)
         elif mode == "significant":

@@ -1,0 +1,61 @@
+"""Double-word ("float-float") arithmetic: a value as an unevaluated sum hi + lo.
+
+Error-free transformations (Knuth's two-sum, Dekker's two-product without FMA)
+give about twice the working precision, which the exact rounding rules and the
+Student-t quantile need in float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+DoubleWord = tuple[jax.Array, jax.Array]
+
+
+def two_prod(a: jax.Array, b: jax.Array) -> DoubleWord:
+    """a * b exactly, as (rounded product, error) (Dekker, no FMA needed)."""
+    split = 134217729.0 if jnp.result_type(a) == jnp.float64 else 4097.0
+
+    def halves(x):
+        c = split * x
+        hi = c - (c - x)
+        return hi, x - hi
+
+    p = a * b
+    ah, al = halves(a)
+    bh, bl = halves(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def two_sum(a: jax.Array, b: jax.Array) -> DoubleWord:
+    """a + b exactly, as (rounded sum, error) (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _renormalize(a: jax.Array, b: jax.Array) -> DoubleWord:
+    s = a + b
+    return s, b - (s - a)
+
+
+def from_float(value: jax.typing.ArrayLike) -> DoubleWord:
+    value = jnp.asarray(value, jnp.float32)
+    return value, jnp.zeros_like(value)
+
+
+def add(x: DoubleWord, y: DoubleWord) -> DoubleWord:
+    s, e = two_sum(x[0], y[0])
+    return _renormalize(s, e + x[1] + y[1])
+
+
+def mul(x: DoubleWord, y: DoubleWord) -> DoubleWord:
+    p, e = two_prod(x[0], y[0])
+    return _renormalize(p, e + x[0] * y[1] + x[1] * y[0])
+
+
+def div(x: DoubleWord, y: DoubleWord) -> DoubleWord:
+    q1 = x[0] / y[0]
+    r = add(x, mul(y, (-q1, jnp.zeros_like(q1))))
+    return _renormalize(q1, r[0] / y[0])
