@@ -159,7 +159,9 @@ def adaptive_accumulation(
     the inner optimizer once on :math:`\bar g_n` (cast to the gradients' dtype)
     and returns its updates; every other call returns exact zeros and leaves the
     inner state untouched. The loss passed as ``value=`` is averaged over the
-    window the same way and forwarded to the inner optimizer as ``value=``.
+    window the same way and forwarded to the inner optimizer as ``value=``; the
+    inner optimizer also receives the microbatch clock as the extra argument
+    ``microbatch_count`` (used by :func:`gqc_jax.on_microbatch_clock`).
 
     A microbatch whose gradient (or ``value``) has a NaN or inf is skipped: the
     accumulator, the window count and the criterion state are left as they were,
