@@ -41,6 +41,7 @@ from gqc_jax.rounding import RoundGradientsState, round_gradients
 from gqc_jax.sbc import ScheduledBatch, ScheduledBatchState, sbc
 from gqc_jax.snr import SignalToNoise, SignalToNoiseState, snr
 from gqc_jax.stats import find_controller_state, stats
+from gqc_jax.window import accumulate_window
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "SignalToNoise",
     "SignalToNoiseState",
     "ScheduledBatchState",
+    "accumulate_window",
     "adaptive_accumulation",
     "current_mean",
     "find_controller_state",
