@@ -11,7 +11,7 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,models]"
 	touch $@
 
 demo: $(STAMP)

@@ -1,0 +1,1 @@
+"""Flax NNX GPT models and their sharding rules."""

@@ -1,0 +1,111 @@
+"""One jitted, sharded train step for any optax transformation (gqc_jax controllers too).
+
+The model is split once into a static graph and a pure dict of parameters; the
+train state ``(params, opt_state)`` is a plain pytree, sharded by
+:mod:`models.sharding`'s rules and donated to every step. Each call consumes one
+*microbatch* and returns metrics as device scalars, so the host can read them one
+step late without blocking the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+import gqc_jax
+from models.gpt import GPT, next_token_loss
+from models.sharding import batch_sharding, tree_specs
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: optax.OptState
+
+
+def split(model: GPT):
+    """(graphdef, params as a pure dict) of an NNX model."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
+    """Parameters by the rules; optimizer leaves shaped like a parameter follow it."""
+    param_specs = tree_specs(state.params, mesh)
+    by_shape = {}
+    for leaf, spec in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(param_specs, is_leaf=_is_spec), strict=True
+    ):
+        by_shape.setdefault(jax.numpy.shape(leaf), spec)
+    replicated = jax.sharding.PartitionSpec()
+
+    def opt_spec(leaf):
+        return by_shape.get(jax.numpy.shape(leaf), replicated) if jnp.ndim(leaf) else replicated
+
+    to_sharding = lambda s: NamedSharding(mesh, s)  # noqa: E731
+    return TrainState(
+        params=jax.tree.map(to_sharding, param_specs, is_leaf=_is_spec),
+        opt_state=jax.tree.map(lambda x: to_sharding(opt_spec(x)), state.opt_state),
+    )
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, jax.sharding.PartitionSpec)
+
+
+def init_state(model: GPT, tx: optax.GradientTransformation, mesh: Mesh):
+    """(graphdef, sharded TrainState, its shardings).
+
+    The optimizer state is built by one jitted call with the target shardings,
+    so every leaf is its own buffer, laid out where it belongs and safe to donate
+    (``tx.init`` outside jit may hand out one cached zeros buffer for several
+    same-shaped leaves).
+    """
+    graphdef, params = split(model)
+    abstract = jax.eval_shape(lambda p: TrainState(p, tx.init(p)), params)
+    shardings = state_shardings(abstract, mesh)
+    state = jax.jit(lambda p: TrainState(p, tx.init(p)), out_shardings=shardings)(params)
+    return graphdef, state, shardings
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, shardings: TrainState):
+    """``step(state, tokens) -> (state, metrics)``, jitted once, state donated."""
+
+    def loss_fn(params, tokens):
+        return next_token_loss(nnx.merge(graphdef, params), tokens)
+
+    def step(state: TrainState, tokens: jax.Array):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens)
+        params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        try:
+            stats = gqc_jax.stats(opt_state)
+            metrics.update(stepped=stats["stepped"], num_draws=stats["num_draws"])
+        except ValueError:  # a plain optimizer: every microbatch is a step
+            metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
+        return TrainState(params, opt_state), metrics
+
+    replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(
+        step,
+        in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(graphdef, mesh: Mesh, shardings: TrainState):
+    """``eval(params, tokens) -> loss``, jitted, nothing donated."""
+
+    def evaluate(params, tokens):
+        return next_token_loss(nnx.merge(graphdef, params), tokens)
+
+    return jax.jit(
+        evaluate,
+        in_shardings=(shardings.params, batch_sharding(mesh)),
+        out_shardings=NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )

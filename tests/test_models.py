@@ -1,0 +1,127 @@
+"""GPT model, sharding rules and the sharded train step (8 fake CPU devices)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+pytest.importorskip("flax")
+from flax import nnx  # noqa: E402
+
+import gqc_jax  # noqa: E402
+from models.gpt import GPT, GPTConfig, count_params, next_token_loss, preset  # noqa: E402
+from models.sharding import make_mesh, param_spec, parse_mesh_spec  # noqa: E402
+from models.train_step import init_state, make_eval_step, make_train_step  # noqa: E402
+
+CONFIG = preset("tiny", vocab_size=64, seq_len=32, width=32, heads=4, depth=2)
+
+
+def test_forward_shapes_and_dtype():
+    model = GPT(CONFIG, rngs=nnx.Rngs(0))
+    logits = model(jnp.zeros((3, 16), jnp.int32))
+    assert logits.shape == (3, 16, 64) and logits.dtype == jnp.float32
+
+
+def test_causal_masking():
+    model = GPT(CONFIG, rngs=nnx.Rngs(1))
+    tokens = jax.random.randint(jax.random.key(0), (2, 20), 0, 64)
+    changed = tokens.at[:, 12].set((tokens[:, 12] + 7) % 64)
+    a, b = model(tokens), model(changed)
+    np.testing.assert_allclose(a[:, :12], b[:, :12], atol=1e-6)
+    assert not np.allclose(a[:, 12:], b[:, 12:])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        CONFIG,
+        preset("tiny", tied_embeddings=False, norm="rmsnorm"),
+        preset("study"),
+        GPTConfig(depth=3, width=48, heads=3, mlp_ratio=2, vocab_size=100, seq_len=40),
+    ],
+)
+def test_parameter_count_formula(config):
+    abstract = nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0)))
+    assert count_params(abstract) == config.num_params()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="width \\(30\\) must be divisible by heads \\(4\\)"):
+        GPTConfig(width=30, heads=4)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="exceeds seq_len"):
+        GPT(CONFIG, rngs=nnx.Rngs(0))(jnp.zeros((1, 33), jnp.int32))
+
+
+def test_mesh_spec_errors():
+    assert parse_mesh_spec("data=4,fsdp=2") == {"data": 4, "fsdp": 2, "tensor": 1}
+    with pytest.raises(ValueError, match="unknown mesh axis 'pipe'"):
+        parse_mesh_spec("pipe=2")
+    with pytest.raises(ValueError, match="needs 16 devices but 8"):
+        make_mesh("data=8,fsdp=2")
+
+
+needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+
+
+def _train(mesh_spec, tx_factory, steps=12):
+    mesh = make_mesh(mesh_spec, jax.devices()[: 8 if mesh_spec != "data=1" else 1])
+    tx = tx_factory()
+    graphdef, state, shardings = init_state(GPT(CONFIG, rngs=nnx.Rngs(0)), tx, mesh)
+    step = make_train_step(graphdef, tx, mesh, shardings)
+    data = jax.random.randint(jax.random.key(1), (steps, 8, 33), 0, 64)
+    losses, stepped = [], []
+    for i in range(steps):
+        state, metrics = step(state, data[i])
+        losses.append(float(metrics["loss"]))
+        stepped.append(bool(metrics["stepped"]))
+    evaluate = make_eval_step(graphdef, mesh, shardings)
+    return losses, stepped, float(evaluate(state.params, data[0])), state
+
+
+def _gnts():
+    return gqc_jax.gnts(optax.adamw(3e-3), threshold=0.3, relative=True, max_draws=4)
+
+
+@needs8
+@pytest.mark.parametrize("mesh_spec", ["data=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2"])
+def test_sharded_training_equals_one_device(mesh_spec):
+    ref_losses, ref_stepped, ref_eval, _ = _train("data=1", _gnts)
+    losses, stepped, eval_loss, state = _train(mesh_spec, _gnts)
+    assert stepped == ref_stepped and 0 < sum(stepped) < len(stepped)
+    np.testing.assert_allclose(losses, ref_losses, atol=1e-5)
+    np.testing.assert_allclose(eval_loss, ref_eval, atol=1e-5)
+    # Parameters, Adam moments and the GQC accumulator follow the rules.
+    mesh = make_mesh(mesh_spec)
+    qkv = state.params["blocks"][0]["qkv"]["kernel"]
+    assert qkv.sharding.spec == param_spec("blocks.0.qkv.kernel", qkv.shape, mesh)
+    acc = gqc_jax.find_controller_state(state.opt_state).acc["blocks"][0]["qkv"]["kernel"]
+    assert acc.sharding.is_equivalent_to(qkv.sharding, 2)
+
+
+def test_accumulator_costs_one_param_sized_buffer():
+    mesh = make_mesh("data=1", jax.devices()[:1])
+    sizes = {}
+    for name, tx in (("adamw", optax.adamw(1e-3)), ("gnts", gqc_jax.gnts(optax.adamw(1e-3)))):
+        graphdef, state, shardings = init_state(GPT(CONFIG, rngs=nnx.Rngs(0)), tx, mesh)
+        step = make_train_step(graphdef, tx, mesh, shardings)
+        tokens = jnp.zeros((8, 33), jnp.int32)
+        analysis = step.lower(state, tokens).compile().memory_analysis()
+        sizes[name] = analysis.argument_size_in_bytes
+    param_bytes = 4 * CONFIG.num_params()
+    extra = sizes["gnts"] - sizes["adamw"]
+    assert param_bytes <= extra < param_bytes + 1024  # one accumulator plus scalars
+
+
+def test_loss_decreases_under_gnts_on_one_device():
+    losses, stepped, _, _ = _train("data=1", _gnts, steps=40)
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    assert sum(stepped) >= 5
+
+
+def test_next_token_loss_at_init_is_about_log_vocab():
+    model = GPT(CONFIG, rngs=nnx.Rngs(0))
+    loss = next_token_loss(model, jax.random.randint(jax.random.key(2), (4, 33), 0, 64))
+    assert abs(float(loss) - np.log(64)) < 0.1
