@@ -21,6 +21,8 @@ class GPTConfig:
       width: residual width.
       heads: attention heads (``width`` must be divisible by it).
       mlp_ratio: hidden width of the MLP over ``width``.
+      dropout: dropout rate on the attention and MLP outputs and the embeddings,
+        active only when a ``dropout_key`` is passed (training).
       tied_embeddings: reuse the token embedding as the output projection.
       norm: ``"layernorm"`` or ``"rmsnorm"``.
       dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
@@ -33,6 +35,7 @@ class GPTConfig:
     width: int = 384
     heads: int = 1
     mlp_ratio: int = 4
+    dropout: float = 0.0
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     dtype: jnp.dtype = jnp.float32
@@ -45,6 +48,8 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads}).")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}.")
 
@@ -87,6 +92,14 @@ def preset(name: str, **overrides) -> GPTConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout with an explicit key (no RNG state inside the model)."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
 def _norm(config: GPTConfig, rngs: nnx.Rngs) -> nnx.Module:
     cls = nnx.LayerNorm if config.norm == "layernorm" else nnx.RMSNorm
     return cls(config.width, dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
@@ -118,16 +131,18 @@ class Block(nnx.Module):
         self.up = _linear(config, w, hidden, rngs)
         self.down = _linear(config, hidden, w, rngs, residual_scale)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         b, t, w = x.shape
+        k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        rate = self.config.dropout
         heads = self.config.heads
         q, k, v = jnp.split(self.qkv(self.norm1(x)), 3, axis=-1)
         shape = (b, t, heads, w // heads)
         attn = jax.nn.dot_product_attention(
             q.reshape(shape), k.reshape(shape), v.reshape(shape), is_causal=True
         )
-        x = x + self.proj(attn.reshape(b, t, w))
-        return x + self.down(jax.nn.gelu(self.up(self.norm2(x))))
+        x = x + _dropout(self.proj(attn.reshape(b, t, w)), rate, k1)
+        return x + _dropout(self.down(jax.nn.gelu(self.up(self.norm2(x)))), rate, k2)
 
 
 class GPT(nnx.Module):
@@ -157,14 +172,23 @@ class GPT(nnx.Module):
         if not config.tied_embeddings:
             self.head = _linear(config, config.width, config.vocab_size, rngs)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """Logits (float32) for int tokens of shape (batch, time <= seq_len)."""
+    def __call__(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Logits (float32) for int tokens of shape (batch, time <= seq_len).
+
+        Dropout is applied only when ``dropout_key`` is given.
+        """
         t = tokens.shape[-1]
         if t > self.config.seq_len:
             raise ValueError(f"sequence of {t} tokens exceeds seq_len={self.config.seq_len}.")
         x = self.embed(tokens) + self.position(jnp.arange(t))[None]
-        for block in self.blocks:
-            x = block(x)
+        keys = (
+            jax.random.split(dropout_key, len(self.blocks) + 1)
+            if dropout_key is not None
+            else [None] * (len(self.blocks) + 1)
+        )
+        x = _dropout(x, self.config.dropout, keys[0])
+        for block, key in zip(self.blocks, keys[1:], strict=True):
+            x = block(x, key)
         x = self.norm(x)
         if self.config.tied_embeddings:
             logits = self.embed.attend(x)
@@ -178,9 +202,11 @@ def count_params(model: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def next_token_loss(model: GPT, tokens: jax.Array) -> jax.Array:
+def next_token_loss(
+    model: GPT, tokens: jax.Array, dropout_key: jax.Array | None = None
+) -> jax.Array:
     """Mean cross-entropy of predicting tokens[:, 1:] from tokens[:, :-1]."""
-    logits = model(tokens[:, :-1])
+    logits = model(tokens[:, :-1], dropout_key)
     targets = tokens[:, 1:]
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))

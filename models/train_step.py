@@ -23,8 +23,11 @@ from models.sharding import batch_sharding, tree_specs
 
 
 class TrainState(NamedTuple):
+    """Parameters, optimizer state and the microbatch counter (it seeds dropout)."""
+
     params: Any
     opt_state: optax.OptState
+    microbatch: jax.Array
 
 
 def split(model: GPT):
@@ -50,6 +53,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
     return TrainState(
         params=jax.tree.map(to_sharding, param_specs, is_leaf=_is_spec),
         opt_state=jax.tree.map(lambda x: to_sharding(opt_spec(x)), state.opt_state),
+        microbatch=to_sharding(replicated),
     )
 
 
@@ -66,20 +70,37 @@ def init_state(model: GPT, tx: optax.GradientTransformation, mesh: Mesh):
     same-shaped leaves).
     """
     graphdef, params = split(model)
-    abstract = jax.eval_shape(lambda p: TrainState(p, tx.init(p)), params)
-    shardings = state_shardings(abstract, mesh)
-    state = jax.jit(lambda p: TrainState(p, tx.init(p)), out_shardings=shardings)(params)
+
+    def build(p):
+        return TrainState(p, tx.init(p), jnp.zeros([], jnp.int32))
+
+    shardings = state_shardings(jax.eval_shape(build, params), mesh)
+    state = jax.jit(build, out_shardings=shardings)(params)
     return graphdef, state, shardings
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, shardings: TrainState):
-    """``step(state, tokens) -> (state, metrics)``, jitted once, state donated."""
+def make_train_step(
+    graphdef,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    shardings: TrainState,
+    *,
+    dropout_seed: int = 0,
+):
+    """``step(state, tokens) -> (state, metrics)``, jitted once, state donated.
 
-    def loss_fn(params, tokens):
-        return next_token_loss(nnx.merge(graphdef, params), tokens)
+    Dropout (when the model's config has a rate) draws its key from
+    ``dropout_seed`` and the microbatch counter, so runs are reproducible and a
+    restored state continues the same stream.
+    """
+    base_key = jax.random.key(dropout_seed)
+
+    def loss_fn(params, tokens, key):
+        return next_token_loss(nnx.merge(graphdef, params), tokens, key)
 
     def step(state: TrainState, tokens: jax.Array):
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens)
+        key = jax.random.fold_in(base_key, state.microbatch)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
         try:
@@ -87,7 +108,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, shar
             metrics.update(stepped=stats["stepped"], num_draws=stats["num_draws"])
         except ValueError:  # a plain optimizer: every microbatch is a step
             metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
-        return TrainState(params, opt_state), metrics
+        return TrainState(params, opt_state, state.microbatch + 1), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(

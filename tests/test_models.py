@@ -125,3 +125,21 @@ def test_next_token_loss_at_init_is_about_log_vocab():
     model = GPT(CONFIG, rngs=nnx.Rngs(0))
     loss = next_token_loss(model, jax.random.randint(jax.random.key(2), (4, 33), 0, 64))
     assert abs(float(loss) - np.log(64)) < 0.1
+
+
+def test_dropout_only_with_a_key_and_reproducible():
+    config = preset("tiny", vocab_size=64, seq_len=32, width=32, heads=4, depth=2, dropout=0.3)
+    model = GPT(config, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(3), (2, 16), 0, 64)
+    plain = model(tokens)
+    np.testing.assert_array_equal(
+        plain,
+        GPT(
+            preset("tiny", vocab_size=64, seq_len=32, width=32, heads=4, depth=2), rngs=nnx.Rngs(0)
+        )(tokens),
+    )
+    a, b = model(tokens, jax.random.key(1)), model(tokens, jax.random.key(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, plain) and not np.allclose(a, model(tokens, jax.random.key(2)))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        preset("tiny", dropout=1.0)
