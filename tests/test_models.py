@@ -143,3 +143,9 @@ def test_dropout_only_with_a_key_and_reproducible():
     assert not np.allclose(a, plain) and not np.allclose(a, model(tokens, jax.random.key(2)))
     with pytest.raises(ValueError, match="dropout must be in"):
         preset("tiny", dropout=1.0)
+
+
+def test_local_slice_and_single_process_initialize():
+    from models.distributed import local_slice
+
+    assert local_slice(8) == slice(0, 8)  # one process reads every row

@@ -1,0 +1,52 @@
+"""Multi-host set-up: one program for one CPU, a GPU node, a multi-GPU cluster or a TPU pod."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from models.sharding import batch_sharding
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    cpu_collectives: str = "gloo",
+) -> None:
+    """Starts JAX's multi-process runtime when more than one process takes part.
+
+    With no arguments, on a TPU pod or a cluster that JAX detects by itself
+    (SLURM, Open MPI, Cloud TPU), ``jax.distributed.initialize()`` reads the
+    topology from the environment; on a single machine nothing is started. On
+    CPU the cross-process collectives use ``cpu_collectives`` (gloo).
+    """
+    # Call before anything touches a JAX backend (jax.devices() included).
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    if num_processes is None and coordinator_address is None:
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError):
+            pass  # a single process: nothing to join
+        return
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+
+
+def local_slice(global_batch_size: int) -> slice:
+    """The rows of a global batch that this process reads."""
+    count = jax.process_count()
+    if global_batch_size % count:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by {count} processes.")
+    per = global_batch_size // count
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def global_batch(local_tokens: np.ndarray, mesh: Mesh) -> jax.Array:
+    """The global token batch from each process's own rows (no process sees all)."""
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local_tokens))
