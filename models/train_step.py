@@ -9,6 +9,7 @@ step late without blocking the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
@@ -130,3 +131,22 @@ def make_eval_step(graphdef, mesh: Mesh, shardings: TrainState):
         in_shardings=(shardings.params, batch_sharding(mesh)),
         out_shardings=NamedSharding(mesh, jax.sharding.PartitionSpec()),
     )
+
+
+def run_steps(
+    step: Callable[[TrainState, jax.Array], tuple[TrainState, dict]],
+    state: TrainState,
+    batches: Iterable[jax.Array],
+    on_metrics: Callable[[dict], None],
+) -> TrainState:
+    """Runs ``step`` over ``batches``, handing each step's metrics to ``on_metrics``
+    one step late, so reading them never makes the host wait for the device."""
+    pending = None
+    for tokens in batches:
+        state, metrics = step(state, tokens)
+        if pending is not None:
+            on_metrics(jax.device_get(pending))
+        pending = metrics
+    if pending is not None:
+        on_metrics(jax.device_get(pending))
+    return state

@@ -12,7 +12,12 @@ from flax import nnx  # noqa: E402
 import gqc_jax  # noqa: E402
 from models.gpt import GPT, GPTConfig, count_params, next_token_loss, preset  # noqa: E402
 from models.sharding import make_mesh, param_spec, parse_mesh_spec  # noqa: E402
-from models.train_step import init_state, make_eval_step, make_train_step  # noqa: E402
+from models.train_step import (  # noqa: E402
+    init_state,
+    make_eval_step,
+    make_train_step,
+    run_steps,
+)
 
 CONFIG = preset("tiny", vocab_size=64, seq_len=32, width=32, heads=4, depth=2)
 
@@ -97,8 +102,11 @@ def test_sharded_training_equals_one_device(mesh_spec):
     mesh = make_mesh(mesh_spec)
     qkv = state.params["blocks"][0]["qkv"]["kernel"]
     assert qkv.sharding.spec == param_spec("blocks.0.qkv.kernel", qkv.shape, mesh)
-    acc = gqc_jax.find_controller_state(state.opt_state).acc["blocks"][0]["qkv"]["kernel"]
+    controller = gqc_jax.find_controller_state(state.opt_state)
+    acc = controller.acc["blocks"][0]["qkv"]["kernel"]
+    mu = controller.inner_state[0].mu["blocks"][0]["qkv"]["kernel"]
     assert acc.sharding.is_equivalent_to(qkv.sharding, 2)
+    assert mu.sharding.is_equivalent_to(qkv.sharding, 2)
 
 
 def test_accumulator_costs_one_param_sized_buffer():
@@ -145,7 +153,19 @@ def test_dropout_only_with_a_key_and_reproducible():
         preset("tiny", dropout=1.0)
 
 
-def test_local_slice_and_single_process_initialize():
+def test_local_slice_on_one_process():
     from models.distributed import local_slice
 
     assert local_slice(8) == slice(0, 8)  # one process reads every row
+
+
+def test_run_steps_reports_every_step_in_order():
+    mesh = make_mesh("data=1", jax.devices()[:1])
+    tx = optax.adamw(1e-3)
+    graphdef, state, shardings = init_state(GPT(CONFIG, rngs=nnx.Rngs(0)), tx, mesh)
+    step = make_train_step(graphdef, tx, mesh, shardings)
+    seen = []
+    batches = [jnp.full((8, 33), i, jnp.int32) for i in range(5)]
+    state = run_steps(step, state, batches, seen.append)
+    assert len(seen) == 5 and int(state.microbatch) == 5
+    assert all(isinstance(m["loss"], np.ndarray) for m in seen)
