@@ -265,3 +265,44 @@ def test_chains_before_a_controller_and_an_optimizer():
     updates, state = tx.update({"w": jnp.array([0.33, -0.04])}, state, params)
     # Each microbatch is rounded, then averaged: mean of (0.1, 0.3) and (0.3, -0.0).
     np.testing.assert_allclose(updates["w"], [-0.2, -0.15], rtol=1e-6)
+
+
+_FLOAT64_CHECK = r"""
+import jax, jax.numpy as jnp, numpy as np, gqc_jax
+assert jax.config.jax_enable_x64
+rng = np.random.default_rng(0)
+x = rng.standard_normal(5000) * 10.0 ** rng.uniform(-8, 4, 5000)
+g = {"x": jnp.asarray(x, jnp.float64)}
+for mode, d, bound in [("decimals", 6, lambda v: 0.5e-6 + 1e-15 * np.abs(v)),
+                       ("significant", 9, lambda v: 0.5e-8 * np.abs(v)),
+                       ("mantissa_bits", 30, lambda v: 2.0**-30 * np.abs(v))]:
+    for stochastic in (False, True):
+        tx = gqc_jax.round_gradients(d, mode=mode, stochastic=stochastic)
+        out, _ = jax.jit(tx.update)(g, tx.init(g))
+        r = np.asarray(out["x"])
+        assert out["x"].dtype == jnp.float64, (mode, out["x"].dtype)
+        err = np.abs(r - x)
+        limit = 2 * bound(x) if stochastic else bound(x)
+        assert np.all(err <= limit * (1 + 1e-9)), (mode, stochastic, err.max())
+        if not stochastic:
+            again, _ = tx.update({"x": jnp.asarray(r)}, tx.init(g))
+            assert np.array_equal(np.asarray(again["x"]), r), mode
+tx = gqc_jax.round_gradients(23, mode="mantissa_bits")
+out, _ = tx.update(g, tx.init(g))
+assert np.array_equal(np.asarray(out["x"]), x.astype(np.float32).astype(np.float64))
+print("float64 ok")
+"""
+
+
+def test_float64_leaves_with_x64_enabled():
+    """float64 needs jax_enable_x64, which the suite keeps off: run it in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_ENABLE_X64="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _FLOAT64_CHECK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "float64 ok" in result.stdout
