@@ -81,6 +81,21 @@ def _pow10_table(dtype):
     return jnp.asarray(hi), jnp.asarray(lo), jnp.asarray(exp, jnp.int32)
 
 
+def _round_to_integer(q_hi, q_lo, noise):
+    """rint(q_hi + q_lo), half to even on the exact double word; or floor(q + u).
+
+    Only where q_hi lands exactly on k + 1/2 can the low word change the
+    result: q_hi and 1/2 lie on the same grid, so any other gap exceeds |q_lo|.
+    """
+    if noise is not None:
+        return jnp.floor(q_hi + noise)
+    floor = jnp.floor(q_hi)
+    tie = q_hi - floor == 0.5
+    return jnp.where(
+        tie & (q_lo > 0), floor + 1, jnp.where(tie & (q_lo < 0), floor, jnp.round(q_hi))
+    )
+
+
 def _scale_round_unscale(x, s, noise):
     """Rounds x * 10^s to an integer and scales back, with exact ties.
 
@@ -96,13 +111,7 @@ def _scale_round_unscale(x, s, noise):
     q_lo = q_err + mant * lo_t[i]
     scale = k + exp_t[i]
     q_hi, q_lo = jnp.ldexp(q_hi, scale), jnp.ldexp(q_lo, scale)
-    if noise is None:
-        floor = jnp.floor(q_hi)
-        r = jnp.round(q_hi)  # half to even
-        tie = q_hi - floor == 0.5
-        r = jnp.where(tie & (q_lo > 0), floor + 1, jnp.where(tie & (q_lo < 0), floor, r))
-    else:
-        r = jnp.floor(q_hi + noise)
+    r = _round_to_integer(q_hi, q_lo, noise)
     j = jnp.clip(-s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
     t_hi, t_err = two_prod(r, hi_t[j])
     t_lo = t_err + r * lo_t[j]
@@ -129,13 +138,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     t_hi = jnp.ldexp(hi_t[i], exp_t[i])
     t_lo = jnp.ldexp(lo_t[i], exp_t[i])
     q, q_err = two_prod(x, t_hi)
-    if noise is None:
-        q_lo = q_err + x * t_lo
-        floor = jnp.floor(q)
-        tie = q - floor == 0.5
-        r = jnp.where(tie & (q_lo > 0), floor + 1, jnp.where(tie & (q_lo < 0), floor, jnp.round(q)))
-    else:
-        r = jnp.floor(q + noise)
+    r = _round_to_integer(q, q_err + x * t_lo, noise)
     # Back: r * 10^-d as a double-word product, rounded once (no division, which
     # XLA may rewrite as a multiply by a rounded reciprocal).
     j = jnp.clip(-digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
