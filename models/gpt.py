@@ -117,6 +117,17 @@ def _linear(config: GPTConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: flo
     )
 
 
+def _embed(config: GPTConfig, rows: int, rngs: nnx.Rngs) -> nnx.Embed:
+    return nnx.Embed(
+        rows,
+        config.width,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        embedding_init=nnx.initializers.normal(0.02),
+        rngs=rngs,
+    )
+
+
 class Block(nnx.Module):
     """Pre-norm transformer block: causal self-attention, then a GELU MLP."""
 
@@ -150,23 +161,8 @@ class GPT(nnx.Module):
 
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         self.config = config
-        init = nnx.initializers.normal(0.02)
-        self.embed = nnx.Embed(
-            config.vocab_size,
-            config.width,
-            dtype=config.dtype,
-            param_dtype=config.param_dtype,
-            embedding_init=init,
-            rngs=rngs,
-        )
-        self.position = nnx.Embed(
-            config.seq_len,
-            config.width,
-            dtype=config.dtype,
-            param_dtype=config.param_dtype,
-            embedding_init=init,
-            rngs=rngs,
-        )
+        self.embed = _embed(config, config.vocab_size, rngs)
+        self.position = _embed(config, config.seq_len, rngs)
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.depth)])
         self.norm = _norm(config, rngs)
         if not config.tied_embeddings:
