@@ -71,14 +71,12 @@ class RelativeGradientNormThresholdState(NamedTuple):
 class RelativeGradientNormThreshold:
     r"""Criterion: GNTS with the threshold relative to the model's own gradient scale.
 
-        Passes iff :math:`\lVert ar g_n
-    Vert \le 	au(t)\, r`, where :math:`r` is
-        an EMA (rate ``reference_beta``) of the single-microbatch gradient norms
-        :math:`\lVert g_i
-    Vert` seen so far, every draw included. Each sample
-        entering the EMA is clipped to ``outlier_clip`` times the current reference,
-        so one outlier microbatch raises :math:`r` by at most a factor
-        :math:`1 + eta(	ext{clip} - 1)` and cannot loosen the test for long.
+    Passes iff :math:`\lVert \bar g_n \rVert \le \tau(t)\, r`, where :math:`r` is
+    an EMA (rate ``reference_beta``) of the single-microbatch gradient norms
+    :math:`\lVert g_i \rVert` seen so far, every draw included. Each sample
+    entering the EMA is clipped to ``outlier_clip`` times the current reference,
+    so one outlier microbatch raises :math:`r` by at most a factor
+    :math:`1 + \beta(\text{clip} - 1)` and cannot loosen the test for long.
     """
 
     def __init__(

@@ -35,27 +35,27 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
 def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     """The controller's statistics as jax scalars (no host sync).
 
-      Keys, as in the reference implementation: ``num_batches`` (update calls),
-      ``num_steps`` (inner optimizer steps), ``num_draws`` (finite microbatches in the
-      open window), ``last_num_draws`` and ``last_grad_norm`` (window size and norm of
-      the window mean at the last step; 0 before the first step), ``stepped``
-      (whether the last call stepped), ``num_skipped`` (non-finite microbatches
-      skipped), then the criterion's keys, e.g. ``gradient_norm_threshold``: every
-      numeric scalar field of the criterion state (a ``NamedTuple``) under its own
+    Keys, as in the reference implementation: ``num_batches`` (update calls),
+    ``num_steps`` (inner optimizer steps), ``num_draws`` (finite microbatches in the
+    open window), ``last_num_draws`` and ``last_grad_norm`` (window size and norm of
+    the window mean at the last step; 0 before the first step), ``stepped``
+    (whether the last call stepped), ``num_skipped`` (non-finite microbatches
+    skipped), then the criterion's keys, e.g. ``gradient_norm_threshold``: every
+    numeric scalar field of the criterion state (a ``NamedTuple``) under its own
     name.
 
-      Args:
-        opt_state: a controller's state, or any optimizer state that contains one.
+    Args:
+      opt_state: a controller's state, or any optimizer state that contains one.
 
-      Returns:
-        A dict of jax scalars; read them with ``jax.device_get`` when you log.
+    Returns:
+      A dict of jax scalars; read them with ``jax.device_get`` when you log.
 
-      Example:
-        >>> import jax.numpy as jnp, optax, gqc_jax
-        >>> tx = optax.chain(optax.clip_by_global_norm(1.0), gqc_jax.gnts(optax.adam(1e-3)))
-        >>> state = tx.init({"w": jnp.zeros(3)})
-        >>> sorted(gqc_jax.stats(state))[:4]
-        ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'num_batches']
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = optax.chain(optax.clip_by_global_norm(1.0), gqc_jax.gnts(optax.adam(1e-3)))
+      >>> state = tx.init({"w": jnp.zeros(3)})
+      >>> sorted(gqc_jax.stats(state))[:4]
+      ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'num_batches']
     """
     state = find_controller_state(opt_state)
     out = {
