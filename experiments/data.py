@@ -1,0 +1,186 @@
+"""Token data: TFDS text data sets read without TensorFlow, tokenized once and
+served as deterministic, seeded microbatches addressed by their index.
+
+The microbatch with index ``i`` is a pure function of (tokens, seed, ``i``), so
+the iterator position is just the number of microbatches consumed (saved in the
+train state) and a resumed run reads exactly what an uninterrupted one would.
+On several hosts each process reads only its own rows of each microbatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from experiments.config import DataConfig
+from experiments.tokenizers import Tokenizer, make_tokenizer
+
+
+class DataError(RuntimeError):
+    """A data set that cannot be read; the message says why and what to do."""
+
+
+def _prepared_dir(name: str, data_dir: Path) -> Path | None:
+    """The newest prepared version folder of ``name`` (``builder[/config]``) or None."""
+    base = data_dir / name
+    if not base.is_dir():
+        return None
+    versions = sorted(
+        (p for p in base.iterdir() if (p / "dataset_info.json").is_file()),
+        key=lambda p: tuple(int(x) for x in p.name.split(".") if x.isdigit()),
+    )
+    return versions[-1] if versions else None
+
+
+def prepare_local_text(name: str, data_dir: Path) -> None:
+    """Builds ``local_text/<config>`` (a config of :class:`LocalText`) under ``data_dir``."""
+    import tensorflow_datasets as tfds
+
+    from experiments.text_builder import LocalText
+
+    tfds.disable_progress_bar()
+    config = name.split("/", 1)[1] if "/" in name else "shakespeare"
+    LocalText(
+        config=config, data_dir=str(data_dir), file_format="array_record"
+    ).download_and_prepare()
+
+
+def read_texts(config: DataConfig, split: str) -> list[str]:
+    """Every record's text in ``split`` of the configured data set, in record order.
+
+    Never downloads: ``shakespeare`` (= ``local_text/shakespeare``) is built from
+    local files when missing; any other data set must already be prepared in
+    array_record format under ``data_dir``, else a ``DataError`` says so at once.
+    """
+    import tensorflow_datasets as tfds
+
+    name = "local_text/shakespeare" if config.dataset == "shakespeare" else config.dataset
+    data_dir = Path(config.data_dir).expanduser()
+    prepared = _prepared_dir(name, data_dir)
+    if prepared is None and name == "local_text/shakespeare":
+        prepare_local_text(name, data_dir)
+        prepared = _prepared_dir(name, data_dir)
+    try:
+        if prepared is not None:  # read from the files, no builder code needed
+            source = tfds.builder_from_directory(str(prepared)).as_data_source(split=split)
+        else:  # a registered data set (or one mocked by tfds.testing.mock_data)
+            source = tfds.data_source(name, data_dir=str(data_dir), split=split, download=False)
+    except Exception as e:  # tfds raises many kinds; name the data set and the cause
+        if prepared is None:
+            raise DataError(
+                f"data set {config.dataset!r} is not prepared under {str(data_dir)!r} and "
+                "nothing is downloaded at run time. Prepare it on a machine with network "
+                "access (tfds build NAME --file_format=array_record --data_dir=DIR) and copy "
+                "DIR here, or use --data.dataset=shakespeare (built offline)."
+            ) from e
+        raise DataError(f"cannot read split {split!r} of {config.dataset!r}: {e}") from e
+    texts = []
+    for i in range(len(source)):
+        record = source[i]
+        if config.text_key not in record:
+            raise DataError(
+                f"data set {config.dataset!r} has no field {config.text_key!r} "
+                f"(fields: {sorted(record)}); set --data.text_key."
+            )
+        value = record[config.text_key]
+        texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+    return texts
+
+
+def load_tokens(config: DataConfig, split: str, tokenizer: Tokenizer) -> np.ndarray:
+    """The split as one token array, cached next to the data set by tokenizer."""
+    cache_dir = Path(config.data_dir).expanduser() / "tokens"
+    key = hashlib.sha256(
+        f"{config.dataset}|{config.text_key}|{split}|{tokenizer.fingerprint}".encode()
+    ).hexdigest()[:16]
+    path = cache_dir / f"{config.dataset.replace('/', '_')}-{split}-{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    texts = read_texts(config, split)
+    tokens = np.concatenate([tokenizer.encode(t) for t in texts]) if texts else np.zeros(0)
+    tokens = tokens.astype(np.uint16 if tokenizer.vocab_size <= 65536 else np.int32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp.npy")
+    np.save(tmp, tokens)
+    tmp.replace(path)  # atomic: concurrent readers never see half a file
+    return tokens
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Non-overlapping windows of ``length`` tokens over a token array.
+
+    Training order: epoch ``e`` visits the windows in the permutation drawn from
+    ``(seed, e)``; row ``r`` of the infinite stream is window
+    ``perm_e[r mod n]`` with ``e = r div n``.
+    """
+
+    tokens: np.ndarray
+    length: int
+    seed: int
+
+    @property
+    def count(self) -> int:
+        return (len(self.tokens) - 1) // (self.length - 1)
+
+    def window(self, j: int) -> np.ndarray:
+        start = j * (self.length - 1)
+        return np.asarray(self.tokens[start : start + self.length], dtype=np.int32)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.count)
+
+    def rows(self, first: int, number: int) -> np.ndarray:
+        """Rows ``first .. first + number - 1`` of the shuffled stream, [number, length]."""
+        out, cache = [], {}
+        for r in range(first, first + number):
+            epoch, slot = divmod(r, self.count)
+            if epoch not in cache:
+                cache[epoch] = self._permutation(epoch)
+            out.append(self.window(int(cache[epoch][slot])))
+        return np.stack(out)
+
+    def sequential(self, number: int) -> np.ndarray:
+        """The first ``number`` windows in order (for evaluation), cycling if short."""
+        return np.stack([self.window(j % self.count) for j in range(number)])
+
+
+class TokenData:
+    """Train microbatches by index and a fixed validation set, for one process."""
+
+    def __init__(self, config: DataConfig, seq_len: int):
+        self.config = config
+        self.tokenizer = make_tokenizer(config)
+        self.train = Windows(load_tokens(config, "train", self.tokenizer), seq_len + 1, config.seed)
+        self.validation = Windows(
+            load_tokens(config, "validation", self.tokenizer), seq_len + 1, config.seed
+        )
+        for split, w in (("train", self.train), ("validation", self.validation)):
+            if w.count < 1:
+                raise DataError(
+                    f"split {split!r} of {config.dataset!r} has {len(w.tokens)} tokens, fewer "
+                    f"than one sequence of {seq_len + 1}; use a shorter --model.seq_len."
+                )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def microbatch(self, index: int, rows: slice | None = None) -> np.ndarray:
+        """Microbatch ``index`` (int32 [microbatch_size, seq_len + 1]), or its ``rows``."""
+        size = self.config.microbatch_size
+        rows = rows or slice(0, size)
+        first = index * size + rows.start
+        return self.train.rows(first, rows.stop - rows.start)
+
+    def eval_batches(self, rows: slice | None = None) -> list[np.ndarray]:
+        size = self.config.microbatch_size
+        rows = rows or slice(0, size)
+        every = self.validation.sequential(self.config.eval_batches * size)
+        return [
+            every[b * size + rows.start : b * size + rows.stop] for b in range(len(every) // size)
+        ]

@@ -1,0 +1,66 @@
+r"""The gradient noise scale of a model on its training data, measured at evaluation.
+
+From :math:`K` microbatch gradients :math:`g_i` at fixed parameters, with
+:math:`\bar g` their mean and :math:`\overline{|g|^2}` the mean of their squared
+norms, the unbiased estimators of McCandlish et al. (2018, app. A) with
+:math:`B_\text{small} = 1` and :math:`B_\text{big} = K` microbatches give
+
+.. math::
+  \widehat{|G|^2} = \frac{K|\bar g|^2 - \overline{|g|^2}}{K - 1}, \qquad
+  \widehat{\operatorname{tr}\Sigma} = \frac{K}{K-1}\left(\overline{|g|^2} - |\bar g|^2\right),
+
+and :math:`B_\text{noise} = \operatorname{tr}\Sigma / |G|^2` in microbatches.
+The ratio of single estimates is noisy and biased; average the two terms over
+several measurements before dividing (:func:`noise_scale`), as the paper does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from models.gpt import next_token_loss
+from models.sharding import batch_sharding
+
+
+def make_noise_probe(graphdef, mesh: Mesh, param_shardings):
+    """``probe(params, batches[K, B, T+1]) -> {"signal": |G|^2, "noise": tr Sigma}``, jitted."""
+
+    def grad(params, tokens):
+        return jax.grad(lambda p: next_token_loss(nnx.merge(graphdef, p), tokens))(params)
+
+    def probe(params, batches):
+        def body(carry, tokens):
+            total, squares = carry
+            g = grad(params, tokens)
+            total = jax.tree.map(jnp.add, total, g)
+            return (total, squares + optax.tree.norm(g) ** 2), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (total, squares), _ = jax.lax.scan(body, (zeros, jnp.zeros([], jnp.float32)), batches)
+        k = batches.shape[0]
+        mean_sq = optax.tree.norm(total) ** 2 / k**2
+        sq_mean = squares / k
+        return {
+            "signal": (k * mean_sq - sq_mean) / (k - 1),
+            "noise": k / (k - 1) * (sq_mean - mean_sq),
+        }
+
+    spec = batch_sharding(mesh).spec
+    return jax.jit(
+        probe,
+        in_shardings=(param_shardings, NamedSharding(mesh, P(None, *spec))),
+        out_shardings=NamedSharding(mesh, P()),
+    )
+
+
+def noise_scale(signals, noises) -> float:
+    """:math:`B_\\text{noise}` in microbatches from several measurements (ratio of means);
+    ``nan`` when the mean signal is not positive."""
+    signal = sum(signals) / max(len(signals), 1)
+    noise = sum(noises) / max(len(noises), 1)
+    return noise / signal if signal > 0 else float("nan")

@@ -1,0 +1,64 @@
+"""The optimizer of a training run: AdamW, optionally under a GQC controller and
+behind gradient rounding, built from the configuration."""
+
+from __future__ import annotations
+
+import optax
+
+import gqc_jax
+from experiments.config import Config
+
+
+def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
+    """Linear warmup to ``optim.lr``, then cosine decay to ``lr * min_lr_ratio``,
+    over the run's microbatches."""
+    o = config.optim
+    if o.warmup >= total_microbatches:
+        raise ValueError(
+            f"optim.warmup ({o.warmup}) must be smaller than the run's {total_microbatches} "
+            "microbatches (train.tokens / (data.microbatch_size * model.seq_len))."
+        )
+    return optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, o.warmup, total_microbatches, end_value=o.lr * o.min_lr_ratio
+    )
+
+
+def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTransformation:
+    """AdamW (clip, then adamw); under a controller its schedules run on the
+    microbatch clock, so every arm follows the same schedule per token."""
+    o, g = config.optim, config.gqc
+    lr = learning_rate(config, total_microbatches)
+    clip = [optax.clip_by_global_norm(o.clip)] if o.clip > 0 else []
+    adamw = dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+    if g.controller == "none":
+        tx = optax.chain(*clip, optax.adamw(**adamw))
+    else:
+        inner = optax.chain(*clip, gqc_jax.on_microbatch_clock(optax.adamw, **adamw))
+        tx = _controller(config, inner, total_microbatches)
+    if g.rounding != "none":
+        rounding = gqc_jax.round_gradients(
+            g.rounding_digits, mode=g.rounding, stochastic=g.rounding_stochastic
+        )
+        tx = optax.chain(rounding, tx)
+    return tx
+
+
+def _controller(config: Config, inner, total: int):
+    g = config.gqc
+    if g.controller == "gnts":
+        threshold = g.threshold
+        if g.schedule == "reference":
+            threshold = gqc_jax.schedules.cosine_annealing_with_inverse_warmup(
+                g.threshold, g.final_threshold, config.optim.warmup, total, g.warmup_multiplier
+            )
+        return gqc_jax.gnts(inner, threshold, max_draws=g.max_draws, relative=g.relative)
+    if g.controller == "sbc":
+        size = config.data.microbatch_size
+        return gqc_jax.sbc(inner, g.sbc_draws * size, size, max_draws=max(g.max_draws, g.sbc_draws))
+    if g.controller == "gns":
+        return gqc_jax.gns(inner, g.tolerance, max_draws=g.max_draws)
+    if g.controller == "gnr":
+        return gqc_jax.gnr(inner, g.target_norm)
+    if g.controller == "mht":
+        return gqc_jax.mht(inner, g.confidence, g.percent_error, max_draws=g.max_draws)
+    return gqc_jax.snr(inner, g.noise_ratio, min_draws=g.min_draws, max_draws=g.max_draws)

@@ -1,0 +1,100 @@
+"""A run's outputs: metrics per optimizer step and per evaluation as JSONL
+(``metrics.jsonl``) and TensorBoard event files, plus a progress bar.
+
+Metric names are namespaced: ``train/`` (loss, gradient norms), ``eval/`` (held-out
+loss, perplexity, gradient noise scale), ``gqc/`` (controller statistics),
+``perf/`` (throughput, time). Every record carries ``microbatch``, ``tokens`` and
+``step`` (optimizer steps so far).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe scalars (numpy/jax scalars to Python, non-finite to strings)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLog:
+    """Appends records to ``out_dir/metrics.jsonl`` and TensorBoard; shows progress.
+
+    Args:
+      out_dir: the run folder.
+      total: microbatches in the run (for the progress bar and its ETA).
+      start: microbatches already done (a resumed run).
+      progress: show a tqdm progress bar on stderr.
+      tensorboard: also write TensorBoard event files under ``out_dir/tb``.
+      resume_from: on resume, records past this microbatch (written after the
+        checkpoint being resumed) are dropped so the file reads as one run.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        total: int,
+        *,
+        start: int = 0,
+        progress: bool = True,
+        tensorboard: bool = True,
+        resume_from: int | None = None,
+    ):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / METRICS_FILE
+        if resume_from is None:
+            path.write_text("")
+        else:
+            kept = [r for r in read_metrics(self.dir) if r["microbatch"] <= resume_from]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._file = path.open("a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tb"))
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="mb", dynamic_ncols=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {k: _plain(v) for k, v in record.items()}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if "/" in key and isinstance(value, int | float):
+                    self._tb.add_scalar(key, value, global_step=record["tokens"])
+
+    def progress(self, done: int, postfix: dict[str, str]) -> None:
+        if self._bar is not None:
+            self._bar.n = done
+            self._bar.set_postfix(postfix, refresh=False)
+            self._bar.refresh()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run folder's ``metrics.jsonl``."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {str(run_dir)!r}: is it a run folder?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,336 @@
+"""The training program: a GPT on a text data set, AdamW with or without a GQC controller.
+
+Run ``python -m experiments.train --help`` (or ``gqc-train --help``) for every
+option. One call of the jitted, sharded train step consumes one microbatch; the
+controller decides when the optimizer steps. Metrics are fetched one microbatch
+late so the host never stalls the device, except at evaluations and checkpoints.
+
+Outputs in ``--train.out_dir``: ``config.json``, ``metrics.jsonl``, TensorBoard
+files under ``tb/``, orbax checkpoints under ``checkpoints/`` and
+``summary.json``. ``--train.resume`` continues from the latest checkpoint
+bit-identically (parameters, optimizer and controller state, data position and
+dropout stream are all in it); Ctrl-C saves a checkpoint before it exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.checkpoints import CheckpointError, Checkpoints
+from experiments.config import Config, parse_args
+from experiments.data import DataError, TokenData
+from experiments.noise_scale import make_noise_probe, noise_scale
+from experiments.optimizer import build_optimizer
+from experiments.run_log import RunLog
+from models import distributed
+from models.gpt import GPT, GPTConfig, count_params, preset
+from models.sharding import batch_sharding, make_mesh
+from models.train_step import init_state, make_eval_step, make_train_step
+
+SUMMARY_FILE = "summary.json"
+
+
+def model_config(config: Config, vocab_size: int) -> GPTConfig:
+    m = config.model
+    overrides = {
+        k: getattr(m, k)
+        for k in ("depth", "width", "heads", "seq_len", "mlp_ratio")
+        if getattr(m, k) is not None
+    }
+    return preset(
+        m.preset, vocab_size=vocab_size, dropout=m.dropout, dtype=jnp.dtype(m.dtype), **overrides
+    )
+
+
+def _check_mesh(config: Config, mesh) -> None:
+    split = mesh.shape["data"] * mesh.shape["fsdp"]
+    size = config.data.microbatch_size
+    if size % split:
+        raise ValueError(
+            f"data.microbatch_size ({size}) must be divisible by the mesh's data x fsdp size "
+            f"({split}, mesh {config.train.mesh!r}): each device holds whole sequences."
+        )
+    if size % jax.process_count():
+        raise ValueError(
+            f"data.microbatch_size ({size}) must be divisible by the {jax.process_count()} processes."
+        )
+
+
+class Trainer:
+    """One run: set-up from a ``Config``, then :meth:`fit`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        t = config.train
+        self.out_dir = Path(t.out_dir)
+        self.mesh = make_mesh(t.mesh)
+        _check_mesh(config, self.mesh)
+        self.rows = distributed.local_slice(config.data.microbatch_size)
+        seq_len = config.model.seq_len or preset(config.model.preset).seq_len
+        self.data = TokenData(config.data, seq_len)
+        self.model_config = model_config(config, self.data.vocab_size)
+        self.tokens_per_microbatch = config.data.microbatch_size * seq_len
+        self.total = max(1, t.tokens // self.tokens_per_microbatch)
+        model = GPT(self.model_config, rngs=nnx.Rngs(t.seed))
+        self.num_params = count_params(model)
+        self.tx = build_optimizer(config, self.total)
+        self.graphdef, self.state, self.shardings = init_state(model, self.tx, self.mesh)
+        self.step_fn = make_train_step(
+            self.graphdef, self.tx, self.mesh, self.shardings, dropout_seed=t.seed
+        )
+        self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
+        self.probe_fn = (
+            make_noise_probe(self.graphdef, self.mesh, self.shardings.params)
+            if t.noise_probe
+            else None
+        )
+        self.checkpoints = Checkpoints(self.out_dir / "checkpoints", t.keep_checkpoints)
+        self.host = {"steps": 0, "elapsed": 0.0, "window_loss": [], "window_grad_norm": []}
+        self.noise = {"signal": [], "noise": []}
+        self.last_eval: dict[str, float] = {}
+        self.saved_at = -1
+
+    # Placement of host batches on the mesh (each process gives its own rows).
+    def _batch(self, tokens: np.ndarray) -> jax.Array:
+        return distributed.global_batch(tokens, self.mesh)
+
+    def _probe_batches(self) -> jax.Array:
+        k, size = self.config.train.noise_probe, self.config.data.microbatch_size
+        # A stream of its own (another seed), fixed for the whole run.
+        probe = dataclasses.replace(self.data.train, seed=self.config.data.seed + 1_000_003)
+        width = self.rows.stop - self.rows.start
+        local = np.stack([probe.rows(i * size + self.rows.start, width) for i in range(k)])
+        spec = jax.sharding.PartitionSpec(None, *batch_sharding(self.mesh).spec)
+        sharding = jax.sharding.NamedSharding(self.mesh, spec)
+        return jax.make_array_from_process_local_data(sharding, local)
+
+    def _resume(self) -> int:
+        t = self.config.train
+        if not t.resume:
+            if self.checkpoints.steps():
+                raise CheckpointError(
+                    f"{str(self.out_dir)!r} already holds checkpoints {self.checkpoints.steps()}; "
+                    "pass --train.resume to continue that run, or choose a new --train.out_dir."
+                )
+            return 0
+        self.state, run = self.checkpoints.restore(
+            t.resume_step, self.state, self.shardings, self.config.to_dict()
+        )
+        self.host = run["host"]
+        self.noise = run["noise"]
+        self.saved_at = int(run["microbatch"])
+        # Checkpoints after this one belong to the run being replaced (one may be
+        # the corrupted checkpoint that made the user pick an older step).
+        self.checkpoints.drop_after(self.saved_at)
+        return self.saved_at
+
+    def _save(self, microbatch: int) -> None:
+        if microbatch == self.saved_at:
+            return  # already saved (e.g. Ctrl-C right after a checkpoint)
+        run = {
+            "microbatch": microbatch,
+            "config": self.config.to_dict(),
+            "host": self.host,
+            "noise": self.noise,
+        }
+        self.checkpoints.save(microbatch, self.state, run)
+        self.saved_at = microbatch
+
+    def _evaluate(self, microbatch: int) -> dict[str, float]:
+        losses = [self.eval_fn(self.state.params, b) for b in self.eval_batches]
+        loss = float(np.mean(jax.device_get(losses)))
+        record = {
+            "microbatch": microbatch,
+            "tokens": microbatch * self.tokens_per_microbatch,
+            "step": self.host["steps"],
+            "eval/loss": loss,
+            "eval/ppl": math.exp(min(loss, 50.0)),
+        }
+        if self.probe_fn is not None:
+            measured = jax.device_get(self.probe_fn(self.state.params, self.probe_batches))
+            signal, noise = float(measured["signal"]), float(measured["noise"])
+            self.noise["signal"].append(signal)
+            self.noise["noise"].append(noise)
+            record.update(
+                {
+                    "eval/grad_signal": signal,
+                    "eval/grad_noise": noise,
+                    "eval/noise_scale": noise / signal if signal > 0 else float("nan"),
+                }
+            )
+        self.log.write(record)
+        self.last_eval = record
+        return record
+
+    def _on_metrics(self, microbatch: int, metrics: dict[str, Any]) -> None:
+        """Host bookkeeping of microbatch ``microbatch`` (1-based count after it)."""
+        h = self.host
+        h["window_loss"].append(float(metrics["loss"]))
+        h["window_grad_norm"].append(float(metrics["grad_norm"]))
+        if not bool(metrics["stepped"]):
+            return
+        h["steps"] += 1
+        now = time.perf_counter()
+        elapsed = h["elapsed"] + now - self.t_start
+        tokens = microbatch * self.tokens_per_microbatch
+        record = {
+            "microbatch": microbatch,
+            "tokens": tokens,
+            "step": h["steps"],
+            "train/loss": float(np.mean(h["window_loss"])),
+            "train/grad_norm_microbatch": float(np.mean(h["window_grad_norm"])),
+            "gqc/draws": len(h["window_loss"]),
+            "perf/elapsed_s": elapsed,
+            "perf/tokens_per_s": (tokens - self.start_tokens) / max(now - self.t_start, 1e-9),
+        }
+        record.update(
+            {
+                f"gqc/{k}": v
+                for k, v in metrics.items()
+                if k not in ("loss", "grad_norm", "stepped", "num_draws")
+            }
+        )
+        self.log.write(record)
+        h["window_loss"], h["window_grad_norm"] = [], []
+        self.last_record = record
+
+    def _progress(self, done: int) -> None:
+        r = getattr(self, "last_record", None)
+        if r is None:
+            return
+        threshold = next((v for k, v in r.items() if "threshold" in k), None)
+        postfix = {
+            "loss": f"{r['train/loss']:.3f}",
+            "tok/s": f"{r['perf/tokens_per_s']:.0f}",
+            "draws/step": f"{done / max(self.host['steps'], 1):.2f}",
+        }
+        if threshold is not None:
+            postfix["threshold"] = f"{threshold:.3g}"
+        if "eval/loss" in self.last_eval:
+            postfix["val"] = f"{self.last_eval['eval/loss']:.3f}"
+        self.log.progress(done, postfix)
+
+    def fit(self) -> dict[str, Any]:
+        """Trains to the token budget (or ``train.stop_after`` microbatches) and
+        returns the summary (also written to ``summary.json``)."""
+        t = self.config.train
+        start = self._resume()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        self.log = RunLog(
+            self.out_dir,
+            self.total,
+            start=start,
+            progress=t.progress,
+            tensorboard=t.tensorboard,
+            resume_from=start if t.resume else None,
+        )
+        self.eval_batches = [self._batch(b) for b in self.data.eval_batches(self.rows)]
+        self.probe_batches = self._probe_batches() if self.probe_fn is not None else None
+        stop = self.total if t.stop_after is None else min(self.total, start + t.stop_after)
+        self.start_tokens = start * self.tokens_per_microbatch
+        self.t_start = time.perf_counter()
+        next_checkpoint = (self.host["steps"] // t.checkpoint_every + 1) * t.checkpoint_every
+        pending: tuple[int, Any] | None = None
+        done = start
+        interrupted = False
+        try:
+            if start == 0:
+                self._evaluate(0)
+            for i in range(start, stop):
+                tokens = self._batch(self.data.microbatch(i, self.rows))
+                self.state, metrics = self.step_fn(self.state, tokens)
+                if pending is not None:
+                    self._on_metrics(*jax.device_get(pending))
+                pending, done = (i + 1, metrics), i + 1
+                eval_due = done % t.eval_every == 0 or done == self.total
+                if eval_due or self.host["steps"] >= next_checkpoint or done == stop:
+                    self._on_metrics(*jax.device_get(pending))
+                    pending = None
+                    if eval_due:
+                        self._evaluate(done)
+                    if self.host["steps"] >= next_checkpoint or done == stop:
+                        self._save(done)
+                        next_checkpoint = (
+                            self.host["steps"] // t.checkpoint_every + 1
+                        ) * t.checkpoint_every
+                self._progress(done)
+        except KeyboardInterrupt:
+            interrupted = True
+            if pending is not None:
+                self._on_metrics(*jax.device_get(pending))
+            self._save(done)
+        finally:
+            self.session_s = time.perf_counter() - self.t_start
+            self.host["elapsed"] += self.session_s
+            self.log.close()
+        summary = self.summary(done)
+        (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        self.checkpoints.close()
+        if interrupted:
+            print(
+                f"\ninterrupted: checkpoint saved at microbatch {done} in "
+                f"{self.out_dir / 'checkpoints'}; continue with --train.resume",
+                file=sys.stderr,
+            )
+            raise KeyboardInterrupt
+        return summary
+
+    def summary(self, done: int) -> dict[str, Any]:
+        steps = self.host["steps"]
+        measured = noise_scale(self.noise["signal"], self.noise["noise"])
+        return {
+            "out_dir": str(self.out_dir),
+            "controller": self.config.gqc.controller,
+            "params": self.num_params,
+            "microbatches": done,
+            "tokens": done * self.tokens_per_microbatch,
+            "steps": steps,
+            "draws_per_step": done / steps if steps else float("nan"),
+            "eval_loss": self.last_eval.get("eval/loss", float("nan")),
+            "eval_ppl": self.last_eval.get("eval/ppl", float("nan")),
+            "noise_scale_microbatches": measured,
+            "noise_scale_sequences": measured * self.config.data.microbatch_size,
+            "elapsed_s": self.host["elapsed"],
+            "tokens_per_s": (done * self.tokens_per_microbatch - self.start_tokens)
+            / max(self.session_s, 1e-9),
+        }
+
+
+def train(config: Config) -> dict[str, Any]:
+    """Runs one training job and returns its summary."""
+    return Trainer(config).fit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_args(argv, prog="python -m experiments.train")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    distributed.initialize()
+    try:
+        summary = train(config)
+    except (ValueError, DataError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Fixtures for the training program's tests: the default corpus built once per
+worker, and a tiny run configuration (seconds per run on 8 fake CPU devices)."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from experiments.config import Config, apply_overrides
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Runs here compile the same eval, probe and step programs many times: a
+    persistent compilation cache for the session turns repeats into lookups."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", None)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """The default corpus, prepared once (TFDS array_record) with its token cache."""
+    from experiments.data import TokenData
+
+    path = tmp_path_factory.mktemp("tfds")
+    TokenData(apply_overrides(Config(), {"data.data_dir": str(path)}).data, seq_len=32)
+    return str(path)
+
+
+def tiny_config(out_dir, data_dir: str, **overrides) -> Config:
+    """A run of a 2-block, 64-wide GPT on 8 x 32-token microbatches."""
+    settings = {
+        "model.preset": "tiny",
+        "model.seq_len": 32,
+        "data.data_dir": data_dir,
+        "data.microbatch_size": 8,
+        "data.eval_batches": 2,
+        "optim.warmup": 4,
+        "train.out_dir": str(out_dir),
+        "train.tokens": 8 * 32 * 24,
+        "train.eval_every": 8,
+        "train.noise_probe": 2,
+        "train.checkpoint_every": 2,
+        "train.progress": False,
+        "train.tensorboard": False,
+    }
+    settings.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return apply_overrides(Config(), settings)

@@ -1,0 +1,124 @@
+import time
+
+import numpy as np
+import pytest
+
+from experiments.config import Config, DataConfig, apply_overrides
+from experiments.data import DataError, TokenData, Windows, read_texts
+from experiments.text_builder import LocalText, LocalTextConfig, records, strip_markdown
+from experiments.tokenizers import ByteTokenizer, TiktokenTokenizer
+
+
+def _data(data_dir, **overrides) -> DataConfig:
+    settings = {"data.data_dir": data_dir, **{f"data.{k}": v for k, v in overrides.items()}}
+    return apply_overrides(Config(), settings).data
+
+
+def test_strip_markdown_keeps_words():
+    text = "# Hamlet\n\n**BERNARDO**  \nWho's there?\n\n_Enter HORATIO_\nsnake_case stays"
+    assert (
+        strip_markdown(text)
+        == "Hamlet\n\nBERNARDO\nWho's there?\n\nEnter HORATIO\nsnake_case stays"
+    )
+
+
+def test_records_are_whole_paragraphs():
+    paragraphs = [f"p{i} " + "x" * 30 for i in range(10)]
+    out = records("\n\n".join(paragraphs), record_chars=70)
+    assert "".join(out).split() == " ".join(paragraphs).split()
+    assert all(r.endswith("\n\n") for r in out) and len(out) == 4  # 3 + 3 + 3 + 1
+
+
+def test_default_corpus_is_shakespeare_with_a_fixed_split(data_dir):
+    train = read_texts(_data(data_dir), "train")
+    validation = read_texts(_data(data_dir), "validation")
+    text = "".join(train)
+    assert len(text) > 4_000_000 and "To be, or not to be" in text + "".join(validation)
+    assert "**" not in text and "### " not in text
+    assert 0.03 < len(validation) / (len(train) + len(validation)) < 0.07
+    assert not set(train) & set(validation)
+
+
+def test_local_text_builder_on_any_folder(tmp_path):
+    root = tmp_path / "texts"
+    root.mkdir()
+    for i in range(30):
+        (root / f"doc{i:02d}.txt").write_text(f"document {i}\n\n" + "words " * 100)
+    config = LocalTextConfig(name="mine", root=str(root), record_chars=200)
+    builder = LocalText(config=config, data_dir=str(tmp_path / "tfds"), file_format="array_record")
+    builder.download_and_prepare()
+    cfg = _data(str(tmp_path / "tfds"), dataset="local_text/mine")
+    texts = read_texts(cfg, "train") + read_texts(cfg, "validation")
+    assert sorted(t.split("\n")[0] for t in texts if t.startswith("document")) == sorted(
+        f"document {i}" for i in range(30)
+    )
+
+
+def test_missing_data_set_fails_fast_and_clearly(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="'lm1b' is not prepared under .*nothing is downloaded"):
+        read_texts(_data(str(tmp_path), dataset="lm1b"), "train")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_mock_tfds_data_set(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        data = TokenData(_data(str(tmp_path), dataset="lm1b", microbatch_size=4), seq_len=8)
+    assert data.microbatch(0).shape == (4, 9) and data.train.count >= 4
+
+
+def test_windows_are_a_seeded_permutation_per_epoch():
+    tokens = np.arange(41)
+    w = Windows(tokens, length=5, seed=3)  # 10 windows of 5 tokens, overlapping by one
+    first = w.rows(0, 10)
+    assert sorted(first[:, 0].tolist()) == list(range(0, 40, 4))
+    assert np.array_equal(first[:, 1:], first[:, :-1] + 1)
+    second = w.rows(10, 10)
+    assert not np.array_equal(first, second) and sorted(second[:, 0].tolist()) == list(
+        range(0, 40, 4)
+    )
+    assert np.array_equal(w.rows(7, 6), np.concatenate([first[7:], second[:3]]))
+    assert not np.array_equal(Windows(tokens, 5, seed=4).rows(0, 10), first)
+
+
+def test_microbatches_are_addressed_by_index_and_split_by_rows(data_dir):
+    data = TokenData(_data(data_dir, microbatch_size=8), seq_len=32)
+    again = TokenData(_data(data_dir, microbatch_size=8), seq_len=32)
+    assert np.array_equal(data.microbatch(5), again.microbatch(5))
+    assert not np.array_equal(data.microbatch(5), data.microbatch(6))
+    halves = [data.microbatch(5, slice(0, 4)), data.microbatch(5, slice(4, 8))]
+    assert np.array_equal(np.concatenate(halves), data.microbatch(5))
+    assert data.microbatch(5).dtype == np.int32 and data.microbatch(5).shape == (8, 33)
+    other = TokenData(_data(data_dir, microbatch_size=8, seed=1), seq_len=32)
+    assert not np.array_equal(other.microbatch(5), data.microbatch(5))
+    evals = data.eval_batches()
+    assert len(evals) == data.config.eval_batches and evals[0].shape == (8, 33)
+
+
+def test_byte_tokenizer_round_trips():
+    tok = ByteTokenizer()
+    text = "Ay, marry, is't — ç"
+    assert tok.decode(tok.encode(text)) == text and tok.encode(text).max() < 256
+
+
+def test_tiktoken_tokenizer_from_a_local_file(tmp_path):
+    import base64
+
+    ranks = [bytes([b]) for b in range(256)] + [b"th", b"the", b" the"]
+    path = tmp_path / "tiny.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(ranks)))
+    tok = TiktokenTokenizer(str(path))
+    ids = tok.encode("the theme")
+    assert tok.vocab_size == 260 and ids.tolist()[:2] == [257, 258]
+    assert tok.decode(ids) == "the theme"
+    with pytest.raises(FileNotFoundError, match="encoding_file"):
+        TiktokenTokenizer(str(tmp_path / "missing.tiktoken"))
+
+
+def test_short_split_is_an_error(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=2), pytest.raises(DataError, match="fewer than one"):
+        TokenData(_data(str(tmp_path), dataset="lm1b"), seq_len=4096)

@@ -1,0 +1,201 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.checkpoints import CheckpointError, Checkpoints
+from experiments.config import CONTROLLERS
+from experiments.run_log import read_metrics
+from experiments.train import Trainer, main
+from tests.experiments.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TOTAL = 120  # microbatches of the command-line runs
+
+
+def _params(trainer: Trainer):
+    return jax.device_get(trainer.state.params)
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_each_controller_trains_end_to_end(tmp_path, data_dir, controller):
+    config = tiny_config(
+        tmp_path,
+        data_dir,
+        gqc__controller=controller,
+        gqc__max_draws=4,
+        train__tensorboard=controller == "none",
+    )
+    summary = Trainer(config).fit()
+    records = read_metrics(tmp_path)
+    steps = [r for r in records if "train/loss" in r]
+    evals = [r for r in records if "eval/loss" in r]
+    assert summary["microbatches"] == 24 and summary["steps"] == len(steps) >= 24 // 5
+    # Every microbatch up to the last step is in exactly one step's window.
+    assert sum(r["gqc/draws"] for r in steps) == steps[-1]["microbatch"]
+    assert [r["microbatch"] for r in evals] == [0, 8, 16, 24]
+    assert np.isfinite(summary["eval_loss"]) and evals[-1]["eval/loss"] < evals[0]["eval/loss"]
+    assert {k.split("/")[0] for r in records for k in r if "/" in k} == {
+        "train",
+        "eval",
+        "gqc",
+        "perf",
+    }
+    if controller != "none":
+        assert "gqc/num_steps" in steps[-1] and steps[-1]["gqc/num_steps"] == len(steps)
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == summary["steps"]
+    if config.train.tensorboard:
+        events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("controller", ["sbc", "gnts"])
+def test_resume_is_bit_identical(tmp_path, data_dir, controller):
+    settings = dict(
+        gqc__controller=controller, gqc__sbc_draws=5, gqc__relative=True, model__dropout=0.1
+    )
+    straight = Trainer(tiny_config(tmp_path / "a", data_dir, **settings))
+    straight.fit()
+    first = Trainer(tiny_config(tmp_path / "b", data_dir, train__stop_after=12, **settings))
+    first.fit()
+    if controller == "sbc":  # stopped inside a window: its state must be in the checkpoint
+        assert int(jax.device_get(first.state.opt_state.num_draws)) == 12 % 5
+    resumed = Trainer(tiny_config(tmp_path / "b", data_dir, train__resume=True, **settings))
+    resumed.fit()
+    _assert_same(_params(straight), _params(resumed))
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rs]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "a")) == strip(read_metrics(tmp_path / "b"))
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, data_dir):
+    runs = [
+        Trainer(tiny_config(tmp_path / str(i), data_dir, train__seed=s, train__tokens=8 * 32 * 8))
+        for i, s in enumerate([0, 0, 1])
+    ]
+    for r in runs:
+        r.fit()
+    _assert_same(_params(runs[0]), _params(runs[1]))
+    assert not np.array_equal(
+        jax.tree.leaves(_params(runs[0]))[0], jax.tree.leaves(_params(runs[2]))[0]
+    )
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path, data_dir):
+    Trainer(tiny_config(tmp_path, data_dir, train__stop_after=4)).fit()
+    other = tiny_config(tmp_path, data_dir, train__resume=True, model__width=32)
+    with pytest.raises(CheckpointError, match=r"model.width: None -> 32"):
+        Trainer(other).fit()
+    fresh = tiny_config(tmp_path, data_dir)
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        Trainer(fresh).fit()
+
+
+def test_corrupted_checkpoint_is_reported_and_older_ones_restore(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, train__checkpoint_every=1, train__stop_after=6)
+    Trainer(config).fit()
+    steps = Checkpoints(tmp_path / "checkpoints", keep=3).steps()
+    assert len(steps) == 3
+    for f in (tmp_path / "checkpoints" / str(steps[-1]) / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\x00garbage")
+    resume = tiny_config(tmp_path, data_dir, train__resume=True)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {steps[-1]} .*corrupted.*{steps[-2]}"):
+        Trainer(resume).fit()
+    older = tiny_config(tmp_path, data_dir, train__resume=True, train__resume_step=steps[-2])
+    assert Trainer(older).fit()["microbatches"] == 24
+    kept = Checkpoints(tmp_path / "checkpoints", keep=3)
+    assert kept.steps()[-1] == 24
+    for step in kept.steps():  # the corrupted one is gone, every kept one reads
+        kept.read_state(step)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train__mesh": "data=3"}, "needs 3 devices but 8"),
+        ({"data__microbatch_size": 12}, "divisible by the mesh's data x fsdp size"),
+        ({"model__heads": 3}, r"width \(64\) must be divisible by heads \(3\)"),
+        ({"optim__warmup": 100}, "optim.warmup .100. must be smaller"),
+    ],
+)
+def test_impossible_settings_are_clear_errors(tmp_path, data_dir, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(tiny_config(tmp_path, data_dir, **overrides)).fit()
+
+
+def test_main_reports_errors_without_a_traceback(tmp_path, data_dir, capsys):
+    assert main([f"--train.out_dir={tmp_path}", "--model.dept=2"]) == 2
+    assert "unknown config key 'model.dept'" in capsys.readouterr().err
+
+
+def _cli(out_dir, data_dir, *extra):
+    args = [
+        "--model.preset=tiny",
+        "--model.seq_len=32",
+        f"--data.data_dir={data_dir}",
+        "--data.microbatch_size=8",
+        "--data.eval_batches=2",
+        "--optim.warmup=4",
+        f"--train.out_dir={out_dir}",
+        f"--train.tokens={8 * 32 * TOTAL}",
+        "--train.eval_every=100",
+        "--train.noise_probe=0",
+        "--train.checkpoint_every=5",
+        "--train.progress=false",
+        "--train.tensorboard=false",
+        "--gqc.controller=gnts",
+        "--gqc.relative=true",
+    ]
+    return [sys.executable, "-m", "experiments.train", *args, *extra]
+
+
+def _interrupt_after_first_checkpoint(cmd, sig) -> tuple[int, str]:
+    """Starts ``cmd``, sends ``sig`` once a checkpoint exists: (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out_dir = Path(cmd[[i for i, a in enumerate(cmd) if "out_dir" in a][0]].split("=", 1)[1])
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = out_dir / "checkpoints"
+        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err.decode()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("straight")
+    subprocess.run(_cli(out, data_dir), cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
+def test_killed_or_interrupted_run_resumes_to_the_same_parameters(
+    tmp_path, data_dir, uninterrupted, sig, code
+):
+    returncode, err = _interrupt_after_first_checkpoint(_cli(tmp_path, data_dir), sig)
+    assert returncode == code, err[-3000:]  # it was stopped mid-run, not finished
+    saved = Checkpoints(tmp_path / "checkpoints", keep=3).steps()
+    assert saved and saved[-1] < TOTAL
+    if sig == signal.SIGINT:  # Ctrl-C saves where it stopped
+        assert f"checkpoint saved at microbatch {saved[-1]}" in err
+    subprocess.run(
+        _cli(tmp_path, data_dir, "--train.resume"), cwd=ROOT, check=True, capture_output=True
+    )
+    done = Checkpoints(tmp_path / "checkpoints", keep=3)
+    reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
+    assert done.steps()[-1] == reference.steps()[-1] == TOTAL
+    _assert_same(done.read_state(TOTAL), reference.read_state(TOTAL))
