@@ -4,7 +4,7 @@ Both arms see the same stream of microbatches (same seed, same order, same numbe
 of samples). Plain AdamW steps on every microbatch; GNTS accumulates microbatches
 until the norm of their mean gradient falls below a threshold, then steps once.
 The script prints what the controller did and which arm reached the lower
-held-out loss. Run with ``make demo`` or ``python examples/gnts_regression.py``.
+held-out loss. Run with ``python examples/gnts_regression.py`` (options: ``--help``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main(argv=None):
         f"label noise {args.noise}"
     )
     print(
-        f"single-microbatch gradient norm at init: {float(optax.global_norm(g0)):.3f}; "
+        f"single-microbatch gradient norm at init: {float(optax.tree.norm(g0)):.3f}; "
         f"GNTS threshold {args.threshold}, max_draws {args.max_draws}\n"
     )
 

@@ -103,11 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(summaries, indent=2))
     print()
     print(table(summaries))
+    size = config.data.microbatch_size
+    measured = summaries["adamw"]["noise_scale_sequences"]
     print(
-        f"\nnoise scale: tr(Sigma)/|G|^2 measured at each evaluation on {Config().train.noise_probe} "
-        "fixed training microbatches (ratio of means), in sequences; draws/step above it\n"
-        "mean the controller averaged more gradients than the noise required."
+        f"\nnoise scale = tr(Sigma)/|G|^2, measured at each evaluation on {config.train.noise_probe} "
+        f"fixed training microbatches (ratio of means), in sequences; a microbatch holds {size}."
     )
+    if measured < size:
+        print(
+            f"Measured under plain AdamW: {measured:.2f} sequences, below one microbatch: a single "
+            "microbatch gradient\nis already mostly signal, so averaging more of them buys little "
+            "and spends tokens that AdamW\nturns into extra steps."
+        )
+    else:
+        print(
+            f"Measured under plain AdamW: {measured:.2f} sequences, above one microbatch: averaging "
+            "several microbatches\nremoves noise that a single one carries; that is where a "
+            "controller can pay off."
+        )
     print(f"Figure: {figure}")
     print(
         f"Runs: {out / 'adamw'}, {out / 'adamw+gnts'}  (total {time.perf_counter() - start:.0f} s)"

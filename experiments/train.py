@@ -213,7 +213,7 @@ class Trainer:
         postfix = {
             "loss": f"{r['train/loss']:.3f}",
             "tok/s": f"{r['perf/tokens_per_s']:.0f}",
-            "draws/step": f"{done / max(self.host['steps'], 1):.2f}",
+            "draws/step": f"{r['microbatch'] / max(self.host['steps'], 1):.2f}",
         }
         if threshold is not None:
             postfix["threshold"] = f"{threshold:.3g}"
