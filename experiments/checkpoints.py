@@ -57,7 +57,10 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=False, create=True
             ),
-            item_names=("state", "run"),
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "run": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def steps(self) -> list[int]:
@@ -79,15 +82,20 @@ class Checkpoints:
                 self.manager.delete(step)
 
     def read_state(self, microbatch: int) -> Any:
-        """The saved state as stored (nested dicts and lists of numpy arrays), with no
-        target structure: for inspection and comparison."""
+        """The saved state as numpy arrays in the saved tree structure, whatever the
+        topology that wrote it: for inspection and comparison."""
+        one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         try:
+            saved = self.manager.item_metadata(microbatch)["state"]
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device), saved
+            )
             out = self.manager.restore(
-                microbatch, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+                microbatch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             )
         except Exception as e:
             raise self._unreadable(microbatch, e) from e
-        return out.state
+        return jax.device_get(out.state)
 
     def read_run(self, microbatch: int) -> dict:
         try:

@@ -97,7 +97,9 @@ class TrainConfig:
     """tokens: the token budget (microbatches = tokens / (microbatch_size *
     seq_len)); eval_every / checkpoint_every: in microbatches / optimizer steps;
     noise_probe: microbatch gradients per gradient-noise-scale measurement at each
-    eval (0 = off); mesh: e.g. 'data=-1' or 'data=2,fsdp=2,tensor=2'."""
+    eval (0 = off); mesh: e.g. 'data=-1' or 'data=2,fsdp=2,tensor=2';
+    coordinator / num_processes / process_id: a multi-process run started by hand
+    (TPU pods and SLURM/MPI clusters are detected without them)."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -112,6 +114,9 @@ class TrainConfig:
     mesh: str = "data=-1"
     progress: bool = True
     tensorboard: bool = True
+    coordinator: str = ""
+    num_processes: int = 1
+    process_id: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +155,14 @@ class Config:
                 f"train.noise_probe must be 0 (off) or >= 2 microbatches, got "
                 f"{self.train.noise_probe}."
             )
+        t = self.train
+        if t.num_processes < 1 or not 0 <= t.process_id < t.num_processes:
+            raise ValueError(
+                f"train.process_id must be in [0, train.num_processes={t.num_processes}), "
+                f"got {t.process_id}."
+            )
+        if t.num_processes > 1 and not t.coordinator:
+            raise ValueError("train.num_processes > 1 needs --train.coordinator=HOST:PORT.")
         if not self.optim.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}.")
 

@@ -37,6 +37,8 @@ class RunLog:
       tensorboard: also write TensorBoard event files under ``out_dir/tb``.
       resume_from: on resume, records past this microbatch (written after the
         checkpoint being resumed) are dropped so the file reads as one run.
+      enabled: False on every process but the first of a multi-host run, which
+        alone writes the run's files.
     """
 
     def __init__(
@@ -48,7 +50,12 @@ class RunLog:
         progress: bool = True,
         tensorboard: bool = True,
         resume_from: int | None = None,
+        enabled: bool = True,
     ):
+        self.enabled = enabled
+        self._file = self._tb = self._bar = None
+        if not enabled:
+            return
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / METRICS_FILE
@@ -58,18 +65,18 @@ class RunLog:
             kept = [r for r in read_metrics(self.dir) if r["microbatch"] <= resume_from]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = path.open("a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.dir / "tb"))
-        self._bar = None
         if progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=start, unit="mb", dynamic_ncols=True)
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {k: _plain(v) for k, v in record.items()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -85,7 +92,8 @@ class RunLog:
             self._bar.refresh()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
         if self._bar is not None:

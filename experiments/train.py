@@ -227,7 +227,9 @@ class Trainer:
         t = self.config.train
         start = self._resume()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        primary = jax.process_index() == 0
+        if primary:
+            (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         self.log = RunLog(
             self.out_dir,
             self.total,
@@ -235,6 +237,7 @@ class Trainer:
             progress=t.progress,
             tensorboard=t.tensorboard,
             resume_from=start if t.resume else None,
+            enabled=primary,
         )
         self.eval_batches = [self._batch(b) for b in self.data.eval_batches(self.rows)]
         self.probe_batches = self._probe_batches() if self.probe_fn is not None else None
@@ -276,7 +279,8 @@ class Trainer:
             self.host["elapsed"] += self.session_s
             self.log.close()
         summary = self.summary(done)
-        (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        if primary:
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         self.checkpoints.close()
         if interrupted:
             print(
@@ -320,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    distributed.initialize()
+    t = config.train
+    if t.num_processes > 1:
+        distributed.initialize(t.coordinator, t.num_processes, t.process_id)
+    else:
+        distributed.initialize()  # a cluster JAX detects by itself, else nothing
     try:
         summary = train(config)
     except (ValueError, DataError, CheckpointError, FileNotFoundError) as e:

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -199,3 +200,43 @@ def test_killed_or_interrupted_run_resumes_to_the_same_parameters(
     reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
     assert done.steps()[-1] == reference.steps()[-1] == TOTAL
     _assert_same(done.read_state(TOTAL), reference.read_state(TOTAL))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
+    """Two processes with 4 CPU devices each, each reading only its own rows of every
+    microbatch, end with the parameters of one process with 8 devices."""
+    port = _free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [
+        subprocess.Popen(
+            _cli(
+                tmp_path,
+                data_dir,
+                f"--train.coordinator=127.0.0.1:{port}",
+                "--train.num_processes=2",
+                f"--train.process_id={i}",
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    done = Checkpoints(tmp_path / "checkpoints", keep=3)
+    reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
+    state, expected = done.read_state(TOTAL), reference.read_state(TOTAL)
+    for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert len(read_metrics(tmp_path)) == len(read_metrics(uninterrupted))

@@ -1,0 +1,292 @@
+"""Study: controllers that need no per-model threshold tuning, at equal tokens.
+
+Arms, on the same GPT, corpus, token budget and data order: AdamW (learning rate
+picked by a small sweep at each microbatch size), GNTS with the reference's
+absolute thresholds (0.95 -> 0.25, inverse warmup x10), GNTS with the same
+schedule *relative* to the model's own single-microbatch gradient norm, and
+``snr`` (step when the window mean's noise is at most ``noise_ratio`` of its
+signal). Two microbatch sizes, chosen against the gradient noise scale measured
+during training. Every run is a ``experiments.train`` run folder; the page
+``docs/results/scale_free.md`` and its figure are written from those folders.
+
+    python -m experiments.scale_free [--seeds 0,1,2] [--tokens 500000] [--microbatches 1,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from experiments.config import Config, apply_overrides
+from experiments.run_log import read_metrics
+from experiments.train import SUMMARY_FILE, train
+
+ARMS = {
+    "adamw": {"gqc.controller": "none"},
+    "gnts-reference": {
+        "gqc.controller": "gnts",
+        "gqc.schedule": "reference",
+        "gqc.threshold": 0.95,
+        "gqc.final_threshold": 0.25,
+        "gqc.max_draws": 64,
+    },
+    "gnts-relative": {
+        "gqc.controller": "gnts",
+        "gqc.relative": True,
+        "gqc.schedule": "reference",
+        "gqc.threshold": 0.95,
+        "gqc.final_threshold": 0.25,
+        "gqc.max_draws": 64,
+    },
+    "snr": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1, "gqc.max_draws": 64},
+}
+
+
+def run_config(
+    out: Path, microbatch: int, seed: int, lr: float, arm: str, tokens: int, seq_len: int
+):
+    total = tokens // (microbatch * seq_len)
+    settings = {
+        "model.preset": "ladder-xs",
+        "model.seq_len": seq_len,
+        "data.microbatch_size": microbatch,
+        "data.seed": seed,
+        "optim.lr": lr,
+        "optim.warmup": max(1, total // 20),
+        "train.seed": seed,
+        "train.tokens": tokens,
+        "train.eval_every": max(1, total // 10),
+        "train.noise_probe": max(8, 64 // microbatch),
+        "train.checkpoint_every": 1_000_000,
+        "train.progress": False,
+        "train.tensorboard": False,
+        "train.out_dir": str(out),
+        **ARMS[arm],
+    }
+    return apply_overrides(Config(), settings)
+
+
+def run_once(config: Config) -> dict:
+    """A finished run's summary (the run is skipped when its folder holds one)."""
+    path = Path(config.train.out_dir) / SUMMARY_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"-> {config.train.out_dir}", file=sys.stderr, flush=True)
+    return train(config)
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _noise_over_training(run_dir: Path) -> list[tuple[int, float]]:
+    """(tokens, B_noise in sequences) per evaluation, from one run's records."""
+    config = json.loads((run_dir / "config.json").read_text())
+    size = config["data"]["microbatch_size"]
+    out = []
+    for r in read_metrics(run_dir):
+        if "eval/grad_signal" in r and r["eval/grad_signal"] > 0:
+            out.append((r["tokens"], r["eval/grad_noise"] / r["eval/grad_signal"] * size))
+    return out
+
+
+def figure(dirs: dict, sizes: list[int], seeds: list[int], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(5 * (len(sizes) + 1), 4))
+    for ax, size in zip(axes, sizes, strict=False):
+        for arm in ARMS:
+            curves = [
+                [
+                    (r["tokens"], r["eval/loss"])
+                    for r in read_metrics(dirs[(size, arm, s)])
+                    if "eval/loss" in r
+                ]
+                for s in seeds
+            ]
+            x = [t for t, _ in curves[0]]
+            y = [statistics.mean(c[i][1] for c in curves) for i in range(len(x))]
+            ax.plot(x[1:], y[1:], marker="o", ms=3, label=arm)
+        ax.set(
+            title=f"microbatch {size} sequences", xlabel="tokens", ylabel="val loss (mean of seeds)"
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    for size in sizes:
+        for s in seeds:
+            points = _noise_over_training(dirs[(size, "adamw", s)])
+            ax.plot(*zip(*points, strict=True), ".", alpha=0.6, label=f"mb {size}, seed {s}")
+    for size in sizes:
+        ax.axhline(size, ls="--", color="gray", lw=0.8)
+    ax.set(
+        title="gradient noise scale under AdamW",
+        xlabel="tokens",
+        ylabel="B_noise (sequences)",
+        yscale="log",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.scale_free",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tokens", type=int, default=500_000)
+    parser.add_argument("--microbatches", default="1,16", help="microbatch sizes in sequences")
+    parser.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="AdamW sweep (seed 0)")
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--out", default="runs/scale_free")
+    parser.add_argument("--page", default="docs/results/scale_free.md")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sizes = [int(s) for s in args.microbatches.split(",")]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    root = Path(args.out)
+    start = time.perf_counter()
+
+    best_lr, sweep = {}, {}
+    for size in sizes:
+        for lr in lrs:
+            out = root / f"mb{size}" / "lr-sweep" / f"lr{lr:g}"
+            cfg = run_config(out, size, seeds[0], lr, "adamw", args.tokens, args.seq_len)
+            sweep[(size, lr)] = run_once(cfg)["eval_loss"]
+        best_lr[size] = min(lrs, key=lambda lr, size=size: sweep[(size, lr)])
+
+    results, dirs = {}, {}
+    for size in sizes:
+        for arm in ARMS:
+            for seed in seeds:
+                out = root / f"mb{size}" / arm / f"s{seed}"
+                if arm == "adamw" and seed == seeds[0]:  # the sweep already ran it
+                    out = root / f"mb{size}" / "lr-sweep" / f"lr{best_lr[size]:g}"
+                cfg = run_config(out, size, seed, best_lr[size], arm, args.tokens, args.seq_len)
+                results[(size, arm, seed)] = run_once(cfg)
+                dirs[(size, arm, seed)] = out
+    elapsed = time.perf_counter() - start
+    fig = figure(dirs, sizes, seeds, Path(args.page).with_suffix(".png"))
+    page = write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed)
+    print(page)
+    return 0
+
+
+def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed) -> Path:
+    lines = [
+        "# Scale-free GQC: relative thresholds and `snr` vs the reference thresholds",
+        "",
+        "Generated by `python -m experiments.scale_free "
+        + " ".join(
+            f"--{k}={v}"
+            for k, v in (
+                ("seeds", args.seeds),
+                ("tokens", args.tokens),
+                ("microbatches", args.microbatches),
+                ("lrs", args.lrs),
+            )
+        )
+        + f"` in {elapsed / 60:.0f} min (runs that were already done are read back, not rerun) "
+        f"on {platform.machine()} CPU, {platform.system()}, 2 cores, JAX on CPU.",
+        "",
+        f"Model: `ladder-xs` GPT (842,496 parameters, byte tokens, {args.seq_len}-token sequences); "
+        f"data: the default corpus (Shakespeare); budget: {args.tokens:,} tokens per run; "
+        "AdamW (b1 0.9, b2 0.95, weight decay 0.1, clip 1.0) with linear warmup over 5% of the "
+        "microbatches and cosine decay to 10%, on the microbatch clock under a controller. "
+        "Seeds set both the initialisation and the data order; all arms of a seed see the same "
+        "microbatches in the same order. Validation loss is on 8 fixed validation microbatches.",
+        "",
+        "## Learning-rate sweep (AdamW, seed 0)",
+        "",
+        "| microbatch (seqs) | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen |",
+        "|---|" + "---|" * (len(lrs) + 1),
+    ]
+    for size in sizes:
+        lines.append(
+            f"| {size} | "
+            + " | ".join(f"{sweep[(size, lr)]:.4f}" for lr in lrs)
+            + f" | {best_lr[size]:g} |"
+        )
+    lines += ["", "Every arm at a microbatch size uses the chosen learning rate.", ""]
+    verdicts = []
+    for size in sizes:
+        noise = [results[(size, "adamw", s)]["noise_scale_sequences"] for s in seeds]
+        lines += [
+            f"## Microbatch of {size} sequence{'s' if size > 1 else ''}",
+            "",
+            f"Gradient noise scale measured under AdamW (ratio of means over the run's "
+            f"evaluations): {_mean_std(noise)} sequences, i.e. "
+            f"{statistics.mean(noise) / size:.2f} microbatches.",
+            "",
+            "| arm | val loss (mean ± std) | val ppl | opt steps | draws/step | tokens/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        losses = {}
+        for arm in ARMS:
+            rs = [results[(size, arm, s)] for s in seeds]
+            losses[arm] = [r["eval_loss"] for r in rs]
+            ppl = statistics.mean(math.exp(x) for x in losses[arm])
+            lines.append(
+                f"| {arm} | {_mean_std(losses[arm])} | {ppl:.3f} | "
+                f"{statistics.mean(r['steps'] for r in rs):.0f} | "
+                f"{statistics.mean(r['draws_per_step'] for r in rs):.2f} | "
+                f"{statistics.mean(r['tokens_per_s'] for r in rs):.0f} |"
+            )
+        ranked = sorted(ARMS, key=lambda a: statistics.mean(losses[a]))
+        best, second = ranked[0], ranked[1]
+        gap = statistics.mean(losses[second]) - statistics.mean(losses[best])
+        spread = max(statistics.stdev(losses[a]) if len(seeds) > 1 else 0.0 for a in (best, second))
+        clear = (
+            "clearly (gap larger than twice the larger seed std)"
+            if gap > 2 * spread
+            else "within seed noise"
+        )
+        verdicts.append((size, best, second, gap, clear, statistics.mean(noise)))
+        lines += [
+            "",
+            f"Best: **{best}**, ahead of {second} by {gap:.4f} nats, {clear}.",
+            "",
+        ]
+    lines += [
+        "## Figure",
+        "",
+        f"![validation loss and noise scale]({Path(fig).name})",
+        "",
+        "Left panels: validation loss against tokens (mean over seeds) per microbatch size. "
+        "Right: the gradient noise scale B_noise = tr(Σ)/|G|² in sequences at each evaluation "
+        "of the AdamW runs; the dashed lines mark the microbatch sizes.",
+        "",
+    ]
+    lines += ["## Summary", ""]
+    for size, best, second, gap, clear, noise in verdicts:
+        relation = "below" if size < noise else "above"
+        lines.append(
+            f"- Microbatch {size} ({relation} the measured noise scale of {noise:.2f} sequences): "
+            f"{best} wins, {second} next ({gap:.4f} nats, {clear})."
+        )
+    page = Path(args.page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
