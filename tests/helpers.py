@@ -1,5 +1,7 @@
 """Helpers shared by the test modules."""
 
+import socket
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,3 +25,10 @@ def random_grads(seed: int, count: int, template=None, scale: float = 1.0, offse
         )
         for _ in range(count)
     ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a local JAX coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,7 +1,6 @@
 """Two CPU processes on 127.0.0.1 (gloo), 4 fake devices each == one process with 8."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,19 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import free_port
+
 pytest.importorskip("flax")
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
-    port = _free_port()
+    port = free_port()
     single = tmp_path / "single.json"
     subprocess.run(
         [sys.executable, str(WORKER), "0", "0", "1", str(single)], check=True, timeout=300

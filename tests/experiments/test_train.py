@@ -15,6 +15,7 @@ from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
 from experiments.train import Trainer, main
 from tests.experiments.conftest import tiny_config
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 120  # microbatches of the command-line runs
@@ -202,18 +203,10 @@ def test_killed_or_interrupted_run_resumes_to_the_same_parameters(
     _assert_same(done.read_state(TOTAL), reference.read_state(TOTAL))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     """Two processes with 4 CPU devices each, each reading only its own rows of every
     microbatch, end with the parameters of one process with 8 devices."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     procs = [
         subprocess.Popen(
