@@ -134,7 +134,18 @@ def _check_criterion(criterion: object) -> None:
 
 
 def current_mean(state: AdaptiveAccumulationState) -> optax.Updates:
-    """The current window's mean gradient (zeros when the window is empty)."""
+    """The current window's mean gradient (zeros when the window is empty).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gnts(optax.sgd(0.1), threshold=0.0, max_draws=4)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> for g in (1.0, 3.0):
+      ...     _, state = tx.update({"w": jnp.full(2, g)}, state, params)
+      >>> gqc_jax.current_mean(state)["w"]
+      Array([2., 2.], dtype=float32)
+    """
     return jax.tree.map(lambda a: jnp.where(state.num_draws > 0, a, jnp.zeros_like(a)), state.acc)
 
 

@@ -132,6 +132,17 @@ def gnr_with_cosine_annealing(
     """GNR whose target norm warms up from 0 to ``initial_norm``, then anneals to ``final_norm``.
 
     Learning rate and weight decay as in :func:`gnts_with_cosine_annealing`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gnr_with_cosine_annealing(
+      ...     optax.adamw, 1.0, 0.3, num_training_steps=100, num_warmup_steps=10, learning_rate=1e-3)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(11):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params, value=2.0)
+      >>> round(float(gqc_jax.stats(state)["target_gradient_norm"]), 4)   # end of the warmup
+      1.0
     """
     lr, wd = _lr(conventional_lr, num_warmup_steps, num_training_steps)
     target = schedules.cosine_annealing_with_warmup(
@@ -157,7 +168,20 @@ def gns_with_cosine_annealing(
     axis_name=None,
     **optimizer_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """GNS with an inverse-warmup, quarter-cosine tolerance; lr warmup then cosine to 0."""
+    """GNS with an inverse-warmup, quarter-cosine tolerance; lr warmup then cosine to 0.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gns_with_cosine_annealing(
+      ...     optax.adamw, 0.02, 0.005, num_training_steps=100, num_warmup_steps=10,
+      ...     learning_rate=1e-3)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(1):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params, value=2.0)
+      >>> round(float(gqc_jax.stats(state)["noise_tolerance"]), 4)   # 10x the initial tolerance
+      0.2
+    """
     lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
     tolerance = schedules.cosine_annealing_with_inverse_warmup(
         initial_tolerance, final_tolerance, num_warmup_steps, num_training_steps, warmup_multiplier
@@ -180,7 +204,20 @@ def gns_default(
     axis_name=None,
     **optimizer_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """GNS with a constant tolerance after an inverse warmup from 20x; lr warmup then cosine."""
+    """GNS with a constant tolerance after an inverse warmup from 20x; lr warmup then cosine.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gns_default(
+      ...     optax.sgd, 0.01, num_training_steps=100, num_warmup_steps=10, learning_rate=0.1,
+      ...     momentum=0.9)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(11):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params, value=2.0)
+      >>> round(float(gqc_jax.stats(state)["noise_tolerance"]), 4)
+      0.01
+    """
     lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
     schedule = schedules.constant_with_inverse_warmup(tolerance, num_warmup_steps, 20.0)
     return gns(
@@ -207,6 +244,17 @@ def mht_with_warmup(
 
     At the first microbatch both are 0, an exact tie that steps (as in the
     reference). Learning rate: warmup then quarter cosine to 0.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.mht_with_warmup(
+      ...     optax.adamw, 0.9, 0.05, num_training_steps=100, num_warmup_steps=10, learning_rate=1e-3)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(11):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params, value=2.0)
+      >>> round(float(gqc_jax.stats(state)["confidence_level"]), 4)
+      0.9
     """
     lr = schedules.cosine_annealing_with_warmup(1.0, 0.0, num_warmup_steps, num_training_steps)
     confidence = schedules.cosine_annealing_with_warmup(
@@ -243,6 +291,18 @@ def sbc_with_polynomial(
 
     Growth: ``final - (final - initial)(1 - p)^P``, held at ``final`` after the
     horizon. Learning rate and weight decay as in :func:`gnts_with_cosine_annealing`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.sbc_with_polynomial(
+      ...     optax.adamw, 32, 64, 1024, num_training_steps=100, num_warmup_steps=10,
+      ...     learning_rate=1e-3)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = tx.init(params)
+      >>> for _ in range(11):
+      ...     _, state = tx.update({"w": jnp.ones(3)}, state, params, value=2.0)
+      >>> round(float(gqc_jax.stats(state)["logical_batch_size"]), 4)
+      64.0
     """
     lr, wd = _lr(conventional_lr, num_warmup_steps, num_training_steps)
     logical = schedules.polynomial_schedule_with_warmup(

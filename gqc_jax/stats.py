@@ -16,6 +16,13 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
 
     Raises:
       ValueError: no controller state is inside ``opt_state``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = optax.chain(optax.clip(1.0), gqc_jax.sbc(optax.sgd(0.1), 4, 1))
+      >>> state = tx.init({"w": jnp.zeros(2)})
+      >>> type(gqc_jax.find_controller_state(state)).__name__
+      'AdaptiveAccumulationState'
     """
     found = [
         leaf
