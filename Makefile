@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # Tests that need several devices fake them on the CPU.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-all bench lint format clean
+.PHONY: demo test test-all bench lint format clean scale-free
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 # The main job: a small GPT on the default corpus, AdamW vs AdamW+GNTS at equal tokens.
 demo: $(STAMP)
 	$(PY) -m experiments.demo
+
+# Study: relative thresholds and snr vs the reference thresholds (docs/results/scale_free.md).
+scale-free: $(STAMP)
+	$(PY) -m experiments.scale_free
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -97,6 +97,10 @@ def _doc(obj) -> str:
 
 
 def _entry(name: str, obj) -> list[str]:
+    if name == "ScalarOrSchedule":  # a type alias: its module documents it
+        signature = "ScalarOrSchedule = float | int | jax.Array | Callable[[jax.Array], ArrayLike]"
+        doc = _doc(sys.modules["gqc_jax._hyperparams"])
+        return [f"### `{name}`", "", "```python", signature, "```", "", doc, ""]
     return [f"### `{name}`", "", "```python", _signature(name, obj), "```", "", _doc(obj), ""]
 
 

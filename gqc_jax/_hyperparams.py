@@ -7,6 +7,17 @@ changing it (by writing the state, or through ``optax.inject_hyperparams``)
 never recompiles. A schedule is evaluated at the microbatch clock (the number of
 ``update`` calls before this one) and its value is stored in the state too, so
 ``gqc_jax.stats`` can report it.
+
+Example:
+  >>> import jax.numpy as jnp, optax, gqc_jax
+  >>> params = {"w": jnp.zeros(2)}
+  >>> fixed = gqc_jax.gnts(optax.sgd(0.1), threshold=0.5)
+  >>> scheduled = gqc_jax.gnts(optax.sgd(0.1), threshold=optax.linear_schedule(2.0, 0.5, 10))
+  >>> state = scheduled.init(params)
+  >>> for _ in range(5):
+  ...     _, state = scheduled.update({"w": jnp.full(2, 9.0)}, state, params)
+  >>> round(float(gqc_jax.stats(state)["gradient_norm_threshold"]), 4)   # at clock 4
+  1.4
 """
 
 from __future__ import annotations

@@ -36,6 +36,18 @@ class Draw(NamedTuple):
       mean: the window's running mean, this draw included (accumulator dtype).
       mean_norm: ``float32[]`` global L2 norm of ``mean``.
       value: ``float32[]`` this microbatch's loss (``value=``), None if not given.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> class Always:   # a criterion that reads the Draw it is given
+      ...     def init(self, params): return ()
+      ...     def should_step(self, state, draw): return draw.count >= 0, state
+      ...     def reset(self, state): return state
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), Always())
+      >>> params = {"w": jnp.zeros(2)}
+      >>> _, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+      >>> bool(state.stepped)
+      True
     """
 
     count: jax.Array
@@ -62,6 +74,20 @@ class Criterion(Protocol):
     returns a ``bool[]``, False to skip the microbatch as if it were non-finite
     (default: always accept); ``prepare(state, mean, mean_norm)`` maps the
     window mean to what the inner optimizer sees on a step (default: identity).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> class TwoDraws:   # step every second microbatch
+      ...     def init(self, params): return ()
+      ...     def should_step(self, state, draw): return draw.num_draws >= 2, state
+      ...     def reset(self, state): return state
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), TwoDraws())
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> for _ in range(4):
+      ...     _, state = tx.update({"w": jnp.ones(2)}, state, params)
+      >>> int(state.num_steps)
+      2
     """
 
     def init(self, params: optax.Params) -> Any: ...
@@ -89,6 +115,16 @@ class AdaptiveAccumulationState(NamedTuple):
         ``num_draws > 0`` (see :func:`current_mean`).
       inner_state: the inner optimizer's state; it advances only on steps.
       criterion_state: the criterion's state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> params = {"w": jnp.zeros(2)}
+      >>> tx = gqc_jax.gnts(optax.sgd(0.1), threshold=0.0, max_draws=3)
+      >>> state = tx.init(params)
+      >>> for _ in range(2):
+      ...     _, state = tx.update({"w": jnp.ones(2)}, state, params)
+      >>> int(state.num_batches), int(state.num_draws), int(state.num_steps)
+      (2, 2, 0)
     """
 
     num_batches: jax.Array

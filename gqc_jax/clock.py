@@ -20,6 +20,13 @@ class MicrobatchClockState(NamedTuple):
       hyperparams: the hyperparameter values in force (float32 scalars); write a
         numeric one to change it without recompiling.
       inner_state: the optimizer's state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> inner = gqc_jax.on_microbatch_clock(optax.sgd, learning_rate=optax.linear_schedule(1.0, 0.0, 10))
+      >>> state = gqc_jax.sbc(inner, 2, 1).init({"w": jnp.zeros(2)})
+      >>> type(state.inner_state).__name__, float(state.inner_state.hyperparams["learning_rate"])
+      ('MicrobatchClockState', 1.0)
     """
 
     hyperparams: dict[str, jax.Array]

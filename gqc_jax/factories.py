@@ -114,7 +114,15 @@ def gnts_with_cosine_annealing(
 
 
 def gnts_with_cosine_annealing_conventional_lr(*args, **kwargs):
-    """:func:`gnts_with_cosine_annealing` with ``conventional_lr=True``."""
+    """:func:`gnts_with_cosine_annealing` with ``conventional_lr=True``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gnts_with_cosine_annealing_conventional_lr(
+      ...     optax.adamw, num_training_steps=100, num_warmup_steps=10, learning_rate=1e-3)
+      >>> float(gqc_jax.stats(tx.init({"w": jnp.zeros(2)}))["gradient_norm_threshold"])
+      9.5
+    """
     return gnts_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
 
 
@@ -152,7 +160,15 @@ def gnr_with_cosine_annealing(
 
 
 def gnr_with_cosine_annealing_conventional_lr(*args, **kwargs):
-    """:func:`gnr_with_cosine_annealing` with ``conventional_lr=True``."""
+    """:func:`gnr_with_cosine_annealing` with ``conventional_lr=True``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.gnr_with_cosine_annealing_conventional_lr(
+      ...     optax.adamw, 1.0, 0.3, num_training_steps=100, num_warmup_steps=10, learning_rate=1e-3)
+      >>> float(gqc_jax.stats(tx.init({"w": jnp.zeros(2)}))["target_gradient_norm"])
+      0.0
+    """
     return gnr_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
 
 
@@ -318,5 +334,14 @@ def sbc_with_polynomial(
 
 
 def sbc_with_polynomial_conventional_lr(*args, **kwargs):
-    """:func:`sbc_with_polynomial` with ``conventional_lr=True``."""
+    """:func:`sbc_with_polynomial` with ``conventional_lr=True``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.sbc_with_polynomial_conventional_lr(
+      ...     optax.adamw, 32, 64, 1024, num_training_steps=100, num_warmup_steps=10,
+      ...     learning_rate=1e-3)
+      >>> float(gqc_jax.stats(tx.init({"w": jnp.zeros(2)}))["physical_batch_size"])
+      32.0
+    """
     return sbc_with_polynomial(*args, conventional_lr=True, **kwargs)

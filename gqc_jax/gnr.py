@@ -18,6 +18,12 @@ class GradientNormRescaleState(NamedTuple):
 
     Attributes:
       target_gradient_norm: ``float32[]`` the target norm in force.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.gnr(optax.sgd(0.1), target_norm=2.0).init({"w": jnp.zeros(2)})
+      >>> float(state.criterion_state.target_gradient_norm)
+      2.0
     """
 
     target_gradient_norm: jax.Array
@@ -28,6 +34,12 @@ class GradientNormRescale:
 
     A microbatch whose gradient is exactly zero is skipped (counted in
     ``num_skipped``), so it moves neither the parameters nor the inner state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.GradientNormRescale(2.0))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'GradientNormRescaleState'
     """
 
     def __init__(self, target_norm: ScalarOrSchedule = 1.0):

@@ -23,6 +23,12 @@ class GradientNoiseScaleState(NamedTuple):
       gradient_noise_statistic: ``float32[]`` the statistic at the last draw.
       norms: moments of the window's per-microbatch gradient norms.
       mean_square_norm: ``float32[]`` mean of the window's squared norms.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.gns(optax.sgd(0.1), tolerance=0.5).init({"w": jnp.zeros(2)})
+      >>> float(state.criterion_state.noise_tolerance)
+      0.5
     """
 
     noise_tolerance: jax.Array
@@ -38,6 +44,12 @@ class GradientNoiseScale:
     :math:`s = \operatorname{var}_{n-1}(h) / (\overline{h^2} + 10^{-8})`;
     passes iff :math:`s \le n \cdot \text{tol}` (float32, ties pass). With one
     sample the variance is NaN and the test fails.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.GradientNoiseScale(0.5))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'GradientNoiseScaleState'
     """
 
     def __init__(self, tolerance: ScalarOrSchedule = 1.0):

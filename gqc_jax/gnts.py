@@ -22,6 +22,12 @@ class GradientNormThresholdState(NamedTuple):
     Attributes:
       gradient_norm_threshold: ``float32[]`` the threshold in force (set it to change a constant
         threshold without recompiling; a schedule overwrites it every call).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.gnts(optax.sgd(0.1), threshold=0.5).init({"w": jnp.zeros(2)})
+      >>> float(state.criterion_state.gradient_norm_threshold)
+      0.5
     """
 
     gradient_norm_threshold: jax.Array
@@ -32,6 +38,12 @@ class GradientNormThreshold:
 
     Passes iff :math:`\lVert \bar g_n \rVert_2 \le \tau(t)`, ties included, with
     :math:`t` the microbatch clock. Lower thresholds are stricter.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.GradientNormThreshold(0.5))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'GradientNormThresholdState'
     """
 
     def __init__(self, threshold: ScalarOrSchedule = 1.0):
@@ -60,6 +72,15 @@ class RelativeGradientNormThresholdState(NamedTuple):
       reference_norm: ``float32[]`` EMA of single-microbatch gradient norms.
       effective_threshold: ``float32[]`` the absolute threshold last compared.
       has_reference: ``bool[]`` whether ``reference_norm`` holds a value.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> params = {"w": jnp.zeros(2)}
+      >>> tx = gqc_jax.gnts(optax.sgd(0.1), threshold=0.5, relative=True)
+      >>> _, state = tx.update({"w": jnp.full(2, 3.0)}, tx.init(params), params)
+      >>> s = state.criterion_state
+      >>> round(float(s.reference_norm), 3), round(float(s.effective_threshold), 3)
+      (4.243, 2.121)
     """
 
     gradient_norm_threshold: jax.Array
@@ -77,6 +98,13 @@ class RelativeGradientNormThreshold:
     entering the EMA is clipped to ``outlier_clip`` times the current reference,
     so one outlier microbatch raises :math:`r` by at most a factor
     :math:`1 + \beta(\text{clip} - 1)` and cannot loosen the test for long.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> criterion = gqc_jax.RelativeGradientNormThreshold(0.5, reference_beta=0.1)
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), criterion, max_draws=8)
+      >>> tx.init({"w": jnp.zeros(2)}).criterion_state._fields[:2]
+      ('gradient_norm_threshold', 'reference_norm')
     """
 
     def __init__(

@@ -26,6 +26,12 @@ class MetricHypothesisTestState(NamedTuple):
       update_beta: ``float32[]`` the EMA rate.
       history: moments of the window's losses.
       has_running_mean: ``bool[]`` whether ``running_mean`` has been set.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.mht(optax.sgd(0.1), confidence=0.9).init({"w": jnp.zeros(2)})
+      >>> round(float(state.criterion_state.confidence_level), 3)
+      0.9
     """
 
     confidence_level: jax.Array
@@ -43,6 +49,12 @@ class MetricHypothesisTest:
     its mean :math:`m`, standard error :math:`s` (plus :math:`10^{-12}`) and the
     two-sided critical value :math:`q = t_{(1+c)/2,\,|J|-1}`, passes iff
     :math:`m - qs \ge m(1-p)` and :math:`m + qs \le m(1+p)` (ties pass).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.MetricHypothesisTest(0.9, 0.05))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'MetricHypothesisTestState'
     """
 
     def __init__(

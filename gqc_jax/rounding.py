@@ -56,6 +56,14 @@ class RoundGradientsState(NamedTuple):
       fraction_zeroed: ``float32[]`` fraction of elements that were non-zero and
         became zero in the last call.
       fraction_changed: ``float32[]`` fraction of elements changed in the last call.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> g = {"w": jnp.array([0.004, 0.123, 1.0, 0.0])}
+      >>> tx = gqc_jax.round_gradients(2)
+      >>> _, state = tx.update(g, tx.init(g))
+      >>> float(state.fraction_zeroed), float(state.fraction_changed)
+      (0.25, 0.5)
     """
 
     count: jax.Array

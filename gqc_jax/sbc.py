@@ -21,6 +21,12 @@ class ScheduledBatchState(NamedTuple):
     Attributes:
       logical_batch_size: ``float32[]`` the logical batch size in force.
       physical_batch_size: ``int32[]`` samples per microbatch.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.sbc(optax.sgd(0.1), 64, 16).init({"w": jnp.zeros(2)})
+      >>> float(state.criterion_state.logical_batch_size), float(state.criterion_state.physical_batch_size)
+      (64.0, 16.0)
     """
 
     logical_batch_size: jax.Array
@@ -33,6 +39,12 @@ class ScheduledBatch:
     Passes iff :math:`n \cdot b \ge L(t)`, ties included, so the effective batch is
     :math:`b \lceil L/b \rceil` samples. Under ``axis_name`` each draw brings
     :math:`b` samples from every device.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.ScheduledBatch(64, 16))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'ScheduledBatchState'
     """
 
     def __init__(self, logical_batch_size: ScalarOrSchedule, physical_batch_size: int):

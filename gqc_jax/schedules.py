@@ -66,13 +66,27 @@ def _warmup(count, warmup_to_value, num_warmup_steps, after, inverse_multiplier=
 
 
 def constant_schedule(value: float) -> optax.Schedule:
-    """Always ``value``."""
+    """Always ``value``.
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.constant_schedule(2.0)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 10)]
+      [2.0, 2.0]
+    """
     _check_real(value=value)
     return lambda count: jnp.full(jnp.shape(count), value, jnp.float32)
 
 
 def constant_with_warmup(warmup_to_value: float, num_warmup_steps: int) -> optax.Schedule:
-    """Linear 0 -> W over L microbatches, then W."""
+    """Linear 0 -> W over L microbatches, then W.
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.constant_with_warmup(1.0, 10)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 5, 10, 50)]
+      [0.0, 0.5, 1.0, 1.0]
+    """
     _check_real(warmup_to_value=warmup_to_value)
     _check_steps(num_warmup_steps)
 
@@ -86,7 +100,14 @@ def constant_with_warmup(warmup_to_value: float, num_warmup_steps: int) -> optax
 def constant_with_inverse_warmup(
     warmup_to_value: float, num_warmup_steps: int, warmup_multiplier: float = 20.0
 ) -> optax.Schedule:
-    """Linear R*W -> W over L microbatches, then W (for thresholds: strict is low)."""
+    """Linear R*W -> W over L microbatches, then W (for thresholds: strict is low).
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.constant_with_inverse_warmup(1.0, 10, 20.0)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 5, 10, 50)]
+      [20.0, 10.5, 1.0, 1.0]
+    """
     _check_real(warmup_to_value=warmup_to_value, warmup_multiplier=warmup_multiplier)
     _check_steps(num_warmup_steps)
 
@@ -108,7 +129,14 @@ def cosine_annealing_with_warmup(
     num_warmup_steps: int,
     num_training_steps: int,
 ) -> optax.Schedule:
-    """Linear 0 -> W over L, then A + (W - A) cos(pi p / 2), held at A after N."""
+    """Linear 0 -> W over L, then A + (W - A) cos(pi p / 2), held at A after N.
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.cosine_annealing_with_warmup(1.0, 0.0, 10, 100)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 5, 10, 55, 100, 200)]
+      [0.0, 0.5, 1.0, 0.7071, 0.0, 0.0]
+    """
     _check_real(warmup_to_value=warmup_to_value, anneal_to_value=anneal_to_value)
     _check_steps(num_warmup_steps, num_training_steps)
 
@@ -128,7 +156,14 @@ def cosine_annealing_with_inverse_warmup(
     num_training_steps: int,
     warmup_multiplier: float = 20.0,
 ) -> optax.Schedule:
-    """Linear R*W -> W over L, then the quarter cosine W -> A, held at A after N."""
+    """Linear R*W -> W over L, then the quarter cosine W -> A, held at A after N.
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.cosine_annealing_with_inverse_warmup(0.95, 0.25, 10, 100, 10.0)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 10, 55, 100, 200)]
+      [9.5, 0.95, 0.745, 0.25, 0.25]
+    """
     _check_real(
         warmup_to_value=warmup_to_value,
         anneal_to_value=anneal_to_value,
@@ -152,7 +187,14 @@ def polynomial_schedule_with_warmup(
     num_training_steps: int,
     polynomial_power: float = 2.0,
 ) -> optax.Schedule:
-    """Linear 0 -> W over L, then A + (W - A)(1 - p)^P, held at A after N."""
+    """Linear 0 -> W over L, then A + (W - A)(1 - p)^P, held at A after N.
+
+    Example:
+      >>> from gqc_jax import schedules
+      >>> f = schedules.polynomial_schedule_with_warmup(64, 1024, 10, 100, 2.0)
+      >>> [round(float(f(t)), 4) + 0.0 for t in (0, 5, 10, 55, 100)]
+      [0.0, 32.0, 64.0, 784.0, 1024.0]
+    """
     _check_real(
         warmup_to_value=warmup_to_value,
         anneal_to_value=anneal_to_value,

@@ -30,6 +30,12 @@ class SignalToNoiseState(NamedTuple):
       smoothed_signal: ``float32[]`` EMA over windows of the final ``signal``.
       smoothed_noise: ``float32[]`` EMA over windows of the final ``noise``.
       has_smoothed: ``bool[]`` whether the EMAs hold a value.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> state = gqc_jax.snr(optax.sgd(0.1), noise_ratio=0.2).init({"w": jnp.zeros(2)})
+      >>> round(float(state.criterion_state.noise_ratio), 3)
+      0.2
     """
 
     noise_ratio: jax.Array
@@ -57,6 +63,12 @@ class SignalToNoise:
 
     and the test passes iff :math:`k \ge` ``min_draws``, :math:`\widehat{|G|^2} > 0`
     and :math:`\widehat{\operatorname{tr}\Sigma}/k \le \rho\,\widehat{|G|^2}`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.adaptive_accumulation(optax.sgd(0.1), gqc_jax.SignalToNoise(0.1, min_draws=4))
+      >>> type(tx.init({"w": jnp.zeros(2)}).criterion_state).__name__
+      'SignalToNoiseState'
     """
 
     def __init__(self, noise_ratio: ScalarOrSchedule, min_draws: int = 2, smoothing: float = 0.0):
