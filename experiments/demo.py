@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = summaries["adamw"]["noise_scale_sequences"]
     print(
         f"\nnoise scale = tr(Sigma)/|G|^2, measured at each evaluation on {config.train.noise_probe} "
-        f"fixed training microbatches (ratio of means), in sequences; a microbatch holds {size}."
+        "fixed training microbatches,\nratio of means over the second half of the run, in "
+        f"sequences; a microbatch holds {size}."
     )
     if measured < size:
         print(

@@ -60,7 +60,9 @@ def make_noise_probe(graphdef, mesh: Mesh, param_shardings):
 
 def noise_scale(signals, noises) -> float:
     """:math:`B_\\text{noise}` in microbatches from several measurements (ratio of means);
-    ``nan`` when the mean signal is not positive."""
-    signal = sum(signals) / max(len(signals), 1)
-    noise = sum(noises) / max(len(noises), 1)
+    ``nan`` when there are none or the mean signal is not positive."""
+    if not signals:
+        return float("nan")
+    signal = sum(signals) / len(signals)
+    noise = sum(noises) / len(noises)
     return noise / signal if signal > 0 else float("nan")

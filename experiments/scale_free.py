@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -96,6 +97,17 @@ def _noise_over_training(run_dir: Path) -> list[tuple[int, float]]:
         if "eval/grad_signal" in r and r["eval/grad_signal"] > 0:
             out.append((r["tokens"], r["eval/grad_noise"] / r["eval/grad_signal"] * size))
     return out
+
+
+def late_noise_scale(run_dir: Path) -> float:
+    """B_noise in sequences over the second half of a run (ratio of means), from its records."""
+    config = json.loads((run_dir / "config.json").read_text())
+    records = [r for r in read_metrics(run_dir) if "eval/grad_signal" in r]
+    end = max(r["tokens"] for r in records)
+    late = [r for r in records if 2 * r["tokens"] >= end]
+    signal = statistics.mean(r["eval/grad_signal"] for r in late)
+    noise = statistics.mean(r["eval/grad_noise"] for r in late)
+    return noise / signal * config["data"]["microbatch_size"]
 
 
 def figure(dirs: dict, sizes: list[int], seeds: list[int], out: Path) -> Path:
@@ -185,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
                 dirs[(size, arm, seed)] = out
     elapsed = time.perf_counter() - start
     fig = figure(dirs, sizes, seeds, Path(args.page).with_suffix(".png"))
-    page = write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed)
+    page = write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elapsed)
     print(page)
     return 0
 
 
-def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed) -> Path:
+def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elapsed) -> Path:
+    del elapsed  # the page reports the runs' own training time
+    summaries = {str(d): r for d, r in zip(dirs.values(), results.values(), strict=True)}
+    for d in Path(args.out).glob("mb*/lr-sweep/*"):
+        summaries.setdefault(str(d), json.loads((d / SUMMARY_FILE).read_text()))
+    run_minutes = sum(r["elapsed_s"] for r in summaries.values()) / 60
     lines = [
         "# Scale-free GQC: relative thresholds and `snr` vs the reference thresholds",
         "",
@@ -204,8 +221,9 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed) -
                 ("lrs", args.lrs),
             )
         )
-        + f"` in {elapsed / 60:.0f} min (runs that were already done are read back, not rerun) "
-        f"on {platform.machine()} CPU, {platform.system()}, 2 cores, JAX on CPU.",
+        + f"`: {len(summaries)} training runs, "
+        f"{run_minutes:.0f} min of training in all (the runs' own clocks; a rerun reads finished "
+        f"runs back), on {platform.machine()} CPU, {platform.system()}, {os.cpu_count()} cores.",
         "",
         f"Model: `ladder-xs` GPT (842,496 parameters, byte tokens, {args.seq_len}-token sequences); "
         f"data: the default corpus (Shakespeare); budget: {args.tokens:,} tokens per run; "
@@ -228,12 +246,12 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, fig, elapsed) -
     lines += ["", "Every arm at a microbatch size uses the chosen learning rate.", ""]
     verdicts = []
     for size in sizes:
-        noise = [results[(size, "adamw", s)]["noise_scale_sequences"] for s in seeds]
+        noise = [late_noise_scale(dirs[(size, "adamw", s)]) for s in seeds]
         lines += [
             f"## Microbatch of {size} sequence{'s' if size > 1 else ''}",
             "",
-            f"Gradient noise scale measured under AdamW (ratio of means over the run's "
-            f"evaluations): {_mean_std(noise)} sequences, i.e. "
+            f"Gradient noise scale measured under AdamW (ratio of means over the evaluations of "
+            f"the second half of each run): {_mean_std(noise)} sequences, i.e. "
             f"{statistics.mean(noise) / size:.2f} microbatches.",
             "",
             "| arm | val loss (mean ± std) | val ppl | opt steps | draws/step | tokens/s |",

@@ -97,7 +97,7 @@ class Trainer:
         )
         self.checkpoints = Checkpoints(self.out_dir / "checkpoints", t.keep_checkpoints)
         self.host = {"steps": 0, "elapsed": 0.0, "window_loss": [], "window_grad_norm": []}
-        self.noise = {"signal": [], "noise": []}
+        self.noise = {"microbatch": [], "signal": [], "noise": []}
         self.last_eval: dict[str, float] = {}
         self.saved_at = -1
 
@@ -160,6 +160,7 @@ class Trainer:
         if self.probe_fn is not None:
             measured = jax.device_get(self.probe_fn(self.state.params, self.probe_batches))
             signal, noise = float(measured["signal"]), float(measured["noise"])
+            self.noise["microbatch"].append(microbatch)
             self.noise["signal"].append(signal)
             self.noise["noise"].append(noise)
             record.update(
@@ -293,7 +294,12 @@ class Trainer:
 
     def summary(self, done: int) -> dict[str, Any]:
         steps = self.host["steps"]
-        measured = noise_scale(self.noise["signal"], self.noise["noise"])
+        # Over the second half of the run: B_noise grows as training proceeds, and
+        # the large gradients of the first evaluations would dominate a run-wide mean.
+        late = [i for i, m in enumerate(self.noise["microbatch"]) if 2 * m >= self.total]
+        measured = noise_scale(
+            [self.noise["signal"][i] for i in late], [self.noise["noise"][i] for i in late]
+        )
         return {
             "out_dir": str(self.out_dir),
             "controller": self.config.gqc.controller,
