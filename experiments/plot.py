@@ -19,8 +19,17 @@ def _series(records, key):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _threshold_key(records) -> str | None:
-    for key in ("gqc/effective_threshold", "gqc/gradient_norm_threshold", "gqc/noise_ratio"):
+def threshold_key(records) -> str | None:
+    """The controller threshold recorded in ``records`` (the absolute one first)."""
+    for key in (
+        "gqc/effective_threshold",
+        "gqc/gradient_norm_threshold",
+        "gqc/noise_ratio",
+        "gqc/noise_tolerance",
+        "gqc/target_gradient_norm",
+        "gqc/percent_error_threshold",
+        "gqc/logical_batch_size",
+    ):
         if any(key in r for r in records):
             return key
     return None
@@ -46,7 +55,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         draws_ax.plot(
             *_series(records, "gqc/draws"), ".", ms=3, color=line.get_color(), label=label
         )
-        key = _threshold_key(records)
+        key = threshold_key(records)
         if key is not None:
             thr_ax.plot(*_series(records, key), color=line.get_color(), label=f"{label} {key[4:]}")
         norm_ax.plot(

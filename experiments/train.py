@@ -32,6 +32,7 @@ from experiments.config import Config, parse_args
 from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
 from experiments.optimizer import build_optimizer
+from experiments.plot import threshold_key
 from experiments.run_log import RunLog
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
@@ -100,6 +101,7 @@ class Trainer:
         self.noise = {"microbatch": [], "signal": [], "noise": []}
         self.last_eval: dict[str, float] = {}
         self.saved_at = -1
+        self.last_record: dict[str, Any] | None = None
 
     # Placement of host batches on the mesh (each process gives its own rows).
     def _batch(self, tokens: np.ndarray) -> jax.Array:
@@ -207,10 +209,11 @@ class Trainer:
         self.last_record = record
 
     def _progress(self, done: int) -> None:
-        r = getattr(self, "last_record", None)
+        r = self.last_record
         if r is None:
             return
-        threshold = next((v for k, v in r.items() if "threshold" in k), None)
+        key = threshold_key([r])
+        threshold = r[key] if key else None
         postfix = {
             "loss": f"{r['train/loss']:.3f}",
             "tok/s": f"{r['perf/tokens_per_s']:.0f}",
