@@ -82,10 +82,20 @@ def run_once(config: Config) -> dict:
     return train(config)
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], digits: int = 4) -> str:
     if len(values) < 2:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def cap_fraction(run_dir: Path) -> float:
+    """Fraction of a run's optimizer steps whose window ran to the draw cap."""
+    config = json.loads((run_dir / "config.json").read_text())
+    if config["gqc"]["controller"] == "none":
+        return 0.0
+    cap = config["gqc"]["max_draws"]
+    draws = [r["gqc/draws"] for r in read_metrics(run_dir) if "gqc/draws" in r]
+    return sum(d >= cap for d in draws) / max(len(draws), 1)
 
 
 def _noise_over_training(run_dir: Path) -> list[tuple[int, float]]:
@@ -230,7 +240,9 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
         "AdamW (b1 0.9, b2 0.95, weight decay 0.1, clip 1.0) with linear warmup over 5% of the "
         "microbatches and cosine decay to 10%, on the microbatch clock under a controller. "
         "Seeds set both the initialisation and the data order; all arms of a seed see the same "
-        "microbatches in the same order. Validation loss is on 8 fixed validation microbatches.",
+        "microbatches in the same order. Validation loss is on 8 fixed validation microbatches. "
+        "Tokens/s include evaluations and noise-scale probes, and other jobs shared this "
+        "machine during some runs: compare them only loosely.",
         "",
         "## Learning-rate sweep (AdamW, seed 0)",
         "",
@@ -251,11 +263,12 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
             f"## Microbatch of {size} sequence{'s' if size > 1 else ''}",
             "",
             f"Gradient noise scale measured under AdamW (ratio of means over the evaluations of "
-            f"the second half of each run): {_mean_std(noise)} sequences, i.e. "
+            f"the second half of each run): {_mean_std(noise, 2)} sequences, i.e. "
             f"{statistics.mean(noise) / size:.2f} microbatches.",
             "",
-            "| arm | val loss (mean ± std) | val ppl | opt steps | draws/step | tokens/s |",
-            "|---|---|---|---|---|---|",
+            "| arm | val loss (mean ± std) | val ppl | opt steps | draws/step | steps at the cap "
+            "| tokens/s |",
+            "|---|---|---|---|---|---|---|",
         ]
         losses = {}
         for arm in ARMS:
@@ -266,6 +279,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
                 f"| {arm} | {_mean_std(losses[arm])} | {ppl:.3f} | "
                 f"{statistics.mean(r['steps'] for r in rs):.0f} | "
                 f"{statistics.mean(r['draws_per_step'] for r in rs):.2f} | "
+                f"{statistics.mean(cap_fraction(dirs[(size, arm, s)]) for s in seeds):.0%} | "
                 f"{statistics.mean(r['tokens_per_s'] for r in rs):.0f} |"
             )
         ranked = sorted(ARMS, key=lambda a: statistics.mean(losses[a]))
@@ -278,9 +292,17 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
             else "within seed noise"
         )
         verdicts.append((size, best, second, gap, clear, statistics.mean(noise)))
+        snr_window = statistics.mean(noise) / ARMS["snr"]["gqc.noise_ratio"] / size
+        snr_cap = statistics.mean(cap_fraction(dirs[(size, "snr", s)]) for s in seeds)
         lines += [
             "",
-            f"Best: **{best}**, ahead of {second} by {gap:.4f} nats, {clear}.",
+            f"Best: **{best}**, ahead of {second} by {gap:.4f} nats, {clear}. At equal tokens "
+            "every extra draw is an optimizer step the controller gives up. `snr` asks for the "
+            "window mean's residual noise to be at most "
+            f"{ARMS['snr']['gqc.noise_ratio']} of its signal, i.e. windows of about "
+            f"B_noise / {ARMS['snr']['gqc.noise_ratio']} = {snr_window:.0f} microbatches late in "
+            f"training; it ran to its cap of {ARMS['snr']['gqc.max_draws']} on {snr_cap:.0%} of "
+            "its steps.",
             "",
         ]
     lines += [
