@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -94,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         config = apply_overrides(Config(), settings)
         if (out / arm / "checkpoints").exists():
-            import shutil
-
             shutil.rmtree(out / arm)  # the demo always starts fresh
         print(f"\n== {arm}: {config.gqc.controller}, {args.tokens:,} tokens ==", file=sys.stderr)
         summaries[arm] = train(config)
