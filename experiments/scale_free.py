@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from experiments.config import Config, apply_overrides
+from experiments.noise_scale import noise_scale
 from experiments.run_log import read_metrics
 from experiments.train import SUMMARY_FILE, train
 
@@ -115,9 +116,10 @@ def late_noise_scale(run_dir: Path) -> float:
     records = [r for r in read_metrics(run_dir) if "eval/grad_signal" in r]
     end = max(r["tokens"] for r in records)
     late = [r for r in records if 2 * r["tokens"] >= end]
-    signal = statistics.mean(r["eval/grad_signal"] for r in late)
-    noise = statistics.mean(r["eval/grad_noise"] for r in late)
-    return noise / signal * config["data"]["microbatch_size"]
+    per_microbatch = noise_scale(
+        [r["eval/grad_signal"] for r in late], [r["eval/grad_noise"] for r in late]
+    )
+    return per_microbatch * config["data"]["microbatch_size"]
 
 
 def figure(dirs: dict, sizes: list[int], seeds: list[int], out: Path) -> Path:

@@ -62,10 +62,6 @@ def _check_mesh(config: Config, mesh) -> None:
             f"data.microbatch_size ({size}) must be divisible by the mesh's data x fsdp size "
             f"({split}, mesh {config.train.mesh!r}): each device holds whole sequences."
         )
-    if size % jax.process_count():
-        raise ValueError(
-            f"data.microbatch_size ({size}) must be divisible by the {jax.process_count()} processes."
-        )
 
 
 class Trainer:
