@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # Tests that need several devices fake them on the CPU.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-all bench lint format clean scale-free
+.PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ demo: $(STAMP)
 # Study: relative thresholds and snr vs the reference thresholds (docs/results/scale_free.md).
 scale-free: $(STAMP)
 	$(PY) -m experiments.scale_free
+
+# Study: the gradient-rounding experiment reproduced (docs/results/rounding.md).
+rounding-study: $(STAMP)
+	$(PY) -m experiments.rounding_study
+
+# Study: seed determinism, data-order sensitivity, weight growth (docs/results/training_dynamics.md).
+training-dynamics: $(STAMP)
+	$(PY) -m experiments.training_dynamics
 
 test: $(STAMP)
 	$(PY) -m ruff check .

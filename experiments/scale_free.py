@@ -27,7 +27,7 @@ from pathlib import Path
 from experiments.config import Config, apply_overrides
 from experiments.noise_scale import noise_scale
 from experiments.run_log import read_metrics
-from experiments.train import SUMMARY_FILE, train
+from experiments.train import SUMMARY_FILE, train_once
 
 ARMS = {
     "adamw": {"gqc.controller": "none"},
@@ -72,15 +72,6 @@ def run_config(
         **ARMS[arm],
     }
     return apply_overrides(Config(), settings)
-
-
-def run_once(config: Config) -> dict:
-    """A finished run's summary (the run is skipped when its folder holds one)."""
-    path = Path(config.train.out_dir) / SUMMARY_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    print(f"-> {config.train.out_dir}", file=sys.stderr, flush=True)
-    return train(config)
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:
@@ -194,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         for lr in lrs:
             out = root / f"mb{size}" / "lr-sweep" / f"lr{lr:g}"
             cfg = run_config(out, size, seeds[0], lr, "adamw", args.tokens, args.seq_len)
-            sweep[(size, lr)] = run_once(cfg)["eval_loss"]
+            sweep[(size, lr)] = train_once(cfg)["eval_loss"]
         best_lr[size] = min(lrs, key=lambda lr, size=size: sweep[(size, lr)])
 
     results, dirs = {}, {}
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 if arm == "adamw" and seed == seeds[0]:  # the sweep already ran it
                     out = root / f"mb{size}" / "lr-sweep" / f"lr{best_lr[size]:g}"
                 cfg = run_config(out, size, seed, best_lr[size], arm, args.tokens, args.seq_len)
-                results[(size, arm, seed)] = run_once(cfg)
+                results[(size, arm, seed)] = train_once(cfg)
                 dirs[(size, arm, seed)] = out
     elapsed = time.perf_counter() - start
     fig = figure(dirs, sizes, seeds, Path(args.page).with_suffix(".png"))

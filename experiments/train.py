@@ -195,7 +195,7 @@ class Trainer:
         }
         record.update(
             {
-                f"gqc/{k}": v
+                k if k.startswith("weights/") else f"gqc/{k}": v
                 for k, v in metrics.items()
                 if k not in ("loss", "grad_norm", "stepped", "num_draws")
             }
@@ -320,6 +320,16 @@ class Trainer:
 def train(config: Config) -> dict[str, Any]:
     """Runs one training job and returns its summary."""
     return Trainer(config).fit()
+
+
+def train_once(config: Config) -> dict[str, Any]:
+    """A finished run's summary: read back when ``train.out_dir`` holds one (a
+    study rerun skips its finished runs), otherwise trained now."""
+    path = Path(config.train.out_dir) / SUMMARY_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"-> {config.train.out_dir}", file=sys.stderr, flush=True)
+    return train(config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 import gqc_jax
 from models.gpt import GPT, next_token_loss
 from models.sharding import batch_sharding, tree_specs
+from models.weight_stats import weight_metrics
 
 
 class TrainState(NamedTuple):
@@ -104,6 +105,7 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics.update(weight_metrics(state.params, params))
         try:  # the controller's statistics: stepped, num_draws, its threshold, ...
             metrics.update(gqc_jax.stats(opt_state))
         except ValueError:  # a plain optimizer: every microbatch is a step

@@ -82,7 +82,15 @@ def test_resume_is_bit_identical(tmp_path, data_dir, controller):
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path, data_dir):
     runs = [
-        Trainer(tiny_config(tmp_path / str(i), data_dir, train__seed=s, train__tokens=8 * 32 * 8))
+        Trainer(
+            tiny_config(
+                tmp_path / str(i),
+                data_dir,
+                train__seed=s,
+                train__tokens=8 * 32 * 8,
+                train__eval_every=2,
+            )
+        )
         for i, s in enumerate([0, 0, 1])
     ]
     for r in runs:
@@ -91,6 +99,26 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, data_dir):
     assert not np.array_equal(
         jax.tree.leaves(_params(runs[0]))[0], jax.tree.leaves(_params(runs[2]))[0]
     )
+    # Bit-identical eval curves (and every other logged number but the clock).
+    curve = lambda i: [  # noqa: E731
+        {k: v for k, v in r.items() if not k.startswith("perf/")}
+        for r in read_metrics(tmp_path / str(i))
+    ]
+    evals = [r["eval/loss"] for r in curve(0) if "eval/loss" in r]
+    assert len(evals) == 5 and curve(0) == curve(1)
+    assert evals != [r["eval/loss"] for r in curve(2) if "eval/loss" in r]
+
+
+def test_weight_metrics_are_logged_per_layer_at_each_step(tmp_path, data_dir):
+    Trainer(tiny_config(tmp_path, data_dir, train__tokens=8 * 32 * 6)).fit()
+    steps = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+    names = {"embed", "position", "norm", "blocks.0", "blocks.1"}
+    assert len(steps) == 6
+    for r in steps:
+        assert {k.split("/")[1] for k in r if k.startswith("weights/")} == names
+    for r in steps[1:]:  # the warmup's first learning rate is 0
+        assert all(r[f"weights/{n}/update_ratio"] > 0 for n in names)
+    assert steps[0]["weights/blocks.0/norm"] != steps[-1]["weights/blocks.0/norm"]
 
 
 def test_checkpoint_from_another_configuration_is_refused(tmp_path, data_dir):
