@@ -20,8 +20,10 @@ precision (:math:`|g \\cdot 10^d| \\ge 2^{p-1}`), the element is returned as is.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax
@@ -77,54 +79,44 @@ def _work_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
-_POW10_RANGE = 64  # table of 10^k for |k| <= 64, as (hi + lo) * 2^exp
+_POW10_RANGE = 64  # tables of 10^k for |k| <= 64
 
 
-def _pow10_table(dtype):
-    """10^k as a mantissa pair (hi + lo in [0.5, 1)) and a binary exponent."""
-    ks = np.arange(-_POW10_RANGE, _POW10_RANGE + 1)
-    mant, exp = np.frexp(10.0 ** ks.astype(np.float64))
-    hi = mant.astype(dtype)
-    lo = (mant - hi.astype(np.float64)).astype(dtype)
-    return jnp.asarray(hi), jnp.asarray(lo), jnp.asarray(exp, jnp.int32)
+@functools.cache
+def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """10^s = (hi + lo) * 2^E(s) with hi + lo in [1, 2) and E(s) = floor(s log2 10),
+    for |s| <= 64 (from exact rationals, each word rounded to ``dtype``)."""
+    hi, lo = [], []
+    for s in range(-_POW10_RANGE, _POW10_RANGE + 1):
+        exact = Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
+        h = np.asarray(float(exact), dtype)
+        hi.append(h)
+        lo.append(np.asarray(float(exact - Fraction(float(h))), dtype))
+    return np.array(hi), np.array(lo)
+
+
+def _floor_log2_10(s):
+    """floor(s log2 10) in integer arithmetic (exact for |s| <= 400)."""
+    return (s * 217706) >> 16
 
 
 def _round_to_integer(q_hi, q_lo, noise):
     """rint(q_hi + q_lo), half to even on the exact double word; or floor(q + u).
 
-    Only where q_hi lands exactly on k + 1/2 can the low word change the
-    result: q_hi and 1/2 lie on the same grid, so any other gap exceeds |q_lo|.
+    After renormalising (|q_lo| <= half an ulp of q_hi), only where q_hi lands
+    exactly on k + 1/2 can the low word change the result: q_hi and 1/2 lie on
+    the same grid, so any other gap exceeds |q_lo|.
     """
     if noise is not None:
         return jnp.floor(q_hi + noise)
+    total = q_hi + q_lo
+    q_lo = q_lo - (total - q_hi)
+    q_hi = total
     floor = jnp.floor(q_hi)
     tie = q_hi - floor == 0.5
     return jnp.where(
         tie & (q_lo > 0), floor + 1, jnp.where(tie & (q_lo < 0), floor, jnp.round(q_hi))
     )
-
-
-def _scale_round_unscale(x, s, noise):
-    """Rounds x * 10^s to an integer and scales back, with exact ties.
-
-    ``x * 10^s`` is formed as an exact double-word product from a double-word
-    10^s, so round-half-to-even decides on the exact value, and the result
-    ``r * 10^-s`` is rounded once. Returns the result and the high word of the
-    product (to detect where the working precision has no fraction bits left).
-    """
-    hi_t, lo_t, exp_t = _pow10_table(x.dtype)
-    mant, k = jnp.frexp(x)  # x = mant * 2^k exactly, |mant| in [0.5, 1)
-    i = jnp.clip(s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    q_hi, q_err = two_prod(mant, hi_t[i])
-    q_lo = q_err + mant * lo_t[i]
-    scale = k + exp_t[i]
-    q_hi, q_lo = jnp.ldexp(q_hi, scale), jnp.ldexp(q_lo, scale)
-    r = _round_to_integer(q_hi, q_lo, noise)
-    j = jnp.clip(-s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    t_hi, t_err = two_prod(r, hi_t[j])
-    t_lo = t_err + r * lo_t[j]
-    # Rounding never flips the sign; copysign keeps it on a rounded-away zero.
-    return jnp.copysign(jnp.ldexp(t_hi + t_lo, exp_t[j]), x), q_hi
 
 
 def _round_decimals(g, digits, noise, emulate_bf16):
@@ -141,17 +133,16 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     # 10^d is one scalar here, so the exact rule needs no per-element scaling:
     # q = x * T rounded once; only where that lands exactly on k + 1/2 does the
     # product's rounding error (from an exact double-word product) decide.
-    hi_t, lo_t, exp_t = _pow10_table(work)
-    i = jnp.clip(digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    t_hi = jnp.ldexp(hi_t[i], exp_t[i])
-    t_lo = jnp.ldexp(lo_t[i], exp_t[i])
+    hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
+    d = jnp.clip(digits, -_POW10_RANGE, _POW10_RANGE)
+    t_hi = jnp.ldexp(hi_t[d + _POW10_RANGE], _floor_log2_10(d))
+    t_lo = jnp.ldexp(lo_t[d + _POW10_RANGE], _floor_log2_10(d))
     q, q_err = two_prod(x, t_hi)
     r = _round_to_integer(q, q_err + x * t_lo, noise)
     # Back: r * 10^-d as a double-word product, rounded once (no division, which
     # XLA may rewrite as a multiply by a rounded reciprocal).
-    j = jnp.clip(-digits + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    p_hi = jnp.ldexp(hi_t[j], exp_t[j])
-    p_lo = jnp.ldexp(lo_t[j], exp_t[j])
+    p_hi = jnp.ldexp(hi_t[-d + _POW10_RANGE], _floor_log2_10(-d))
+    p_lo = jnp.ldexp(lo_t[-d + _POW10_RANGE], _floor_log2_10(-d))
     b_hi, b_err = two_prod(r, p_hi)
     out = jnp.copysign(b_hi + (b_err + r * p_lo), x)
     precision = jnp.finfo(work).nmant  # 23 for float32, 52 for float64
@@ -159,30 +150,96 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     return out, valid
 
 
+def _exact_pow10(n, dtype, sign=1):
+    """10^(sign * n) for integer 0 <= n < 32 from a product of selects (no gather);
+    exact while 10^n is (n <= 10 in float32, 22 in float64) for ``sign=1``."""
+    out = jnp.ones(jnp.shape(n), dtype)
+    for bit in range(5):
+        factor = np.asarray(10.0 ** (sign * (1 << bit)), dtype)
+        out = out * jnp.where(n & (1 << bit), factor, np.asarray(1.0, dtype))
+    return out
+
+
+def _exact_quotient(a, b, inv):
+    """a / b for an exact power of ten b, as (q, q_lo): q rounded once, q_lo with
+    the exact sign of a / b - q (zero iff exact); ``inv`` approximates 1 / b.
+    Two Newton corrections with exact residuals, and no division (XLA on CPU
+    would split the fused pass at every division)."""
+    q = a * inv
+    p, e = two_prod(q, b)
+    q = q + ((a - p) - e) * inv
+    p, e = two_prod(q, b)
+    return q, ((a - p) - e) * inv
+
+
 def _round_significant(g, digits, noise):
+    """``digits`` significant decimal digits: rint(|x| 10^s) 10^-s with
+    s = digits - 1 - floor(log10 |x|), with exact ties.
+
+    No logarithm: the binary exponent k comes from the bit pattern, floor(log10)
+    is floor(k log10 2) or one more, decided on |x| 10^s as a double word from a
+    table. Where 10^|s| is exact (|s| <= 10 in float32) the scaled value is an
+    exact product or an exactly rounded quotient; elsewhere ties cannot occur
+    for s > 0 and the double word is good to about 2^-46 relative.
+    """
     work = _work_dtype(g.dtype)
+    info = jnp.finfo(work)
+    nmant, bias = info.nmant, info.maxexp - 1
+    itype = jnp.int32 if work == jnp.float32 else jnp.int64
+    exact_max = 10 if work == jnp.float32 else 22  # 10^n exact up to here
+
+    def pow2(n):  # 2^n for an integer n in the normal range, exactly
+        return jax.lax.bitcast_convert_type(((n + bias) << nmant).astype(itype), work)
+
     x = g.astype(work)
     ax = jnp.abs(x)
-    safe = jnp.where((ax > 0) & jnp.isfinite(ax), ax, 1.0)
-    e = jnp.floor(jnp.log10(safe)).astype(jnp.int32)
-    # floor(log10) can be off by one near powers of ten: correct it.
-    e = jnp.where(_pow10(e, work) > safe, e - 1, e)
-    e = jnp.where(_pow10(e + 1, work) <= safe, e + 1, e)
-    out, q = _scale_round_unscale(x, digits - 1 - e, noise)
-    precision = jnp.finfo(work).nmant
+    u = jax.lax.bitcast_convert_type(x, itype)
+    biased = (u >> nmant) & (2 * bias + 1)
+    normal = (biased > 0) & (biased < 2 * bias + 1)
+    k = biased - bias
+    m = jax.lax.bitcast_convert_type((u & ((1 << nmant) - 1)) | (bias << nmant), work)  # [1, 2)
+    # Beyond `top` digits the scaled value has no fraction bits left: x is kept.
+    top = int(nmant * np.log10(2)) + 1  # 7 for float32, 16 for float64
+    d = jnp.clip(digits, 1, top + 1).astype(itype)
+    e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
+    s0 = d - 1 - e0
+    hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
+    i = jnp.clip(s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    hi, lo = hi_t[i], lo_t[i]
+    scale = pow2(k + _floor_log2_10(s0))
+    p_hi, p_err = two_prod(m, hi)
+    q_hi, q_lo = p_hi * scale, (p_err + m * lo) * scale  # |x| 10^s0
+    q = q_hi + q_lo
+    q_lo, q_hi = q_lo - (q - q_hi), q
+    over = (q_hi > _exact_pow10(d, work)) | ((q_hi == _exact_pow10(d, work)) & (q_lo >= 0))
+    tenth = q_hi * np.asarray(0.1, work)  # e = e0 + 1: one power of ten less
+    t_hi, t_err = two_prod(tenth, np.asarray(10.0, work))
+    tenth_lo = ((q_hi - t_hi) - t_err + q_lo) * np.asarray(0.1, work)
+    q_hi, q_lo = jnp.where(over, tenth, q_hi), jnp.where(over, tenth_lo, q_lo)
+    s = s0 - over.astype(itype)
+    n = jnp.clip(jnp.abs(s), 0, 31)
+    p10 = _exact_pow10(n, work)
+    up = (s >= 0) & (s <= exact_max)
+    down = (s < 0) & (s >= -exact_max)
+    up_hi, up_lo = two_prod(ax, p10)
+    down_hi, down_lo = _exact_quotient(ax, p10, _exact_pow10(n, work, sign=-1))
+    q_hi = jnp.where(up, up_hi, jnp.where(down, down_hi, q_hi))
+    q_lo = jnp.where(up, up_lo, jnp.where(down, down_lo, q_lo))
+    r = _round_to_integer(q_hi, q_lo, noise)
+    # Back: r 10^-s, from the table's 10^-s0 (times 10 where s = s0 - 1), rounded
+    # once; for s < 0 an exact power of ten times r, rounded once.
+    j = jnp.clip(-s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    r_hi, r_lo = two_prod(r, jnp.where(over, 10.0, 1.0).astype(work))
+    b_hi, b_err = two_prod(r_hi, hi_t[j])
+    b_lo = b_err + r_hi * lo_t[j] + r_lo * hi_t[j]
+    back = _floor_log2_10(-s0)
+    half = back >> 1
+    out = (b_hi + b_lo) * pow2(half) * pow2(back - half)  # two steps: stays normal
+    out = jnp.copysign(jnp.where(down, r * p10, out), x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
-    valid = (jnp.abs(q) < 2.0**precision) & (jnp.abs(out) >= jnp.finfo(work).tiny)
+    valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)
     return out, valid
-
-
-def _pow10(exponent: jax.Array, dtype) -> jax.Array:
-    """10**exponent for an integer array, rounded to ``dtype`` (inf/0 off range)."""
-    with np.errstate(over="ignore", under="ignore"):
-        table = np.array([10.0**k for k in range(-_MAX_POW10 - 9, _MAX_POW10 + 9)], dtype)
-    table = jnp.asarray(table)
-    index = jnp.clip(exponent + _MAX_POW10 + 9, 0, table.shape[0] - 1)
-    return table[index]
 
 
 def _round_mantissa(g, bits, random_bits):

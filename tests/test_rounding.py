@@ -1,5 +1,8 @@
 """round_gradients: properties per mode, the study's bf16 operator, stochastic rounding."""
 
+import math
+from fractions import Fraction
+
 import chex
 import hypothesis.extra.numpy as hnp
 import jax
@@ -112,6 +115,66 @@ def test_agrees_with_float64_numpy_reference(mode, d, x):
     np.testing.assert_array_equal(got[exact], want[exact])
     np.testing.assert_array_equal(got[~exact], x[~exact])
     assert np.all(np.abs(got - want)[kept] <= np.spacing(np.abs(want[kept])))
+
+
+def _nearest_float32(value: Fraction) -> np.float32:
+    """The float32 nearest to an exact rational, ties to even."""
+    guess = np.float32(float(value))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess]
+    candidates.append(np.nextafter(guess, np.float32(np.inf)))
+    return min(
+        candidates,
+        key=lambda c: (abs(Fraction(float(c)) - value), int(c.view(np.uint32)) & 1),
+    )
+
+
+def _exact_rule(mode, x: np.float32, d: int) -> np.float32:
+    """The rule in exact rational arithmetic, rounded once to float32; x where the
+    scaled value has no float32 fraction bits or the result would be subnormal."""
+    a = abs(Fraction(float(x)))
+    if a == 0:
+        return x
+    s = d
+    if mode == "significant":
+        e = math.floor(math.log10(a))
+        e += (Fraction(10) ** (e + 1) <= a) - (Fraction(10) ** e > a)
+        s = d - 1 - e
+    q = a * Fraction(10) ** s
+    out = _nearest_float32(Fraction(round(q)) / Fraction(10) ** s)
+    if q >= 2**23 or 0 < out < np.finfo(np.float32).tiny:
+        return x
+    return np.float32(math.copysign(out, x))
+
+
+@pytest.mark.parametrize(
+    ("mode", "d"),
+    [
+        ("significant", 1),
+        ("significant", 4),
+        ("significant", 6),
+        ("significant", 7),
+        ("decimals", 3),
+        ("decimals", 12),
+    ],
+)
+def test_equals_exact_rational_rounding_over_the_whole_range(mode, d):
+    """Exact ties and near-ties at every magnitude, where a float64 reference is
+    itself inexact (it errs on ties like 20990150 at 6 digits)."""
+    rng = np.random.default_rng(d)
+    low = -40 if mode == "significant" else -d - 8
+    x = (10.0 ** rng.uniform(low, 37, 3000) * rng.choice([-1, 1], 3000)).astype(np.float32)
+    powers = np.float32(10.0) ** np.arange(-37, 38, dtype=np.float32)
+    near = np.concatenate(
+        [powers, np.nextafter(powers, np.float32(0)), np.nextafter(powers, np.float32(np.inf))]
+    )
+    ties = np.float32(
+        [25, 35, 250, 2.5, 0.125, 1.5, 12.5, 20990150, 1498315, 7011075, -6.835705e-23, 1.0695e-3]
+    )
+    x = np.concatenate([x, near, ties])
+    got = _r(mode, x, d)
+    want = np.array([_exact_rule(mode, v, d) for v in x], np.float32)
+    bad = got != want
+    assert not bad.any(), list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
 
 
 @pytest.mark.parametrize(
