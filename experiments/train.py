@@ -84,7 +84,12 @@ class Trainer:
         self.tx = build_optimizer(config, self.total)
         self.graphdef, self.state, self.shardings = init_state(model, self.tx, self.mesh)
         self.step_fn = make_train_step(
-            self.graphdef, self.tx, self.mesh, self.shardings, dropout_seed=t.seed
+            self.graphdef,
+            self.tx,
+            self.mesh,
+            self.shardings,
+            dropout_seed=t.seed,
+            adam_b1=config.optim.b1,
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
         self.probe_fn = (
@@ -195,10 +200,16 @@ class Trainer:
         }
         record.update(
             {
-                k if k.startswith("weights/") else f"gqc/{k}": v
+                k if "/" in k else f"gqc/{k}": v  # weights/, diag/ keep their namespace
                 for k, v in metrics.items()
                 if k not in ("loss", "grad_norm", "stepped", "num_draws")
             }
+        )
+        # How much of the microbatch gradients cancels in the window mean (1 for a
+        # window of one).
+        window_norm = metrics.get("last_grad_norm", metrics["grad_norm"])
+        record["diag/mean_over_microbatch_norm"] = float(window_norm) / max(
+            record["train/grad_norm_microbatch"], 1e-30
         )
         self.log.write(record)
         h["window_loss"], h["window_grad_norm"] = [], []

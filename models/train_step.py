@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 
 import gqc_jax
 from models.gpt import GPT, next_token_loss
+from models.optimizer_diagnostics import adam_diagnostics
 from models.sharding import batch_sharding, tree_specs
 from models.weight_stats import weight_metrics
 
@@ -88,12 +89,16 @@ def make_train_step(
     shardings: TrainState,
     *,
     dropout_seed: int = 0,
+    adam_b1: float | None = None,
 ):
     """``step(state, tokens) -> (state, metrics)``, jitted once, state donated.
 
     Dropout (when the model's config has a rate) draws its key from
     ``dropout_seed`` and the microbatch counter, so runs are reproducible and a
-    restored state continues the same stream.
+    restored state continues the same stream. Metrics: the loss, the microbatch
+    gradient norm, the controller's statistics, per-layer ``weights/`` norms and
+    update ratios, and, given the Adam ``adam_b1``, its ``diag/`` diagnostics
+    (:func:`models.optimizer_diagnostics.adam_diagnostics`).
     """
     base_key = jax.random.key(dropout_seed)
 
@@ -106,6 +111,8 @@ def make_train_step(
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         metrics.update(weight_metrics(state.params, params))
+        if adam_b1 is not None:
+            metrics.update(adam_diagnostics(state.opt_state, opt_state, adam_b1))
         try:  # the controller's statistics: stepped, num_draws, its threshold, ...
             metrics.update(gqc_jax.stats(opt_state))
         except ValueError:  # a plain optimizer: every microbatch is a step

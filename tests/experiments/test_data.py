@@ -122,3 +122,20 @@ def test_short_split_is_an_error(tmp_path):
 
     with tfds.testing.mock_data(num_examples=2), pytest.raises(DataError, match="fewer than one"):
         TokenData(_data(str(tmp_path), dataset="lm1b"), seq_len=4096)
+
+
+def test_train_tokens_keeps_a_prefix_of_the_train_split_only(data_dir):
+    full = TokenData(_data(data_dir, microbatch_size=4), seq_len=32)
+    small = TokenData(_data(data_dir, microbatch_size=4, train_tokens=33 * 10 + 1), seq_len=32)
+    assert small.train.count == 10 and full.train.count > 1000
+    assert np.array_equal(small.train.tokens, full.train.tokens[: 33 * 10 + 1])
+    # Every window of an epoch is seen once, then the next epoch starts.
+    first_epoch = np.concatenate(
+        [small.microbatch(i) for i in range(2)] + [small.microbatch(2)[:2]]
+    )
+    assert sorted(map(bytes, first_epoch)) == sorted(
+        bytes(small.train.window(j)) for j in range(10)
+    )
+    assert np.array_equal(small.validation.tokens, full.validation.tokens)
+    with pytest.raises(ValueError, match="data.train_tokens must be >= 0"):
+        _data(data_dir, train_tokens=-1)

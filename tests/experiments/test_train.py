@@ -119,6 +119,24 @@ def test_weight_metrics_are_logged_per_layer_at_each_step(tmp_path, data_dir):
     for r in steps[1:]:  # the warmup's first learning rate is 0
         assert all(r[f"weights/{n}/update_ratio"] > 0 for n in names)
     assert steps[0]["weights/blocks.0/norm"] != steps[-1]["weights/blocks.0/norm"]
+    # Adam diagnostics: a window of one cancels nothing; momentum starts at 0.
+    assert all(r["diag/mean_over_microbatch_norm"] == 1.0 for r in steps)
+    assert steps[0]["diag/grad_momentum_cos"] == 0.0
+    assert all(-1 <= r["diag/grad_momentum_cos"] <= 1 for r in steps)
+    assert all(r["diag/second_moment"] > 0 for r in steps)
+
+
+def test_window_mean_norm_over_microbatch_norms_under_a_controller(tmp_path, data_dir):
+    config = tiny_config(
+        tmp_path, data_dir, gqc__controller="sbc", gqc__sbc_draws=3, train__tokens=8 * 32 * 12
+    )
+    Trainer(config).fit()
+    steps = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+    assert [r["gqc/draws"] for r in steps] == [3, 3, 3, 3]
+    ratios = [r["diag/mean_over_microbatch_norm"] for r in steps]
+    # ||mean of 3 gradients|| <= mean of their norms, with equality only if aligned.
+    assert all(0 < q < 1 for q in ratios), ratios
+    assert all(abs(r["diag/grad_momentum_cos"]) <= 1 for r in steps)
 
 
 def test_checkpoint_from_another_configuration_is_refused(tmp_path, data_dir):
