@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-dev
 # Tests that need several devices fake them on the CPU.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics
+.PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
+	gqc-ablation
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ rounding-study: $(STAMP)
 # Study: seed determinism, data-order sensitivity, weight growth (docs/results/training_dynamics.md).
 training-dynamics: $(STAMP)
 	$(PY) -m experiments.training_dynamics
+
+# Study: every controller at equal tokens, small+GNTS vs large, repeated data, diagnostics.
+gqc-ablation: $(STAMP)
+	$(PY) -m experiments.gqc_ablation
 
 test: $(STAMP)
 	$(PY) -m ruff check .
