@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
-	gqc-ablation
+	gqc-ablation optimizers
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ training-dynamics: $(STAMP)
 # Study: every controller at equal tokens, small+GNTS vs large, repeated data, diagnostics.
 gqc-ablation: $(STAMP)
 	$(PY) -m experiments.gqc_ablation
+
+# Study: GNTS against its control under AdamW, Lion, Adafactor, SGD and Muon.
+optimizers: $(STAMP)
+	$(PY) -m experiments.optimizer_generality
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -17,6 +17,7 @@ from typing import Any
 
 CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr")
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
+OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +55,13 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay over the token budget (on the
-    microbatch clock under a controller); clip: global-norm clip of the gradient
-    the optimizer sees (0 = off)."""
+    """name: adamw | lion | adafactor | sgd (Nesterov momentum b1) | muon (optax.contrib;
+    Adam for non-matrix parameters), with linear warmup then cosine decay over the
+    token budget (on the microbatch clock under a controller); b1/b2/weight_decay
+    apply where the optimizer has them; clip: global-norm clip of the gradient the
+    optimizer sees (0 = off)."""
 
+    name: str = "adamw"
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
@@ -134,6 +138,8 @@ class Config:
             raise ValueError(
                 f"gqc.controller must be one of {CONTROLLERS}, got {self.gqc.controller!r}."
             )
+        if self.optim.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {self.optim.name!r}.")
         if self.gqc.rounding not in ROUNDING_MODES:
             raise ValueError(
                 f"gqc.rounding must be one of {ROUNDING_MODES}, got {self.gqc.rounding!r}."

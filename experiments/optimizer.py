@@ -1,9 +1,13 @@
-"""The optimizer of a training run: AdamW, optionally under a GQC controller and
-behind gradient rounding, built from the configuration."""
+"""The optimizer of a training run (AdamW, Lion, Adafactor, SGD with momentum or
+Muon), optionally under a GQC controller and behind gradient rounding, built from
+the configuration."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import optax
+import optax.contrib
 
 import gqc_jax
 from experiments.config import Config
@@ -23,17 +27,34 @@ def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
     )
 
 
+def base_optimizer(config: Config, lr: optax.Schedule) -> tuple[Callable, dict]:
+    """``(factory, kwargs)`` of the configured optimizer."""
+    o = config.optim
+    if o.name == "lion":
+        return optax.lion, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+    if o.name == "adafactor":
+        return optax.adafactor, dict(learning_rate=lr, weight_decay_rate=o.weight_decay or None)
+    if o.name == "sgd":
+        return optax.sgd, dict(learning_rate=lr, momentum=o.b1, nesterov=True)
+    if o.name == "muon":
+        return optax.contrib.muon, dict(
+            learning_rate=lr, beta=o.b1, weight_decay=o.weight_decay, adam_b2=o.b2
+        )
+    return optax.adamw, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+
+
 def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTransformation:
-    """AdamW (clip, then adamw); under a controller its schedules run on the
-    microbatch clock, so every arm follows the same schedule per token."""
+    """The configured optimizer (clip, then the optimizer); under a controller its
+    schedules run on the microbatch clock, so every arm follows the same schedule
+    per token."""
     o, g = config.optim, config.gqc
     lr = learning_rate(config, total_microbatches)
     clip = [optax.clip_by_global_norm(o.clip)] if o.clip > 0 else []
-    adamw = dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+    factory, kwargs = base_optimizer(config, lr)
     if g.controller == "none":
-        tx = optax.chain(*clip, optax.adamw(**adamw))
+        tx = optax.chain(*clip, factory(**kwargs))
     else:
-        inner = optax.chain(*clip, gqc_jax.on_microbatch_clock(optax.adamw, **adamw))
+        inner = optax.chain(*clip, gqc_jax.on_microbatch_clock(factory, **kwargs))
         tx = _controller(config, inner, total_microbatches)
     if g.rounding != "none":
         rounding = gqc_jax.round_gradients(

@@ -89,7 +89,7 @@ class Trainer:
             self.mesh,
             self.shardings,
             dropout_seed=t.seed,
-            adam_b1=config.optim.b1,
+            adam_b1=config.optim.b1 if config.optim.name == "adamw" else None,
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
         self.probe_fn = (
