@@ -46,6 +46,7 @@ ARMS = {
     "gnr": {"gqc.controller": "gnr"},
 }
 BASELINE, GNTS_ARM = "adamw", "gnts-relative"
+TUNED_FINALS = (0.1, 0.25, 0.5)  # GNTS relative final thresholds swept for "gnts-tuned"
 
 
 def run_config(out: Path, args, seed: int, lr: float, arm: dict, **extra) -> Config:
@@ -196,7 +197,25 @@ def main(argv: list[str] | None = None) -> int:
         dirs[(fixed, seed)] = out
         settings = {"gqc.controller": "sbc", "gqc.sbc_draws": fixed_k}
         results[(fixed, seed)] = train_once(run_config(out, args, seed, lr, settings))
-    arms = [*ARMS, fixed]
+    # GNTS tuned: the relative schedule's final threshold picked on the first seed.
+    finals = {ARMS[GNTS_ARM].get("gqc.final_threshold", 0.25): dirs[(GNTS_ARM, seeds[0])]}
+    gnts_sweep = {next(iter(finals)): results[(GNTS_ARM, seeds[0])]}
+    for final in TUNED_FINALS:
+        if final in finals:
+            continue
+        out = root / "gnts-sweep" / f"final{final:g}"
+        finals[final] = out
+        settings = {**ARMS[GNTS_ARM], "gqc.final_threshold": final}
+        gnts_sweep[final] = train_once(run_config(out, args, seeds[0], lr, settings))
+    tuned = min(gnts_sweep, key=lambda f: gnts_sweep[f]["eval_loss"])
+    for seed in seeds:
+        out = finals[tuned] if seed == seeds[0] else root / f"gnts-tuned-{tuned:g}" / f"s{seed}"
+        if tuned == ARMS[GNTS_ARM]["gqc.final_threshold"]:
+            out = dirs[(GNTS_ARM, seed)]
+        settings = {**ARMS[GNTS_ARM], "gqc.final_threshold": tuned}
+        dirs[("gnts-tuned", seed)] = out
+        results[("gnts-tuned", seed)] = train_once(run_config(out, args, seed, lr, settings))
+    arms = [*ARMS, "gnts-tuned", fixed]
 
     large = {}  # B: the larger model under plain AdamW
     for seed in seeds:
@@ -219,13 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         f"C: {args.epochs} epochs, {GNTS_ARM}": [repeat[(GNTS_ARM, s)][0] for s in seeds[:2]],
     }
     fig = figure(dirs, arms, seeds, extra, Path(args.page).with_suffix(".png"))
-    page = write_page(args, seeds, lrs, sweep, lr, arms, dirs, results, large, repeat, fig)
+    page = write_page(
+        args, seeds, lrs, sweep, lr, gnts_sweep, arms, dirs, results, large, repeat, fig
+    )
     print(page.read_text())
     return 0
 
 
-def write_page(args, seeds, lrs, sweep, lr, arms, dirs, results, large, repeat, fig) -> Path:
-    every = [*sweep.values(), *results.values()]
+def write_page(
+    args, seeds, lrs, sweep, lr, gnts_sweep, arms, dirs, results, large, repeat, fig
+) -> Path:
+    every = [*sweep.values(), *gnts_sweep.values(), *results.values()]
     every += [r for _, r in large.values()] + [r for _, r in repeat.values()]
     unique = {r["out_dir"]: r for r in every}
     minutes = sum(r["elapsed_s"] for r in unique.values()) / 60
@@ -254,7 +277,10 @@ def write_page(args, seeds, lrs, sweep, lr, arms, dirs, results, large, repeat, 
         "AdamW learning-rate sweep (seed "
         f"{seeds[0]}): "
         + ", ".join(f"lr {v:g}: {sweep[v]['eval_loss']:.4f}" for v in lrs)
-        + f"; every arm uses lr {lr:g}.",
+        + f"; every arm uses lr {lr:g}. `gnts-tuned`: the relative schedule's final threshold "
+        "picked on that seed from "
+        + ", ".join(f"{f:g}: {r['eval_loss']:.4f}" for f, r in sorted(gnts_sweep.items()))
+        + " (val loss).",
         "",
         "| arm | val loss | val ppl | ppl vs AdamW | opt steps | draws/step (mean / max) | "
         "wall-clock (s) |",
