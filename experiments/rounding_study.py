@@ -76,11 +76,6 @@ def model_config(depth: int, width: int, protocol: Protocol) -> GPTConfig:
     )
 
 
-def settings(mode: str, digits: tuple[int, ...]) -> list[str]:
-    del mode
-    return [str(d) for d in digits] + [CONTROL]
-
-
 def _stack(tree, n: int):
     return jax.tree.map(lambda x: jnp.stack([x] * n), tree)
 
@@ -100,7 +95,7 @@ def run_cell(
     data = TokenData(DataConfig(data_dir=data_dir, microbatch_size=p.batch, seed=seed), p.seq_len)
     model = GPT(model_config(depth, width, p), rngs=nnx.Rngs(seed))
     graphdef, params = split(model)
-    labels = settings(mode, digits)
+    labels = [str(d) for d in digits] + [CONTROL]
     n = len(labels)
     setting_digits = jnp.asarray(list(digits) + [0], jnp.int32)
     is_control = jnp.asarray([False] * len(digits) + [True])
@@ -164,9 +159,10 @@ def run_cell(
         per_step.append(metrics)
     evals, quantiles, per_step = jax.device_get((evals, quantiles, per_step))
     tokens_per_step = p.batch * p.seq_len
-    by_setting = lambda rows: {  # noqa: E731
-        label: [float(r[k]) for r in rows] for k, label in enumerate(labels)
-    }
+
+    def by_setting(rows):
+        return {label: [float(r[k]) for r in rows] for k, label in enumerate(labels)}
+
     return {
         "depth": depth,
         "width": width,
