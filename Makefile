@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers
+	gqc-ablation optimizers critical-batch
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ gqc-ablation: $(STAMP)
 # Study: GNTS against its control under AdamW, Lion, Adafactor, SGD and Muon.
 optimizers: $(STAMP)
 	$(PY) -m experiments.optimizer_generality
+
+# Study: the critical batch size, and the batches GNTS and GNS choose.
+critical-batch: $(STAMP)
+	$(PY) -m experiments.critical_batch
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,46 @@
+"""experiments.critical_batch: the crossing, the fit, and the CLI on a tiny budget."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import critical_batch as cb
+
+
+def test_fit_recovers_a_known_critical_batch():
+    batches = [4, 8, 16, 32, 64]
+    s_min, b_crit = 100.0, 20.0
+    steps = [s_min * (1 + b_crit / b) for b in batches]
+    fit = cb.fit_critical_batch(batches, steps)
+    assert fit == pytest.approx((s_min, b_crit))
+    assert cb.fit_critical_batch(batches, [10, 10, 11, 12, 13])[1] == 0.0  # no gain at all
+    assert np.isinf(cb.fit_critical_batch([1, 2, 4], [100, 50, 25])[1])  # perfect scaling
+
+
+def test_crossing_interpolates_between_evaluations(tmp_path):
+    records = [
+        {"step": 0, "tokens": 0, "eval/loss": 5.0},
+        {"step": 10, "tokens": 1000, "eval/loss": 4.0},
+        {"step": 20, "tokens": 2000, "eval/loss": 3.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cb.crossing(tmp_path, 3.5) == pytest.approx((15.0, 1500.0))
+    assert cb.crossing(tmp_path, 2.0) is None
+
+
+@pytest.mark.slow
+def test_cli_writes_the_page(tmp_path, data_dir):
+    args = [
+        "--batches=8,16,32",
+        "--presets=tiny",
+        "--tokens=16384",
+        "--seq_len=32",
+        f"--data_dir={data_dir}",
+        f"--out={tmp_path / 'runs'}",
+        f"--page={tmp_path / 'c.md'}",
+    ]
+    assert cb.main(args) == 0
+    page = (tmp_path / "c.md").read_text()
+    assert "5 training runs" in page and "| tiny | gnts-relative |" in page
+    assert (tmp_path / "c.png").stat().st_size > 10_000
