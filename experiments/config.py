@@ -40,7 +40,10 @@ class DataConfig:
     array_record TFDS text data set prepared under data_dir; tokenizer: 'bytes' or
     'tiktoken' (GPT-2 BPE from encoding_file); microbatch_size: sequences per
     microbatch (one update call); seed: the data order; train_tokens: use only the
-    first N tokens of the train split (0 = all), a small corpus for multi-epoch runs."""
+    first N tokens of the train split (0 = all), a small corpus for multi-epoch runs;
+    second_eval: a second validation corpus of another kind, evaluated at every eval
+    as eval2/loss: 'python-stdlib' (this Python's own standard-library source) or a
+    folder of text files ('' = none)."""
 
     dataset: str = "shakespeare"
     data_dir: str = "data/tfds"
@@ -51,6 +54,7 @@ class DataConfig:
     seed: int = 0
     eval_batches: int = 8
     train_tokens: int = 0
+    second_eval: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

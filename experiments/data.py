@@ -10,6 +10,7 @@ On several hosts each process reads only its own rows of each microbatch.
 from __future__ import annotations
 
 import hashlib
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,39 @@ class Windows:
         return np.stack([self.window(j % self.count) for j in range(number)])
 
 
+def second_corpus_files(source: str) -> list[Path]:
+    """The files of a second evaluation corpus, in a fixed order: this Python's
+    standard-library ``.py`` sources for ``"python-stdlib"``, else every file
+    under the folder ``source``."""
+    if source == "python-stdlib":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = list(root.glob("*.py"))
+    else:
+        root = Path(source).expanduser()
+        if not root.is_dir():
+            raise DataError(
+                f"data.second_eval must be 'python-stdlib' or a folder of text files, got "
+                f"{source!r}."
+            )
+        files = [f for f in root.rglob("*") if f.is_file()]
+    if not files:
+        raise DataError(f"data.second_eval {source!r} holds no files.")
+    return sorted(files)
+
+
+def second_corpus_tokens(source: str, tokenizer: Tokenizer, needed: int) -> np.ndarray:
+    """At least ``needed`` tokens of the second corpus (fewer if it is shorter),
+    read file by file in order."""
+    parts, total = [], 0
+    for f in second_corpus_files(source):
+        tokens = tokenizer.encode(f.read_text(encoding="utf-8", errors="replace"))
+        parts.append(tokens)
+        total += len(tokens)
+        if total >= needed:
+            break
+    return np.concatenate(parts)[:needed]
+
+
 class TokenData:
     """Train microbatches by index and a fixed validation set, for one process."""
 
@@ -162,7 +196,15 @@ class TokenData:
         self.validation = Windows(
             load_tokens(config, "validation", self.tokenizer), seq_len + 1, config.seed
         )
-        for split, w in (("train", self.train), ("validation", self.validation)):
+        self.second = None
+        if config.second_eval:
+            needed = config.eval_batches * config.microbatch_size * seq_len + 1
+            tokens = second_corpus_tokens(config.second_eval, self.tokenizer, needed)
+            self.second = Windows(tokens, seq_len + 1, config.seed)
+        splits = [("train", self.train), ("validation", self.validation)]
+        if self.second is not None:
+            splits.append((f"second_eval {config.second_eval!r}", self.second))
+        for split, w in splits:
             if w.count < 1:
                 raise DataError(
                     f"split {split!r} of {config.dataset!r} has {len(w.tokens)} tokens, fewer "
@@ -180,10 +222,12 @@ class TokenData:
         first = index * size + rows.start
         return self.train.rows(first, rows.stop - rows.start)
 
-    def eval_batches(self, rows: slice | None = None) -> list[np.ndarray]:
+    def eval_batches(self, rows: slice | None = None, second: bool = False) -> list[np.ndarray]:
+        """The fixed validation microbatches (or the second corpus's), or their ``rows``."""
         size = self.config.microbatch_size
         rows = rows or slice(0, size)
-        every = self.validation.sequential(self.config.eval_batches * size)
+        windows = self.second if second else self.validation
+        every = windows.sequential(self.config.eval_batches * size)
         return [
             every[b * size + rows.start : b * size + rows.stop] for b in range(len(every) // size)
         ]

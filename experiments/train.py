@@ -160,6 +160,9 @@ class Trainer:
             "eval/loss": loss,
             "eval/ppl": math.exp(min(loss, 50.0)),
         }
+        if self.second_batches:
+            second = [self.eval_fn(self.state.params, b) for b in self.second_batches]
+            record["eval2/loss"] = float(np.mean(jax.device_get(second)))
         if self.probe_fn is not None:
             measured = jax.device_get(self.probe_fn(self.state.params, self.probe_batches))
             signal, noise = float(measured["signal"]), float(measured["noise"])
@@ -251,6 +254,11 @@ class Trainer:
             enabled=primary,
         )
         self.eval_batches = [self._batch(b) for b in self.data.eval_batches(self.rows)]
+        self.second_batches = (
+            [self._batch(b) for b in self.data.eval_batches(self.rows, second=True)]
+            if self.data.second is not None
+            else []
+        )
         self.probe_batches = self._probe_batches() if self.probe_fn is not None else None
         stop = self.total if t.stop_after is None else min(self.total, start + t.stop_after)
         self.start_tokens = start * self.tokens_per_microbatch

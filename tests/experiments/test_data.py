@@ -139,3 +139,19 @@ def test_train_tokens_keeps_a_prefix_of_the_train_split_only(data_dir):
     assert np.array_equal(small.validation.tokens, full.validation.tokens)
     with pytest.raises(ValueError, match="data.train_tokens must be >= 0"):
         _data(data_dir, train_tokens=-1)
+
+
+def test_second_eval_corpus_from_the_python_stdlib_or_a_folder(tmp_path, data_dir):
+    data = TokenData(_data(data_dir, microbatch_size=4, second_eval="python-stdlib"), seq_len=32)
+    batches = data.eval_batches(second=True)
+    assert len(batches) == data.config.eval_batches and batches[0].shape == (4, 33)
+    text = bytes(np.concatenate([b[:, :-1].ravel() for b in batches]).astype(np.uint8))
+    assert b"import" in text or b"def " in text  # Python source, not Shakespeare
+    assert not np.array_equal(batches[0], data.eval_batches()[0])
+    (tmp_path / "b.txt").write_text("beta " * 400)
+    (tmp_path / "a.txt").write_text("alpha " * 400)
+    folder = TokenData(_data(data_dir, microbatch_size=4, second_eval=str(tmp_path)), seq_len=32)
+    first = bytes(folder.eval_batches(second=True)[0][0].astype(np.uint8))
+    assert first.startswith(b"alpha alpha")  # files in sorted order
+    with pytest.raises(DataError, match="data.second_eval must be 'python-stdlib' or a folder"):
+        TokenData(_data(data_dir, second_eval=str(tmp_path / "missing")), seq_len=32)

@@ -126,6 +126,15 @@ def test_weight_metrics_are_logged_per_layer_at_each_step(tmp_path, data_dir):
     assert all(r["diag/second_moment"] > 0 for r in steps)
 
 
+def test_second_eval_corpus_is_logged_at_every_evaluation(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, data__second_eval="python-stdlib")
+    Trainer(config).fit()
+    evals = [r for r in read_metrics(tmp_path) if "eval/loss" in r]
+    assert len(evals) == 4 and all("eval2/loss" in r for r in evals)
+    assert evals[-1]["eval2/loss"] < evals[0]["eval2/loss"]
+    assert all(r["eval2/loss"] != r["eval/loss"] for r in evals)
+
+
 def test_window_mean_norm_over_microbatch_norms_under_a_controller(tmp_path, data_dir):
     config = tiny_config(
         tmp_path, data_dir, gqc__controller="sbc", gqc__sbc_draws=3, train__tokens=8 * 32 * 12
