@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch
+	gqc-ablation optimizers critical-batch loss-to-loss
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ optimizers: $(STAMP)
 # Study: the critical batch size, and the batches GNTS and GNS choose.
 critical-batch: $(STAMP)
 	$(PY) -m experiments.critical_batch
+
+# Study: loss on a second corpus predicted from the training loss across model sizes.
+loss-to-loss: $(STAMP)
+	$(PY) -m experiments.loss_to_loss
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,207 @@
+"""Study: loss-to-loss prediction across a ladder of model sizes.
+
+Every size trains on the default corpus (Shakespeare) with a second validation
+corpus of a different kind evaluated alongside (``data.second_eval``, by default
+this Python's standard-library source). At each evaluation a run yields a pair
+(L1 = validation loss on the training distribution, L2 = loss on the second
+corpus). The shifted power law ``L2 = K (L1 - E1)^kappa + E2`` is fitted on the
+pairs of every size but the largest, and then predicts the largest size's L2 from
+its L1: the extrapolation error is the result. Every run is an
+``experiments.train`` run folder; ``docs/results/loss_to_loss.md`` and its figure
+are written from them.
+
+    python -m experiments.loss_to_loss [--sizes 1x32,2x64,3x96,4x128] [--tokens 400000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments.config import Config, DataConfig, apply_overrides
+from experiments.gqc_ablation import evals
+from experiments.train import train_once
+
+
+def run_config(out: Path, args, depth: int, width: int) -> Config:
+    total = args.tokens // (args.microbatch * args.seq_len)
+    settings = {
+        "model.preset": "ladder-xs",
+        "model.depth": depth,
+        "model.width": width,
+        "model.heads": max(1, width // 32),
+        "model.seq_len": args.seq_len,
+        "data.data_dir": args.data_dir,
+        "data.microbatch_size": args.microbatch,
+        "data.second_eval": args.second_eval,
+        "data.seed": args.seed,
+        "optim.warmup": max(1, total // 20),
+        "train.seed": args.seed,
+        "train.tokens": args.tokens,
+        "train.eval_every": max(1, total // 16),
+        "train.noise_probe": 0,
+        "train.checkpoint_every": 1_000_000,
+        "train.progress": False,
+        "train.tensorboard": False,
+        "train.out_dir": str(out),
+    }
+    return apply_overrides(Config(), settings)
+
+
+def fit_shifted_power_law(l1, l2, grid: int = 60) -> tuple[float, float, float, float]:
+    """(K, kappa, E1, E2) of L2 = K (L1 - E1)^kappa + E2, least squares in log space
+    for each (E1, E2) on a grid below the observed minima, the best by squared error
+    of L2."""
+    l1, l2 = np.asarray(l1, float), np.asarray(l2, float)
+    best = None
+    for e1 in np.linspace(0.0, l1.min() * 0.98, grid):
+        for e2 in np.linspace(0.0, l2.min() * 0.98, grid):
+            x, y = np.log(l1 - e1), np.log(l2 - e2)
+            kappa, log_k = np.polyfit(x, y, 1)
+            pred = np.exp(log_k) * (l1 - e1) ** kappa + e2
+            err = float(np.sum((pred - l2) ** 2))
+            if best is None or err < best[0]:
+                best = (err, float(np.exp(log_k)), float(kappa), float(e1), float(e2))
+    return best[1:]
+
+
+def predict(fit, l1) -> np.ndarray:
+    k, kappa, e1, e2 = fit
+    return k * (np.asarray(l1, float) - e1) ** kappa + e2
+
+
+def pairs(run_dir: Path, skip_first: int = 1) -> tuple[list[float], list[float]]:
+    """(L1, L2) at every evaluation after the first ``skip_first`` (the initial,
+    untrained evaluation says nothing about the trained relation)."""
+    records = [r for r in evals(run_dir) if "eval2/loss" in r][skip_first:]
+    return [r["eval/loss"] for r in records], [r["eval2/loss"] for r in records]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.loss_to_loss",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sizes", default="1x32,2x64,3x96,4x128", help="depth x width, ascending")
+    parser.add_argument("--tokens", type=int, default=400_000)
+    parser.add_argument("--microbatch", type=int, default=16)
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second_eval", default="python-stdlib")
+    parser.add_argument("--data_dir", default=DataConfig.data_dir)
+    parser.add_argument("--out", default="runs/loss_to_loss")
+    parser.add_argument("--page", default="docs/results/loss_to_loss.md")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    if len(sizes) < 3:
+        parser.error(f"--sizes needs at least 3 sizes (2 to fit, 1 held out), got {args.sizes!r}.")
+    runs = {}
+    for depth, width in sizes:
+        out = Path(args.out) / f"d{depth}w{width}"
+        runs[(depth, width)] = (out, train_once(run_config(out, args, depth, width)))
+    *fit_sizes, held = sizes
+    l1 = [v for s in fit_sizes for v in pairs(runs[s][0])[0]]
+    l2 = [v for s in fit_sizes for v in pairs(runs[s][0])[1]]
+    fit = fit_shifted_power_law(l1, l2)
+    h1, h2 = pairs(runs[held][0])
+    predicted = predict(fit, h1)
+    err = np.asarray(predicted) - np.asarray(h2)
+    fig = figure(runs, sizes, fit, Path(args.page).with_suffix(".png"))
+    minutes = sum(r["elapsed_s"] for _, r in runs.values()) / 60
+    k, kappa, e1, e2 = fit
+    lines = [
+        "# Loss-to-loss prediction across model sizes",
+        "",
+        f"Generated by `python -m experiments.loss_to_loss --sizes={args.sizes} "
+        f"--tokens={args.tokens} --second_eval={args.second_eval}`: {len(runs)} training runs, "
+        f"{minutes:.0f} min of training in all (the runs' own clocks), on {platform.machine()} "
+        f"CPU, {platform.system()}, {os.cpu_count()} cores.",
+        "",
+        f"Byte-level GPTs of depth x width {args.sizes} (32-wide heads), AdamW (lr 3e-3, "
+        f"warmup 5% then cosine to 10%), {args.tokens:,} tokens of the default corpus "
+        f"(Shakespeare) each, microbatches of {args.microbatch} x {args.seq_len} tokens, seed "
+        f"{args.seed}. L1: validation loss on Shakespeare; L2: loss on the second corpus "
+        f"(`{args.second_eval}`: "
+        + (
+            "the Python standard library's own `.py` source, read in file order"
+            if args.second_eval == "python-stdlib"
+            else "the files of that folder"
+        )
+        + "), both on fixed windows at every evaluation (the initial one left out).",
+        "",
+        "| size | params | final L1 | final L2 |",
+        "|---|---|---|---|",
+    ]
+    for size in sizes:
+        out, summary = runs[size]
+        a, b = pairs(out)
+        lines.append(f"| {size[0]}x{size[1]} | {summary['params']:,} | {a[-1]:.4f} | {b[-1]:.4f} |")
+    lines += [
+        "",
+        f"Fit on {len(fit_sizes)} sizes ({len(l1)} pairs): L2 = {k:.4g} (L1 - {e1:.3f})^"
+        f"{kappa:.3f} + {e2:.3f}; its RMS residual on those pairs is "
+        f"{float(np.sqrt(np.mean((predict(fit, l1) - np.asarray(l2)) ** 2))):.4f} nats.",
+        "",
+        f"Held out: {held[0]}x{held[1]} ({runs[held][1]['params']:,} parameters). Predicted "
+        f"from its own L1, its L2 is off by {float(np.mean(np.abs(err))):.4f} nats on average "
+        f"over its {len(h2)} evaluations (largest {float(np.max(np.abs(err))):.4f}); at the "
+        f"end of training predicted {predicted[-1]:.4f}, measured {h2[-1]:.4f} "
+        f"({(predicted[-1] - h2[-1]) / h2[-1]:+.1%}).",
+        "",
+        f"![loss to loss]({fig.name})",
+        "",
+        "Second-corpus loss against training-distribution loss at every evaluation, per size; "
+        "the fitted curve (from the smaller sizes) is dashed and extends to the held-out size.",
+        "",
+    ]
+    page = Path(args.page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines) + "\n")
+    print(page.read_text())
+    return 0
+
+
+def figure(runs, sizes, fit, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    every = []
+    for k, size in enumerate(sizes):
+        a, b = pairs(runs[size][0])
+        every += a
+        held = k == len(sizes) - 1
+        ax.plot(
+            a,
+            b,
+            marker="s" if held else "o",
+            ls="-",
+            color=f"C{k}",
+            label=f"{size[0]}x{size[1]}" + (" (held out)" if held else ""),
+        )
+    grid = np.linspace(min(every), max(every), 100)
+    ax.plot(grid, predict(fit, grid), "k--", lw=1, label="fit on the smaller sizes")
+    ax.set(
+        xlabel="L1: validation loss, training distribution",
+        ylabel="L2: loss on the second corpus",
+        title="loss-to-loss",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
