@@ -37,6 +37,9 @@ CONTROLLERS = {
 TARGET_DEPTHS = (0.6, 0.8, 0.9)  # fractions of the way from the initial to the best final loss
 
 
+SCALE = {"presets": "ladder-s,ladder-m", "batches": "8,16,32,64,128,256", "tokens": 20_000_000}
+
+
 def run_config(out: Path, args, preset: str, batch: int, seed: int, extra: dict) -> Config:
     total = args.tokens // (batch * args.seq_len)
     settings = {
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/critical_batch")
     parser.add_argument("--page", default="docs/results/critical_batch.md")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.scale:  # the larger defaults; flags given on the command line still win
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
     batches = [int(b) for b in args.batches.split(",")]
     presets = args.presets.split(",")
     root = Path(args.out)

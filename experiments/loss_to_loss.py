@@ -27,6 +27,8 @@ from experiments.config import Config, DataConfig, apply_overrides
 from experiments.gqc_ablation import evals
 from experiments.train import train_once
 
+SCALE = {"sizes": "4x128,6x256,8x512,12x768", "tokens": 50_000_000, "microbatch": 32}
+
 
 def run_config(out: Path, args, depth: int, width: int) -> Config:
     total = args.tokens // (args.microbatch * args.seq_len)
@@ -97,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/loss_to_loss")
     parser.add_argument("--page", default="docs/results/loss_to_loss.md")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.scale:  # the larger defaults; flags given on the command line still win
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if len(sizes) < 3:
         parser.error(f"--sizes needs at least 3 sizes (2 to fit, 1 held out), got {args.sizes!r}.")

@@ -28,6 +28,9 @@ BASE_LR = {"adamw": 3e-3, "lion": 3e-4, "adafactor": 1e-2, "sgd": 0.1, "muon": 0
 ARMS = {"control": {"gqc.controller": "none"}, "gnts": {**GNTS_REFERENCE, "gqc.relative": True}}
 
 
+SCALE = {"preset": "ladder-s", "tokens": 20_000_000, "microbatch": 32, "seeds": "0,1,2"}
+
+
 def run_config(out: Path, args, name: str, seed: int, lr: float, arm: str) -> Config:
     total = args.tokens // (args.microbatch * args.seq_len)
     settings = {
@@ -97,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/optimizers")
     parser.add_argument("--page", default="docs/results/optimizers.md")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.scale:  # the larger defaults; flags given on the command line still win
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.optimizers.split(",")
     unknown = sorted(set(names) - set(OPTIMIZERS))

@@ -35,3 +35,18 @@ def test_cli_writes_the_page(tmp_path, data_dir):
     page = (tmp_path / "l.md").read_text()
     assert "Held out: 2x32" in page and "3 training runs" in page
     assert (tmp_path / "l.png").stat().st_size > 10_000
+
+
+def test_scale_switches_the_defaults_and_explicit_flags_still_win(monkeypatch):
+    seen = []
+
+    def fake_train_once(config):
+        seen.append(config)
+        raise StopIteration
+
+    monkeypatch.setattr(ll, "train_once", fake_train_once)
+    with pytest.raises(StopIteration):
+        ll.main(["--scale", "--tokens=123456"])
+    config = seen[0]
+    assert (config.model.depth, config.model.width) == (4, 128)
+    assert config.train.tokens == 123456 and config.data.microbatch_size == 32
