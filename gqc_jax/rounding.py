@@ -83,6 +83,20 @@ _POW10_RANGE = 64  # tables of 10^k for |k| <= 64
 
 
 @functools.cache
+def _ceil_pow10(dtype) -> np.ndarray:
+    """The smallest ``dtype`` value >= 10^s for |s| <= 64 (inf above the range), so
+    that ``x >= table[s]`` is exactly ``x >= 10^s`` for any ``dtype`` x."""
+    out = []
+    with np.errstate(over="ignore"):
+        for s in range(-_POW10_RANGE, _POW10_RANGE + 1):
+            c = np.asarray(float(Fraction(10) ** s), dtype)
+            if np.isfinite(c) and Fraction(float(c)) < Fraction(10) ** s:
+                c = np.nextafter(c, np.asarray(np.inf, dtype))
+            out.append(c)
+    return np.array(out)
+
+
+@functools.cache
 def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
     """10^s = (hi + lo) * 2^E(s) with hi + lo in [1, 2) and E(s) = floor(s log2 10),
     for |s| <= 64 (from exact rationals, each word rounded to ``dtype``)."""
@@ -177,10 +191,11 @@ def _round_significant(g, digits, noise):
     s = digits - 1 - floor(log10 |x|), with exact ties.
 
     No logarithm: the binary exponent k comes from the bit pattern, floor(log10)
-    is floor(k log10 2) or one more, decided on |x| 10^s as a double word from a
-    table. Where 10^|s| is exact (|s| <= 10 in float32) the scaled value is an
-    exact product or an exactly rounded quotient; elsewhere ties cannot occur
-    for s > 0 and the double word is good to about 2^-46 relative.
+    is floor(k log10 2) or one more, decided by one exact comparison with a table
+    of powers of ten rounded up. Where 10^|s| is exact (|s| <= 10 in float32) the
+    scaled value is an exact product or an exactly rounded quotient; elsewhere
+    ties cannot occur for s > 0 and a double word from a table is good to about
+    2^-46 relative.
     """
     work = _work_dtype(g.dtype)
     info = jnp.finfo(work)
@@ -202,21 +217,14 @@ def _round_significant(g, digits, noise):
     top = int(nmant * np.log10(2)) + 1  # 7 for float32, 16 for float64
     d = jnp.clip(digits, 1, top + 1).astype(itype)
     e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
-    s0 = d - 1 - e0
+    ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
+    over = ax >= ceil_t[jnp.clip(e0 + 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
+    s = d - 1 - e0 - over.astype(itype)
     hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
-    i = jnp.clip(s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    hi, lo = hi_t[i], lo_t[i]
-    scale = pow2(k + _floor_log2_10(s0))
-    p_hi, p_err = two_prod(m, hi)
-    q_hi, q_lo = p_hi * scale, (p_err + m * lo) * scale  # |x| 10^s0
-    q = q_hi + q_lo
-    q_lo, q_hi = q_lo - (q - q_hi), q
-    over = (q_hi > _exact_pow10(d, work)) | ((q_hi == _exact_pow10(d, work)) & (q_lo >= 0))
-    tenth = q_hi * np.asarray(0.1, work)  # e = e0 + 1: one power of ten less
-    t_hi, t_err = two_prod(tenth, np.asarray(10.0, work))
-    tenth_lo = ((q_hi - t_hi) - t_err + q_lo) * np.asarray(0.1, work)
-    q_hi, q_lo = jnp.where(over, tenth, q_hi), jnp.where(over, tenth_lo, q_lo)
-    s = s0 - over.astype(itype)
+    i = jnp.clip(s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    scale = pow2(k + _floor_log2_10(s))
+    p_hi, p_err = two_prod(m, hi_t[i])
+    q_hi, q_lo = p_hi * scale, (p_err + m * lo_t[i]) * scale  # |x| 10^s, about 2^-46
     n = jnp.clip(jnp.abs(s), 0, 31)
     p10 = _exact_pow10(n, work)
     up = (s >= 0) & (s <= exact_max)
@@ -226,13 +234,12 @@ def _round_significant(g, digits, noise):
     q_hi = jnp.where(up, up_hi, jnp.where(down, down_hi, q_hi))
     q_lo = jnp.where(up, up_lo, jnp.where(down, down_lo, q_lo))
     r = _round_to_integer(q_hi, q_lo, noise)
-    # Back: r 10^-s, from the table's 10^-s0 (times 10 where s = s0 - 1), rounded
-    # once; for s < 0 an exact power of ten times r, rounded once.
-    j = jnp.clip(-s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-    r_hi, r_lo = two_prod(r, jnp.where(over, 10.0, 1.0).astype(work))
-    b_hi, b_err = two_prod(r_hi, hi_t[j])
-    b_lo = b_err + r_hi * lo_t[j] + r_lo * hi_t[j]
-    back = _floor_log2_10(-s0)
+    # Back: r 10^-s from the table's double word, rounded once; for s < 0 an exact
+    # power of ten times r, rounded once.
+    j = jnp.clip(-s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+    b_hi, b_err = two_prod(r, hi_t[j])
+    b_lo = b_err + r * lo_t[j]
+    back = _floor_log2_10(-s)
     half = back >> 1
     out = (b_hi + b_lo) * pow2(half) * pow2(back - half)  # two steps: stays normal
     out = jnp.copysign(jnp.where(down, r * p10, out), x)
