@@ -33,7 +33,10 @@ def base_optimizer(config: Config, lr: optax.Schedule) -> tuple[Callable, dict]:
     if o.name == "lion":
         return optax.lion, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
     if o.name == "adafactor":
-        return optax.adafactor, dict(learning_rate=lr, weight_decay_rate=o.weight_decay or None)
+        # optax's adafactor applies weight_decay_rate as is, not times the learning
+        # rate: scale it by the schedule so it decays like AdamW's (lr * wd * p).
+        decay = (lambda count: o.weight_decay * lr(count)) if o.weight_decay else None
+        return optax.adafactor, dict(learning_rate=lr, weight_decay_rate=decay)
     if o.name == "sgd":
         return optax.sgd, dict(learning_rate=lr, momentum=o.b1, nesterov=True)
     if o.name == "muon":

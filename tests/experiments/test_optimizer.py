@@ -48,3 +48,20 @@ def test_every_optimizer_trains_a_quadratic_plain_and_under_a_controller(name, c
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="optim.name must be one of .* got 'adam'"):
         apply_overrides(Config(), {"optim.name": "adam"})
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor"])
+def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate(name):
+    """With zero gradients an update is pure decay: lr * weight_decay * p (optax's
+    adafactor would apply weight_decay_rate unscaled: 10% of the weights per step)."""
+    config = apply_overrides(
+        Config(),
+        {"optim.name": name, "optim.lr": 0.01, "optim.warmup": 1, "optim.weight_decay": 0.1},
+    )
+    tx = build_optimizer(config, total_microbatches=1000)
+    params = {"w": jnp.full((4, 4), 2.0)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = tx.init(params)
+    _, state = tx.update(zeros, state, params)  # count 0: warmup's lr is 0
+    updates, _ = tx.update(zeros, state, params)
+    np.testing.assert_allclose(updates["w"], -0.01 * 0.1 * 2.0, rtol=1e-3)
