@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         f"end of training predicted {predicted[-1]:.4f}, measured {h2[-1]:.4f} "
         f"({(predicted[-1] - h2[-1]) / h2[-1]:+.1%}).",
         "",
+        shape_note(runs, sizes),
+        "",
         f"![loss to loss]({fig.name})",
         "",
         "Second-corpus loss against training-distribution loss at every evaluation, per size; "
@@ -171,6 +173,28 @@ def main(argv: list[str] | None = None) -> int:
     page.write_text("\n".join(lines) + "\n")
     print(page.read_text())
     return 0
+
+
+def shape_note(runs, sizes, margin: float = 0.05) -> str:
+    """Whether L2 kept falling with L1, or turned back up after a minimum, per size."""
+    turned = []
+    for size in sizes:
+        a, b = pairs(runs[size][0])
+        low = int(np.argmin(b))
+        if b[-1] > b[low] + margin:
+            turned.append(
+                f"{size[0]}x{size[1]} (minimum {b[low]:.3f} at L1 {a[low]:.3f}, "
+                f"{b[-1]:.3f} at the end)"
+            )
+    if not turned:
+        return "L2 fell together with L1 for every size: the pairs lie on one falling curve."
+    return (
+        "L2 is not monotone in L1: it first falls, then rises again while L1 keeps falling "
+        "(the model specialises to the training corpus), for "
+        + "; ".join(turned)
+        + ". A single shifted power law cannot follow that turn, which bounds how well it "
+        "extrapolates here."
+    )
 
 
 def figure(runs, sizes, fit, out: Path) -> Path:
