@@ -81,7 +81,9 @@ class GQCConfig:
     threshold (absolute norm, or a fraction of the running single-microbatch norm
     when relative); schedule: 'constant' or 'reference' (inverse warmup from
     threshold*warmup_multiplier, then quarter cosine to final_threshold);
-    rounding: round every microbatch gradient before the controller."""
+    rounding: round every microbatch gradient before the controller; sbc: a logical
+    batch of sbc_draws microbatches, or with sbc_final_draws > 0 the reference's
+    polynomial ramp (power 2, after optim.warmup) from sbc_draws to sbc_final_draws."""
 
     controller: str = "none"
     max_draws: int = 16
@@ -91,6 +93,7 @@ class GQCConfig:
     final_threshold: float = 0.25
     warmup_multiplier: float = 10.0
     sbc_draws: int = 4
+    sbc_final_draws: int = 0
     tolerance: float = 1.0
     target_norm: float = 1.0
     confidence: float = 0.95
@@ -159,6 +162,10 @@ class Config:
         for name in ("microbatch_size", "eval_batches"):
             if getattr(self.data, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
+        if self.gqc.sbc_final_draws < 0:
+            raise ValueError(
+                f"gqc.sbc_final_draws must be >= 0 (0 = constant), got {self.gqc.sbc_final_draws}."
+            )
         if self.data.train_tokens < 0:
             raise ValueError(
                 f"data.train_tokens must be >= 0 (0 = all), got {self.data.train_tokens}."

@@ -44,6 +44,8 @@ ARMS = {
     "gns": {"gqc.controller": "gns"},
     "mht": {"gqc.controller": "mht"},
     "gnr": {"gqc.controller": "gnr"},
+    # The reference's SBC: a logical batch ramped polynomially, 1 -> 8 microbatches.
+    "sbc": {"gqc.controller": "sbc", "gqc.sbc_draws": 1, "gqc.sbc_final_draws": 8},
 }
 BASELINE, GNTS_ARM = "adamw", "gnts-relative"
 TUNED_FINALS = (0.1, 0.25, 0.5)  # GNTS relative final thresholds swept for "gnts-tuned"

@@ -78,7 +78,13 @@ def _controller(config: Config, inner, total: int):
         return gqc_jax.gnts(inner, threshold, max_draws=g.max_draws, relative=g.relative)
     if g.controller == "sbc":
         size = config.data.microbatch_size
-        return gqc_jax.sbc(inner, g.sbc_draws * size, size, max_draws=max(g.max_draws, g.sbc_draws))
+        logical = g.sbc_draws * size
+        if g.sbc_final_draws:
+            logical = gqc_jax.schedules.polynomial_schedule_with_warmup(
+                logical, g.sbc_final_draws * size, config.optim.warmup, total
+            )
+        cap = max(g.max_draws, g.sbc_draws, g.sbc_final_draws)
+        return gqc_jax.sbc(inner, logical, size, max_draws=cap)
     if g.controller == "gns":
         return gqc_jax.gns(inner, g.tolerance, max_draws=g.max_draws)
     if g.controller == "gnr":

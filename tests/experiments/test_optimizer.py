@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import gqc_jax
 from experiments.config import OPTIMIZERS, Config, apply_overrides
 from experiments.optimizer import build_optimizer
 
@@ -65,3 +66,30 @@ def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate(name):
     _, state = tx.update(zeros, state, params)  # count 0: warmup's lr is 0
     updates, _ = tx.update(zeros, state, params)
     np.testing.assert_allclose(updates["w"], -0.01 * 0.1 * 2.0, rtol=1e-3)
+
+
+def test_sbc_ramps_its_logical_batch_polynomially():
+    config = apply_overrides(
+        Config(),
+        {
+            "gqc.controller": "sbc",
+            "gqc.sbc_draws": 1,
+            "gqc.sbc_final_draws": 4,
+            "optim.warmup": 2,
+            "data.microbatch_size": 2,
+        },
+    )
+    tx = build_optimizer(config, total_microbatches=60)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    windows = []
+    for _ in range(60):
+        _, state = update({"w": jnp.ones(3)}, state, params)
+        stats = gqc_jax.stats(state)
+        if bool(stats["stepped"]):
+            windows.append(int(stats["last_num_draws"]))
+    assert windows[:3] == [1, 1, 1] and windows[-1] == 4
+    assert windows == sorted(windows)
+    with pytest.raises(ValueError, match="gqc.sbc_final_draws must be >= 0"):
+        apply_overrides(Config(), {"gqc.sbc_final_draws": -1})
