@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -165,15 +167,15 @@ class Trainer:
             record["eval2/loss"] = float(np.mean(jax.device_get(second)))
         if self.probe_fn is not None:
             measured = jax.device_get(self.probe_fn(self.state.params, self.probe_batches))
-            signal, noise = float(measured["signal"]), float(measured["noise"])
+            strength, noise = float(measured["signal"]), float(measured["noise"])
             self.noise["microbatch"].append(microbatch)
-            self.noise["signal"].append(signal)
+            self.noise["signal"].append(strength)
             self.noise["noise"].append(noise)
             record.update(
                 {
-                    "eval/grad_signal": signal,
+                    "eval/grad_signal": strength,
                     "eval/grad_noise": noise,
-                    "eval/noise_scale": noise / signal if signal > 0 else float("nan"),
+                    "eval/noise_scale": noise / strength if strength > 0 else float("nan"),
                 }
             )
         self.log.write(record)
@@ -267,10 +269,24 @@ class Trainer:
         pending: tuple[int, Any] | None = None
         done = start
         interrupted = False
+        # Ctrl-C sets a flag that the loop checks between microbatches, so the
+        # interrupt never lands inside library code that might swallow it (a
+        # checkpoint being written); a second Ctrl-C interrupts at once.
+        requested = []
+
+        def on_sigint(signum, frame):
+            if requested:
+                raise KeyboardInterrupt
+            requested.append(signum)
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
         try:
             if start == 0:
                 self._evaluate(0)
             for i in range(start, stop):
+                if requested:
+                    raise KeyboardInterrupt
                 tokens = self._batch(self.data.microbatch(i, self.rows))
                 self.state, metrics = self.step_fn(self.state, tokens)
                 if pending is not None:
@@ -294,6 +310,8 @@ class Trainer:
                 self._on_metrics(*jax.device_get(pending))
             self._save(done)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.session_s = time.perf_counter() - self.t_start
             self.host["elapsed"] += self.session_s
             self.log.close()

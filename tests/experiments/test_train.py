@@ -53,6 +53,8 @@ def test_each_controller_trains_end_to_end(tmp_path, data_dir, controller):
         "eval",
         "gqc",
         "perf",
+        "weights",
+        "diag",
     }
     if controller != "none":
         assert "gqc/num_steps" in steps[-1] and steps[-1]["gqc/num_steps"] == len(steps)
