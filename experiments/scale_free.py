@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 from experiments.config import Config, apply_overrides
 from experiments.noise_scale import noise_scale
 from experiments.run_log import read_metrics
+from experiments.study import QUIET_RUN, machine
 from experiments.train import SUMMARY_FILE, train_once
 
 ARMS = {
@@ -65,9 +64,7 @@ def run_config(
         "train.tokens": tokens,
         "train.eval_every": max(1, total // 10),
         "train.noise_probe": max(8, 64 // microbatch),
-        "train.checkpoint_every": 1_000_000,
-        "train.progress": False,
-        "train.tensorboard": False,
+        **QUIET_RUN,
         "train.out_dir": str(out),
         **ARMS[arm],
     }
@@ -226,7 +223,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
         )
         + f"`: {len(summaries)} training runs, "
         f"{run_minutes:.0f} min of training in all (the runs' own clocks; a rerun reads finished "
-        f"runs back), on {platform.machine()} CPU, {platform.system()}, {os.cpu_count()} cores.",
+        f"runs back), on {machine()}.",
         "",
         f"Model: `ladder-xs` GPT (842,496 parameters, byte tokens, {args.seq_len}-token sequences); "
         f"data: the default corpus (Shakespeare); budget: {args.tokens:,} tokens per run; "
