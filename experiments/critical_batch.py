@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from experiments.config import Config, DataConfig, apply_overrides
 from experiments.gqc_ablation import GNTS_REFERENCE, evals, steps
-from experiments.study import QUIET_RUN, machine
+from experiments.study import QUIET_RUN, machine, parse_args
 from experiments.train import train_once
 
 CONTROLLERS = {
@@ -100,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/critical_batch")
     parser.add_argument("--page", default="docs/results/critical_batch.md")
-    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.scale:  # the larger defaults; flags given on the command line still win
-        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
+    args = parse_args(parser, argv, SCALE)
     batches = [int(b) for b in args.batches.split(",")]
     presets = args.presets.split(",")
     root = Path(args.out)

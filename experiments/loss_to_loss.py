@@ -16,14 +16,13 @@ are written from them.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from experiments.config import Config, DataConfig, apply_overrides
 from experiments.gqc_ablation import evals
-from experiments.study import QUIET_RUN, machine
+from experiments.study import QUIET_RUN, machine, parse_args
 from experiments.train import train_once
 
 SCALE = {"sizes": "4x128,6x256,8x512,12x768", "tokens": 50_000_000, "microbatch": 32}
@@ -96,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/loss_to_loss")
     parser.add_argument("--page", default="docs/results/loss_to_loss.md")
-    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.scale:  # the larger defaults; flags given on the command line still win
-        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
+    args = parse_args(parser, argv, SCALE)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if len(sizes) < 3:
         parser.error(f"--sizes needs at least 3 sizes (2 to fit, 1 held out), got {args.sizes!r}.")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 from experiments.config import OPTIMIZERS, Config, DataConfig, apply_overrides
 from experiments.gqc_ablation import GNTS_REFERENCE, evals
-from experiments.study import QUIET_RUN, machine
+from experiments.study import QUIET_RUN, machine, parse_args
 from experiments.train import train_once
 
 # Centre of each optimizer's learning-rate sweep (x 1/3, 1, 3).
@@ -97,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=DataConfig.data_dir)
     parser.add_argument("--out", default="runs/optimizers")
     parser.add_argument("--page", default="docs/results/optimizers.md")
-    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {SCALE}")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.scale:  # the larger defaults; flags given on the command line still win
-        args = parser.parse_args(argv, namespace=argparse.Namespace(**SCALE))
+    args = parse_args(parser, argv, SCALE)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.optimizers.split(",")
     unknown = sorted(set(names) - set(OPTIMIZERS))

@@ -17,3 +17,17 @@ QUIET_RUN = {
 def machine() -> str:
     """This machine, as the results pages state it."""
     return f"{platform.machine()} CPU, {platform.system()}, {os.cpu_count()} cores"
+
+
+def parse_args(parser, argv: list[str] | None, scale: dict):
+    """``parser``'s arguments with a ``--scale`` flag: the ``scale`` defaults for
+    larger hardware, where flags given on the command line still win."""
+    import argparse
+    import sys
+
+    parser.add_argument("--scale", action="store_true", help=f"larger defaults for a GPU: {scale}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.scale:
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**scale))
+    return args
