@@ -3,14 +3,22 @@
 Same model, microbatch and token stream for every arm; each arm runs the jitted,
 donated train step of models/train_step.py once per microbatch, and arms are
 interleaved in rounds so machine drift hits all alike. Target: <= 5% slowdown
-per token against AdamW.
+per token against AdamW. On a GPU with a known peak the table adds the model
+FLOPs utilisation (MFU: 6 x non-embedding params + attention, per token).
+
+A second table measures the in-step fast path on the same model: GNTS through
+a loss-only per-microbatch loop (one jitted ``value_and_grad + microstep`` per
+microbatch) against ``gqc_jax.accumulate_window`` (one jitted ``while_loop``
+per window, the data pointer read once per window).
 
     python benchmarks/gpt_throughput.py [--preset ladder-xs] [--batch 8] [--steps 20]
+    python benchmarks/gpt_throughput.py --preset gpt2-124m --seq-len 1024 --batch 16
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -19,9 +27,69 @@ import optax
 from flax import nnx
 
 import gqc_jax
-from models.gpt import GPT, preset
+from models.gpt import GPT, next_token_loss, preset
 from models.sharding import make_mesh
 from models.train_step import init_state, make_train_step
+
+# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+    for name, peak in PEAK_FLOPS.items():
+        if name in device_kind:
+            return peak
+    return None
+
+
+def fast_path(config, tx, mesh, batches, max_draws, rounds):
+    """Microbatches/s of the per-microbatch loop and of accumulate_window, GNTS."""
+    graphdef, _, _ = init_state(GPT(config, rngs=nnx.Rngs(0)), tx, mesh)
+
+    def loss_fn(params, tokens):
+        return next_token_loss(nnx.merge(graphdef, params), tokens)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def loop_step(params, opt_state, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        return gqc_jax.microstep(tx, grads, opt_state, params, value=loss)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def window_step(params, opt_state, stream, start):
+        chunk = jax.lax.dynamic_slice_in_dim(stream, start, max_draws)
+        return gqc_jax.accumulate_window(tx, loss_fn, params, opt_state, chunk)
+
+    n = len(batches)
+    stream = jax.numpy.stack(batches + batches[:max_draws])  # padded: every slice is full
+
+    def run_loop(state):
+        params, opt_state = state
+        for tokens in batches:
+            params, opt_state = loop_step(params, opt_state, tokens)
+        return jax.block_until_ready((params, opt_state)), n
+
+    def run_window(state):
+        params, opt_state = state
+        pointer = 0
+        while pointer < n:
+            params, opt_state, used = window_step(params, opt_state, stream, pointer)
+            pointer += int(used)  # one small read per window
+        return jax.block_until_ready((params, opt_state)), pointer
+
+    arms = {}
+    for name, run in (("per-microbatch loop", run_loop), ("accumulate_window", run_window)):
+        _, state, _ = init_state(GPT(config, rngs=nnx.Rngs(0)), tx, mesh)
+        state, _ = run((state.params, state.opt_state))  # compile
+        arms[name] = [run, state, []]
+    for _ in range(rounds):
+        for arm in arms.values():
+            run, state, rates = arm
+            start = time.perf_counter()
+            state, used = run(state)
+            rates.append(used / (time.perf_counter() - start))
+            arm[1] = state
+    steps = int(jax.device_get(gqc_jax.stats(arms["accumulate_window"][1][1])["num_steps"]))
+    return {name: statistics.median(rates) for name, (_, _, rates) in arms.items()}, steps
 
 
 def main(argv=None):
@@ -32,51 +100,78 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="microbatches per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mesh", default="data=1")
+    parser.add_argument("--arms", default="adamw,gnts,gns,mht,sbc,snr")
+    parser.add_argument("--max-draws", type=int, default=8)
+    parser.add_argument("--no-fast-path", action="store_true")
     args = parser.parse_args(argv)
 
     config = preset(args.preset, seq_len=args.seq_len)
     mesh = make_mesh(args.mesh, jax.devices()[: 1 if args.mesh == "data=1" else None])
     adamw = optax.adamw(1e-3)
-    arms = {
+    m = args.max_draws
+    all_arms = {
         "adamw": adamw,
-        "gnts": gqc_jax.gnts(adamw, threshold=0.5, relative=True, max_draws=8),
-        "gns": gqc_jax.gns(adamw, 0.01, max_draws=8),
-        "mht": gqc_jax.mht(adamw, 0.9, 0.05, max_draws=8),
-        "sbc": gqc_jax.sbc(adamw, 4 * args.batch, args.batch, max_draws=8),
-        "snr": gqc_jax.snr(adamw, 0.5, max_draws=8),
+        "gnts": gqc_jax.gnts(adamw, threshold=0.5, relative=True, max_draws=m),
+        "gns": gqc_jax.gns(adamw, 0.01, max_draws=m),
+        "mht": gqc_jax.mht(adamw, 0.9, 0.05, max_draws=m),
+        "sbc": gqc_jax.sbc(adamw, 4 * args.batch, args.batch, max_draws=m),
+        "snr": gqc_jax.snr(adamw, 0.5, max_draws=m),
     }
+    names = args.arms.split(",")
+    unknown = sorted(set(names) - set(all_arms))
+    if unknown or "adamw" not in names:
+        raise SystemExit(f"--arms must include adamw and name only {sorted(all_arms)}: {unknown}")
     tokens = jax.random.randint(
         jax.random.key(0), (args.steps, args.batch, args.seq_len + 1), 0, config.vocab_size
     )
+    batches = [tokens[i] for i in range(args.steps)]
     runs = {}
-    for name, tx in arms.items():
+    for name in names:
+        tx = all_arms[name]
         graphdef, state, shardings = init_state(GPT(config, rngs=nnx.Rngs(0)), tx, mesh)
         step = make_train_step(graphdef, tx, mesh, shardings)
-        state, _ = step(state, tokens[0])  # compile
+        state, _ = step(state, batches[0])  # compile
         runs[name] = [step, state, []]
     for _ in range(args.rounds):
         for run in runs.values():
             step, state, times = run
             start = time.perf_counter()
-            for i in range(args.steps):
-                state, metrics = step(state, tokens[i])
+            for tokens_i in batches:
+                state, metrics = step(state, tokens_i)
             jax.block_until_ready((state, metrics))
             times.append(time.perf_counter() - start)
             run[1] = state
+    device = jax.devices()[0].device_kind
+    peak = peak_flops(device)
     per_round = args.steps * args.batch * args.seq_len
     base = statistics.median(runs["adamw"][2])
     print(
-        f"device: {jax.devices()[0].device_kind}; preset {args.preset} "
-        f"({config.num_params():,} params), microbatch {args.batch}x{args.seq_len}, "
+        f"device: {device}; preset {args.preset} ({config.num_params():,} params, "
+        f"{jax.numpy.dtype(config.dtype).name} compute), microbatch {args.batch}x{args.seq_len}, "
         f"mesh {args.mesh}; median of {args.rounds} rounds of {args.steps} microbatches"
     )
-    print(f"{'arm':<8}{'tokens/s':>12}{'time/token vs adamw':>22}  target")
+    mfu_head = f"{'MFU':>8}" if peak else ""
+    print(f"{'arm':<8}{'tokens/s':>12}{mfu_head}{'time/token vs adamw':>22}  target")
     for name, (_, _, times) in runs.items():
         t = statistics.median(times)
         ratio = t / base
+        mfu = f"{per_round / t * config.flops_per_token() / peak:>8.1%}" if peak else ""
         verdict = "" if name == "adamw" else ("ok" if ratio <= 1.05 else "MISSED")
         target = "" if name == "adamw" else "<= 1.05"
-        print(f"{name:<8}{per_round / t:>12.0f}{ratio:>22.3f}  {target} {verdict}")
+        print(f"{name:<8}{per_round / t:>12.0f}{mfu}{ratio:>22.3f}  {target} {verdict}")
+    if peak:
+        print(f"MFU against {peak / 1e12:.0f} TFLOP/s dense bf16 ({device})")
+    if args.no_fast_path:
+        return
+    runs.clear()
+    rates, steps = fast_path(config, all_arms["gnts"], mesh, batches, m, args.rounds)
+    print(
+        f"in-step fast path, relative GNTS max_draws {m}, {args.steps} microbatches a round "
+        f"({steps} optimizer steps in all on the window side)"
+    )
+    base = rates["per-microbatch loop"]
+    for name, rate in rates.items():
+        print(f"{name:<22}{rate:>10.1f} microbatches/s{rate / base:>8.2f}x")
 
 
 if __name__ == "__main__":

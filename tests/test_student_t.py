@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gqc_jax.student_t import t_quantile
+from gqc_jax.student_t import t_quantile, t_quantile_at_most
 
 
 def _max_relative_error(num_confidences):
@@ -50,3 +50,30 @@ def test_traced_confidence_does_not_recompile():
     b = f(jnp.float32(0.99), jnp.float32(4))
     assert f._cache_size() == 1
     assert float(b) > float(a)
+
+
+def test_at_most_agrees_with_the_quantile_away_from_the_boundary():
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0.0, 1.0, 4000).astype(np.float32)
+    c[:50] = 0.0
+    c[50:100] = 1.0
+    df = rng.integers(1, 200, 4000).astype(np.float32)
+    q = np.asarray(jax.jit(t_quantile)(c, df), np.float64)
+    bound = (q * rng.choice([0.9, 0.999, 0.99999, 1.00001, 1.001, 1.1], 4000)).astype(np.float32)
+    bound[100:150] = np.inf
+    bound[150:200] = -1.0
+    bound[200:210] = np.nan
+    got = np.asarray(jax.jit(t_quantile_at_most)(c, df, bound))
+    want = q <= bound
+    far = ~(np.abs(bound - q) <= 2e-6 * q)  # NaN bounds count as far from q
+    assert got.dtype == bool
+    assert np.array_equal(got[far], want[far]), np.flatnonzero(got[far] != want[far])
+    assert not got[200:210].any()
+
+
+def test_at_most_edges():
+    assert bool(t_quantile_at_most(0.0, 5, 0.0))
+    assert not bool(t_quantile_at_most(1.0, 5, 1e30))
+    assert bool(t_quantile_at_most(1.0, 5, np.inf))
+    assert not bool(t_quantile_at_most(0.95, 5, 0.0))
+    assert bool(t_quantile_at_most(0.95, 5, np.inf))
