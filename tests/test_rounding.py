@@ -350,6 +350,11 @@ for mode, d, bound in [("decimals", 6, lambda v: 0.5e-6 + 1e-15 * np.abs(v)),
         if not stochastic:
             again, _ = tx.update({"x": jnp.asarray(r)}, tx.init(g))
             assert np.array_equal(np.asarray(again["x"]), r), mode
+from tests.test_rounding import _both_lookup_strategies
+y = x * 10.0 ** rng.integers(-300, 300, 5000)
+for d in (1, 9, 16):
+    (a, va), (b, vb) = _both_lookup_strategies(jnp.asarray(y), d)
+    assert np.array_equal(va, vb) and np.array_equal(a[va], b[vb]), d
 tx = gqc_jax.round_gradients(23, mode="mantissa_bits")
 out, _ = tx.update(g, tx.init(g))
 assert np.array_equal(np.asarray(out["x"]), x.astype(np.float32).astype(np.float64))
@@ -369,3 +374,29 @@ def test_float64_leaves_with_x64_enabled():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "float64 ok" in result.stdout
+
+
+@pytest.mark.parametrize("d", [1, 4, 7])
+def test_significant_lookup_strategies_agree_bit_for_bit(d):
+    """The GPU strategy (table indices independent of the first lookup), run here
+    on CPU, against the CPU one over the whole range and at powers of ten
+    (float64 in the subprocess check above)."""
+    rng = np.random.default_rng(d)
+    x = 10.0 ** rng.uniform(-45, 38, 20000)
+    powers = 10.0 ** np.arange(-40, 38, dtype=np.float64)
+    x = np.concatenate([x, powers, np.nextafter(powers, 0), np.nextafter(powers, np.inf)])
+    x = (x * rng.choice([-1, 1], x.size)).astype(np.float32)
+    (out_a, valid_a), (out_b, valid_b) = _both_lookup_strategies(jnp.asarray(x), d)
+    np.testing.assert_array_equal(valid_a, valid_b)
+    np.testing.assert_array_equal(out_a[valid_a], out_b[valid_b])
+
+
+def _both_lookup_strategies(x, d):
+    from gqc_jax.rounding import _round_significant
+
+    return jax.device_get(
+        [
+            jax.jit(lambda v, i=i: _round_significant(v, d, None, independent_indices=i))(x)
+            for i in (False, True)
+        ]
+    )
