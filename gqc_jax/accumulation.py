@@ -341,6 +341,11 @@ def adaptive_accumulation(
         prepare = getattr(criterion, "prepare", None)
 
         def do_step(mean, inner_state, params):
+            # XLA turns a conditional whose branches hold only elementwise ops
+            # (AdamW's update is one) into a select that runs both branches on
+            # every call; on GPU that ran the inner optimizer on every microbatch.
+            # A barrier is not elementwise, so the conditional stays.
+            mean = jax.lax.optimization_barrier(mean)
             if prepare is not None:
                 mean = prepare(decided_state, mean, mean_norm)
             updates, inner_state = inner.update(

@@ -221,3 +221,14 @@ def test_custom_accumulator_dtype():
     _, state2 = tx.update(random_grads(6, 1)[0], state, params)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state2.acc))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, state2)
+
+
+def test_step_branch_carries_a_barrier_so_xla_keeps_the_conditional():
+    """XLA on GPU turns a conditional whose branches are all elementwise (AdamW's
+    update is) into a select computing both: the inner optimizer would run on
+    every microbatch. The step branch holds an optimization barrier against it."""
+    params = {"w": jnp.zeros(8)}
+    tx = gqc_jax.gnts(optax.adamw(1e-3), 0.5, max_draws=4)
+    text = jax.jit(lambda s, g: tx.update(g, s, params)).lower(tx.init(params), params).as_text()
+    branches = text[text.index("stablehlo.case") :]
+    assert "stablehlo.optimization_barrier" in branches
