@@ -242,12 +242,12 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     q_hi, q_lo = p_hi * scale, (p_err + m * lookup(lo_t, 1)) * scale  # |x| 10^s, about 2^-46
     n = jnp.clip(jnp.abs(s), 0, 31)
     p10 = _exact_pow10(n, work)
-    up = (s >= 0) & (s <= exact_max)
+    # For 0 <= s <= exact_max the table's word is 10^s / 2^E exactly (lo = 0), so
+    # the product above is already exact; for s < 0 an exact quotient replaces it.
     down = (s < 0) & (s >= -exact_max)
-    up_hi, up_lo = two_prod(ax, p10)
     down_hi, down_lo = _exact_quotient(ax, p10, _exact_pow10(n, work, sign=-1))
-    q_hi = jnp.where(up, up_hi, jnp.where(down, down_hi, q_hi))
-    q_lo = jnp.where(up, up_lo, jnp.where(down, down_lo, q_lo))
+    q_hi = jnp.where(down, down_hi, q_hi)
+    q_lo = jnp.where(down, down_lo, q_lo)
     r = _round_to_integer(q_hi, q_lo, noise)
     # Back: r 10^-s from the table's double word, rounded once; for s < 0 an exact
     # power of ten times r, rounded once.
