@@ -60,7 +60,8 @@ def fast_path(config, tx, mesh, batches, max_draws, rounds):
         return gqc_jax.accumulate_window(tx, loss_fn, params, opt_state, chunk)
 
     n = len(batches)
-    stream = jax.numpy.stack(batches + batches[:max_draws])  # padded: every slice is full
+    # Padded (cyclically) so that every slice of max_draws rows is full.
+    stream = jax.numpy.stack([batches[i % n] for i in range(n + max_draws)])
 
     def run_loop(state):
         params, opt_state = state

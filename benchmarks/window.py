@@ -60,8 +60,9 @@ def main(argv=None):
         return jax.block_until_ready((p, s))
 
     m = args.max_draws
-    xs = jnp.concatenate([x, x[:m]])  # padding so every superbatch has m rows
-    ys = jnp.concatenate([y, y[:m]])
+    pad = np.arange(m) % n  # cyclic padding so every superbatch has m rows
+    xs = jnp.concatenate([x, x[pad]])
+    ys = jnp.concatenate([y, y[pad]])
 
     def run_window():
         p, s, pointer = params, tx.init(params), 0
