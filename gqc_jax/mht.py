@@ -149,9 +149,10 @@ def mht(
       \text{step} \iff m - qs \ge m(1-p) \;\land\; m + qs \le m(1+p)
       \;\lor\; n \ge \text{max\_draws}.
 
-    The t quantile is compared inside jit (:func:`gqc_jax.student_t.t_quantile_at_most`)
-    and the window's losses are kept as running moments, so memory is O(1). At
-    a confidence above 0, a loss of zero or below never passes. The defaults (0.95, 0.05) replace the
+    The t quantile is compared inside jit
+    (:func:`gqc_jax.student_t.t_quantile_at_most`) and the window's losses are
+    kept as running moments, so memory is O(1). At a confidence above 0, a loss
+    of zero or below never passes. The defaults (0.95, 0.05) replace the
     reference's 1.0, which never passes.
 
     Args:
