@@ -228,11 +228,11 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     over = ax >= ceil_t[jnp.clip(e0 + 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
     s = d - 1 - e0 - over.astype(itype)
     hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
-    s0 = d - 1 - e0  # s where not over; s0 - 1 where over
 
     def lookup(table, sign):  # table[sign * s + 64], clipped as an index
         if not independent_indices:
             return table[jnp.clip(sign * s + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
+        s0 = d - 1 - e0  # s where not over; s0 - 1 where over
         i = jnp.clip(sign * s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
         i1 = jnp.clip(sign * (s0 - 1) + _POW10_RANGE, 0, 2 * _POW10_RANGE)
         return jnp.where(over, table[i1], table[i])

@@ -124,6 +124,8 @@ def _expansion(tail: jax.Array, df: jax.Array) -> jax.Array:
 
 
 def _tails(confidence, df, *others):
+    """float32 inputs broadcast together, the upper tail (1 - c)/2, its clipped
+    form, and where :func:`t_quantile` refines by Newton steps."""
     c = jnp.asarray(confidence, jnp.float32)
     df = jnp.asarray(df, jnp.float32)
     others = [jnp.asarray(x, jnp.float32) for x in others]
@@ -183,7 +185,7 @@ def t_quantile_at_most(
     one continued fraction instead of six Newton steps. Elsewhere it compares
     the closed form or expansion that :func:`t_quantile` returns. The answer
     can differ from the comparison with :func:`t_quantile` only where the bound
-    is within the quantile's float32 accuracy (1e-6 relative) of it. A NaN bound
+    is within the quantile's float32 accuracy (about 1e-6 relative) of it. A NaN bound
     gives False.
 
     Args:
