@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 import gqc_jax
+from gqc_jax._tree import all_finite, global_norm
 
 
 def make_tree(total: int):
@@ -111,6 +112,30 @@ def main(argv=None):
 
         return f
 
+    # Each pass of a non-step update alone (same memory traffic, nothing else).
+    def window_count(acc):  # a runtime count, so XLA cannot fold the division
+        return 3.0 + 0.0 * acc["p3"][0]
+
+    def pass_finite(acc, g):
+        return acc, all_finite(g)
+
+    def pass_mean(acc, g):
+        n = window_count(acc)
+        return jax.tree.map(lambda a, x: a + (x - a) / n, acc, g), n
+
+    def pass_norm(acc, g):
+        return acc, global_norm(acc)
+
+    def pass_zeros(acc, g):
+        return acc, jax.tree.map(jnp.zeros_like, g)
+
+    passes = {
+        "finite check": pass_finite,
+        "running mean": pass_mean,
+        "norm of the mean": pass_norm,
+        "zero updates": pass_zeros,
+    }
+
     designs = {
         "bare acc+g": (bare, lambda: jax.tree.map(jnp.zeros_like, params)),
         "acc+g then adamw": (
@@ -140,6 +165,9 @@ def main(argv=None):
         as_loop(gnts_never),
         lambda: (jax.tree.map(jnp.copy, params), gnts_never.init(params)),
     )
+
+    for name, fn in passes.items():
+        designs[f"pass: {name}"] = (fn, lambda: jax.tree.map(jnp.zeros_like, params))
 
     compiled, carries = {}, {}
     for name, (fn, init) in designs.items():
@@ -180,6 +208,17 @@ def main(argv=None):
     for name in controllers:
         slower = ms[f"{name} non-step"] / ms["MultiSteps non-step"]
         print(f"{name} non-step / MultiSteps non-step: {slower:.2f} (target < 1)")
+
+    print("\nwhere a non-step update's time goes (each pass alone, x bare):")
+    for name in passes:
+        print(f"  {name:<24}{ms[f'pass: {name}'] / bare_ms:6.2f}")
+    total = sum(ms[f"pass: {name}"] for name in passes)
+    print(
+        f"  {'all four':<24}{total / bare_ms:6.2f}  (gnts non-step "
+        f"{ms['gnts non-step'] / bare_ms:.2f})\n"
+        f"  {'all but the zeros':<24}{(total - ms['pass: zero updates']) / bare_ms:6.2f}"
+        f"  (gnts microstep loop {ms['gnts microstep loop'] / bare_ms:.2f})"
+    )
 
     # --- memory
     print("\nmemory (memory_analysis of the jitted, donated update):")
