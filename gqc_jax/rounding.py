@@ -164,26 +164,15 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     return out, valid
 
 
-def _exact_pow10(n, dtype, sign=1):
-    """10^(sign * n) for integer 0 <= n < 32 from a product of selects (no gather);
-    exact while 10^n is (n <= 10 in float32, 22 in float64) for ``sign=1``."""
-    out = jnp.ones(jnp.shape(n), dtype)
-    for bit in range(5):
-        factor = np.asarray(10.0 ** (sign * (1 << bit)), dtype)
-        out = out * jnp.where(n & (1 << bit), factor, np.asarray(1.0, dtype))
-    return out
-
-
-def _exact_quotient(a, b, inv):
-    """a / b for an exact power of ten b, as (q, q_lo): q rounded once, q_lo with
-    the exact sign of a / b - q (zero iff exact); ``inv`` approximates 1 / b.
-    Two Newton corrections with exact residuals, and no division (XLA on CPU
-    would split the fused pass at every division)."""
-    q = a * inv
-    p, e = two_prod(q, b)
-    q = q + ((a - p) - e) * inv
-    p, e = two_prod(q, b)
-    return q, ((a - p) - e) * inv
+# 5^-s at index s + 64 for -64 <= s <= 0, where it fits the integer type (zero
+# elsewhere, where it is not used).
+_POW5 = {
+    t: np.array(
+        [0] * _POW10_RANGE
+        + [5**n if 5**n <= np.iinfo(t).max else 0 for n in range(_POW10_RANGE + 1)]
+    )
+    for t in (jnp.int32, jnp.int64)
+}
 
 
 def _round_significant(g, digits, noise, *, independent_indices: bool):
@@ -192,10 +181,18 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
 
     No logarithm: the binary exponent k comes from the bit pattern, floor(log10)
     is floor(k log10 2) or one more, decided by one exact comparison with a table
-    of powers of ten rounded up. Where 10^|s| is exact (|s| <= 10 in float32) the
-    scaled value is an exact product or an exactly rounded quotient; elsewhere
-    ties cannot occur for s > 0 and a double word from a table is good to about
-    2^-46 relative.
+    of powers of ten rounded up. The scaled value |x| 10^s is a double word from
+    a table, good to about 2^-46 relative and exact for 0 <= s <= 10 (float32;
+    22 for float64), where 10^s is exact; ties cannot occur for s > 10 or
+    s < -10 (5^|s| would have to divide the significand).
+
+    For s < 0 the table's double word is not exact, and the scaled value q can
+    be exactly j + 1/2 (12345 to four digits): where it lands within 2^-(p/2) of
+    j + 1/2 (p = 23 or 52 fraction bits), the side of j + 1/2 is decided exactly
+    in integer arithmetic. With |x| = M 2^(t - s - 1), M the integer
+    significand, 2q - (2j + 1) has the sign of M 2^t - (2j + 1) 5^|s|; that
+    difference is small there, so wrapping int32 (int64) arithmetic, exact
+    modulo 2^32 (2^64), gives it exactly.
 
     ``independent_indices`` (used on GPU) computes every table index from the
     bit pattern and selects between two candidate entries, instead of indexing
@@ -240,23 +237,31 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     scale = pow2(k + _floor_log2_10(s))
     p_hi, p_err = two_prod(m, lookup(hi_t, 1))
     q_hi, q_lo = p_hi * scale, (p_err + m * lookup(lo_t, 1)) * scale  # |x| 10^s, about 2^-46
-    n = jnp.clip(jnp.abs(s), 0, 31)
-    p10 = _exact_pow10(n, work)
-    # For 0 <= s <= exact_max the table's word is 10^s / 2^E exactly (lo = 0), so
-    # the product above is already exact; for s < 0 an exact quotient replaces it.
-    down = (s < 0) & (s >= -exact_max)
-    down_hi, down_lo = _exact_quotient(ax, p10, _exact_pow10(n, work, sign=-1))
-    q_hi = jnp.where(down, down_hi, q_hi)
-    q_lo = jnp.where(down, down_lo, q_lo)
     r = _round_to_integer(q_hi, q_lo, noise)
-    # Back: r 10^-s from the table's double word, rounded once; for s < 0 an exact
-    # power of ten times r, rounded once.
+    if noise is None:
+        # s < 0 near k + 1/2: the exact side of it, in wrapping integer arithmetic.
+        total = q_hi + q_lo
+        j = jnp.floor(total)
+        near_half = jnp.abs(total - j - 0.5) <= 2.0 ** -(nmant // 2)
+        width = jnp.iinfo(itype).bits
+        t = k - nmant + s + 1
+        significand = (u & ((1 << nmant) - 1)) | (1 << nmant)
+        five = lookup(jnp.asarray(_POW5[itype], itype), -1)  # 5^-s
+        ji = j.astype(itype)
+        diff = (significand << jnp.clip(t, 0, width - 1)) - (
+            ((2 * ji + 1) * five) << jnp.clip(-t, 0, width - 1)
+        )
+        exact = ji + jnp.where(diff > 0, 1, jnp.where(diff < 0, 0, ji & 1))
+        down = (s < 0) & (s >= -exact_max)
+        r = jnp.where(down & near_half, exact.astype(work), r)
+    # Back: r 10^-s from the table's double word, rounded once (exact for
+    # -10 <= s <= 0, where the table's word is 10^-s / 2^E exactly).
     b_hi, b_err = two_prod(r, lookup(hi_t, -1))
     b_lo = b_err + r * lookup(lo_t, -1)
     back = _floor_log2_10(-s)
     half = back >> 1
     out = (b_hi + b_lo) * pow2(half) * pow2(back - half)  # two steps: stays normal
-    out = jnp.copysign(jnp.where(down, r * p10, out), x)
+    out = jnp.copysign(out, x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
     valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)

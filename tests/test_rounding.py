@@ -177,6 +177,32 @@ def test_equals_exact_rational_rounding_over_the_whole_range(mode, d):
     assert not bad.any(), list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
 
 
+def _ties_above_the_digits(d, dtype, count, seed):
+    """Values at and next to (j + 1/2) 10^n, n = 1..22 (scaled values q = j + 1/2
+    for s = -n): exact ties where the float holds them, near-ties elsewhere."""
+    rng = np.random.default_rng(seed)
+    j = rng.integers(10 ** (d - 1), 10**d, count)
+    n = rng.integers(1, 23, count)
+    ties = np.array(
+        [float((Fraction(2 * int(a) + 1, 2)) * 10 ** int(b)) for a, b in zip(j, n, strict=True)]
+    ).astype(dtype)
+    ties = ties[np.isfinite(ties)]
+    return np.concatenate(
+        [ties, np.nextafter(ties, dtype(0)), np.nextafter(ties, dtype(np.inf)), -ties]
+    )
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 6, 7])
+def test_significant_ties_above_the_digits_are_exact(d):
+    """s < 0 (|x| >= 10^d): the scaled value's double word is inexact there, and
+    ties and near-ties are decided in integer arithmetic."""
+    x = _ties_above_the_digits(d, np.float32, 1500, seed=d)
+    got = _r("significant", x, d)
+    want = np.array([_exact_rule("significant", v, d) for v in x], np.float32)
+    bad = got != want
+    assert not bad.any(), list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
+
+
 @pytest.mark.parametrize(
     ("mode", "d"), [("decimals", 30), ("significant", 9), ("mantissa_bits", 23)]
 )
@@ -355,6 +381,27 @@ y = x * 10.0 ** rng.integers(-300, 300, 5000)
 for d in (1, 9, 16):
     (a, va), (b, vb) = _both_lookup_strategies(jnp.asarray(y), d)
     assert np.array_equal(va, vb) and np.array_equal(a[va], b[vb]), d
+from fractions import Fraction
+import math
+from tests.test_rounding import _ties_above_the_digits
+def exact_significant(v, d):  # float64 nearest (ties to even) to the exact rule
+    a = abs(Fraction(float(v)))
+    e = math.floor(math.log10(a))
+    e += (Fraction(10) ** (e + 1) <= a) - (Fraction(10) ** e > a)
+    q = a * Fraction(10) ** (d - 1 - e)
+    if q >= 2**52:
+        return v
+    value = Fraction(round(q)) / Fraction(10) ** (d - 1 - e)
+    below = np.float64(float(value))
+    cands = [np.nextafter(below, -np.inf), below, np.nextafter(below, np.inf)]
+    out = min(cands, key=lambda c: (abs(Fraction(float(c)) - value), int(c.view(np.uint64)) & 1))
+    return math.copysign(out, v)
+for d in (1, 9, 16):
+    t = _ties_above_the_digits(d, np.float64, 400, seed=d)
+    tx = gqc_jax.round_gradients(d, mode="significant")
+    got = np.asarray(tx.update({"x": jnp.asarray(t)}, tx.init({"x": t}))[0]["x"])
+    want = np.array([exact_significant(v, d) for v in t])
+    assert np.array_equal(got, want), (d, t[got != want][:3], got[got != want][:3])
 tx = gqc_jax.round_gradients(23, mode="mantissa_bits")
 out, _ = tx.update(g, tx.init(g))
 assert np.array_equal(np.asarray(out["x"]), x.astype(np.float32).astype(np.float64))
