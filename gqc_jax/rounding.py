@@ -164,15 +164,19 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     return out, valid
 
 
-# 5^-s at index s + 64 for -64 <= s <= 0, where it fits the integer type (zero
-# elsewhere, where it is not used).
-_POW5 = {
-    t: np.array(
-        [0] * _POW10_RANGE
-        + [5**n if 5**n <= np.iinfo(t).max else 0 for n in range(_POW10_RANGE + 1)]
-    )
-    for t in (jnp.int32, jnp.int64)
-}
+@functools.cache
+def _significant_tables(dtype) -> tuple[np.ndarray, ...]:
+    """Columns indexed by s + 64 for |s| <= 64: the normalised double words of
+    10^s and of 10^-s, except that where 10^-s is exact (-10 <= s < 0 in
+    float32, -22 in float64), its low word, 0, is replaced by 5^-s, which the
+    tie test needs there (one lookup fewer per element)."""
+    hi, lo = _normalized_pow10(dtype)
+    exact_max = 10 if dtype == np.float32 else 22
+    inv_lo = lo[::-1].copy()
+    for s in range(-exact_max, 0):
+        assert inv_lo[s + _POW10_RANGE] == 0
+        inv_lo[s + _POW10_RANGE] = 5.0**-s
+    return hi, lo, hi[::-1].copy(), inv_lo
 
 
 def _round_significant(g, digits, noise, *, independent_indices: bool):
@@ -199,7 +203,10 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     by s, which depends on an earlier lookup: that dependency made XLA on GPU
     split the pass in two through memory (2.98x the multiply on an H100, 2.2x
     without; lookups of (hi, lo) pairs split it again, 3.8x), while on CPU, one
-    fused loop either way, the extra lookups cost about 19%.
+    fused loop either way, the extra lookups cost 15-20%. On CPU each lookup is
+    a scalar load per vector lane, so the tables share one index (s + 64) and
+    are as few as the rule allows; one lookup of a whole row of them instead
+    made XLA's loop scalar (14x the multiply).
     """
     work = _work_dtype(g.dtype)
     info = jnp.finfo(work)
@@ -224,19 +231,26 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
     over = ax >= ceil_t[jnp.clip(e0 + 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
     s = d - 1 - e0 - over.astype(itype)
-    hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
-
-    def lookup(table, sign):  # table[sign * s + 64], clipped as an index
-        if not independent_indices:
-            return table[jnp.clip(sign * s + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
+    # Per s, at index s + 64: 10^s and 10^-s as normalised double words, and
+    # 5^-s where s < 0 and it is exact.
+    columns = _significant_tables(jnp.dtype(work))
+    if independent_indices:
         s0 = d - 1 - e0  # s where not over; s0 - 1 where over
-        i = jnp.clip(sign * s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-        i1 = jnp.clip(sign * (s0 - 1) + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-        return jnp.where(over, table[i1], table[i])
+        i = jnp.clip(s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+        i1 = jnp.clip(s0 - 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+        hi, lo, inv_hi, inv_lo = (
+            jnp.where(over, jnp.asarray(c)[i1], jnp.asarray(c)[i]) for c in columns
+        )
+    else:
+        # One index for all four (each lookup is a scalar load per lane on CPU).
+        i = jnp.clip(s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+        hi, lo, inv_hi, inv_lo = (jnp.asarray(c)[i] for c in columns)
+    down = (s < 0) & (s >= -exact_max)  # 10^-s exact: inv_lo holds 5^-s here
+    five, inv_lo = inv_lo, jnp.where(down, 0.0, inv_lo)
 
     scale = pow2(k + _floor_log2_10(s))
-    p_hi, p_err = two_prod(m, lookup(hi_t, 1))
-    q_hi, q_lo = p_hi * scale, (p_err + m * lookup(lo_t, 1)) * scale  # |x| 10^s, about 2^-46
+    p_hi, p_err = two_prod(m, hi)
+    q_hi, q_lo = p_hi * scale, (p_err + m * lo) * scale  # |x| 10^s, about 2^-46
     r = _round_to_integer(q_hi, q_lo, noise)
     if noise is None:
         # s < 0 near k + 1/2: the exact side of it, in wrapping integer arithmetic.
@@ -246,18 +260,16 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
         width = jnp.iinfo(itype).bits
         t = k - nmant + s + 1
         significand = (u & ((1 << nmant) - 1)) | (1 << nmant)
-        five = lookup(jnp.asarray(_POW5[itype], itype), -1)  # 5^-s
         ji = j.astype(itype)
         diff = (significand << jnp.clip(t, 0, width - 1)) - (
-            ((2 * ji + 1) * five) << jnp.clip(-t, 0, width - 1)
+            ((2 * ji + 1) * five.astype(itype)) << jnp.clip(-t, 0, width - 1)
         )
         exact = ji + jnp.where(diff > 0, 1, jnp.where(diff < 0, 0, ji & 1))
-        down = (s < 0) & (s >= -exact_max)
         r = jnp.where(down & near_half, exact.astype(work), r)
     # Back: r 10^-s from the table's double word, rounded once (exact for
     # -10 <= s <= 0, where the table's word is 10^-s / 2^E exactly).
-    b_hi, b_err = two_prod(r, lookup(hi_t, -1))
-    b_lo = b_err + r * lookup(lo_t, -1)
+    b_hi, b_err = two_prod(r, inv_hi)
+    b_lo = b_err + r * inv_lo
     back = _floor_log2_10(-s)
     half = back >> 1
     out = (b_hi + b_lo) * pow2(half) * pow2(back - half)  # two steps: stays normal
