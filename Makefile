@@ -58,7 +58,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
-	@if ls benchmarks/*.py >/dev/null 2>&1; then for b in benchmarks/*.py; do $(PY) $$b; done; \
+	@if ls benchmarks/*.py >/dev/null 2>&1; then for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done; \
 	else echo "no benchmarks yet"; fi
 
 lint: $(STAMP)

@@ -68,13 +68,16 @@ def main(argv=None):
     params = make_tree(args.params)
     grads = jax.tree.map(lambda p: p * 0.5 + 1e-4, params)
     adamw = optax.adamw(1e-3)
-    never, always = 0.0, 1e30  # thresholds: never / always step (runtime values)
+    # Non-step: a criterion that never passes (runtime threshold) and no cap in
+    # reach. Step: one that always passes, and a cap of one draw, since GNS cannot
+    # pass on a window's first draw (one norm has no variance).
+    never, always = (0.0, 1_000_000), (1e30, 1)
 
     controllers = {
-        "gnts": lambda thr: gqc_jax.gnts(adamw, thr, max_draws=1_000_000),
-        "gns": lambda thr: gqc_jax.gns(adamw, thr, max_draws=1_000_000),
-        "mht": lambda thr: gqc_jax.mht(adamw, 0.95 if thr else 1.0, thr, max_draws=1_000_000),
-        "sbc": lambda thr: gqc_jax.sbc(adamw, 1e9 if not thr else 1.0, 1, max_draws=1_000_000),
+        "gnts": lambda thr, cap: gqc_jax.gnts(adamw, thr, max_draws=cap),
+        "gns": lambda thr, cap: gqc_jax.gns(adamw, thr, max_draws=cap),
+        "mht": lambda thr, cap: gqc_jax.mht(adamw, 0.95 if thr else 1.0, thr, max_draws=cap),
+        "sbc": lambda thr, cap: gqc_jax.sbc(adamw, 1e9 if not thr else 1.0, 1, max_draws=cap),
     }
 
     # --- designs, each a donated jitted function of (state, grads) -> (state, grads)
@@ -147,16 +150,27 @@ def main(argv=None):
             lambda: optax.MultiSteps(adamw, 1_000_000).init(params),
         ),
     }
+
+    def never_state(name, tx):
+        state = tx.init(params)
+        if name == "gns":
+            # The same gradient every call: the norms' variance is 0, which passes
+            # any tolerance >= 0 (the constructor's range). A negative tolerance,
+            # written into the state, never passes.
+            criterion = state.criterion_state._replace(noise_tolerance=jnp.float32(-1.0))
+            state = state._replace(criterion_state=criterion)
+        return state
+
     for name, make in controllers.items():
         designs[f"{name} non-step"] = (
-            as_update(make(never)),
-            lambda make=make: make(never).init(params),
+            as_update(make(*never)),
+            lambda name=name, make=make: never_state(name, make(*never)),
         )
         designs[f"{name} step"] = (
-            as_update(make(always)),
-            lambda make=make: make(always).init(params),
+            as_update(make(*always)),
+            lambda make=make: make(*always).init(params),
         )
-    gnts_never = controllers["gnts"](never)
+    gnts_never = controllers["gnts"](*never)
     designs["gnts microstep loop"] = (
         as_microstep(gnts_never),
         lambda: (jax.tree.map(jnp.copy, params), gnts_never.init(params)),
@@ -181,6 +195,12 @@ def main(argv=None):
             seconds, carries[name] = timed(compiled[name], carries[name], grads, args.calls)
             samples[name].append(seconds)
     ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
+    for name in controllers:  # every timed call did what its row says
+        for kind, want in (("non-step", 0), ("step", None)):
+            state = carries[f"{name} {kind}"]
+            steps, calls = int(state.num_steps), int(state.num_batches)
+            if steps != (calls if want is None else want):
+                raise AssertionError(f"{name} {kind}: {steps} steps in {calls} calls")
 
     bare_ms, ref_step_ms = ms["bare acc+g"], ms["acc+g then adamw"]
     print(
@@ -224,7 +244,7 @@ def main(argv=None):
     print("\nmemory (memory_analysis of the jitted, donated update):")
     inner_state = nbytes(adamw.init(params))
     for name, tx in [("MultiSteps", optax.MultiSteps(adamw, 4))] + [
-        (n, make(never)) for n, make in controllers.items()
+        (n, make(*never)) for n, make in controllers.items()
     ]:
         state = fresh(tx.init(params))
         extra = nbytes(state) - inner_state
