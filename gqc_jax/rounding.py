@@ -187,16 +187,17 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     is floor(k log10 2) or one more, decided by one exact comparison with a table
     of powers of ten rounded up. The scaled value |x| 10^s is a double word from
     a table, good to about 2^-46 relative and exact for 0 <= s <= 10 (float32;
-    22 for float64), where 10^s is exact; ties cannot occur for s > 10 or
-    s < -10 (5^|s| would have to divide the significand).
+    22 for float64), where 10^s is exact. Ties cannot occur for s > 10: with
+    |x| = M 2^E, M the integer significand, 2 |x| 10^s = M 5^s 2^(E+s+1) is
+    below 2^24 where rounding applies, but as an integer it would be a multiple
+    of 5^s > 2^24; nor for s < -10, where 5^|s| would have to divide M.
 
     For s < 0 the table's double word is not exact, and the scaled value q can
     be exactly j + 1/2 (12345 to four digits): where it lands within 2^-(p/2) of
     j + 1/2 (p = 23 or 52 fraction bits), the side of j + 1/2 is decided exactly
-    in integer arithmetic. With |x| = M 2^(t - s - 1), M the integer
-    significand, 2q - (2j + 1) has the sign of M 2^t - (2j + 1) 5^|s|; that
-    difference is small there, so wrapping int32 (int64) arithmetic, exact
-    modulo 2^32 (2^64), gives it exactly.
+    in integer arithmetic. With t = E + s + 1, 2q - (2j + 1) has the sign of
+    M 2^t - (2j + 1) 5^|s|; that difference is small there, so wrapping int32
+    (int64) arithmetic, exact modulo 2^32 (2^64), gives it exactly.
 
     ``independent_indices`` (used on GPU) computes every table index from the
     bit pattern and selects between two candidate entries, instead of indexing
@@ -253,7 +254,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     q_hi, q_lo = p_hi * scale, (p_err + m * lo) * scale  # |x| 10^s, about 2^-46
     r = _round_to_integer(q_hi, q_lo, noise)
     if noise is None:
-        # s < 0 near k + 1/2: the exact side of it, in wrapping integer arithmetic.
+        # s < 0 near j + 1/2: the exact side of it, in wrapping integer arithmetic.
         total = q_hi + q_lo
         j = jnp.floor(total)
         near_half = jnp.abs(total - j - 0.5) <= 2.0 ** -(nmant // 2)
