@@ -8,8 +8,13 @@ interleaved so machine drift hits all alike):
 * step ``update`` vs accumulate + one adamw update (target <= 1.1x);
 * the whole per-microbatch loop through ``gqc_jax.microstep`` vs the bare
   accumulate (target <= 1.5x);
+* each pass a non-step update makes over memory (finiteness check, running
+  mean, norm, zero updates), timed alone, to show where its time goes;
 * memory from ``memory_analysis()``: the controller state's bytes over adamw's
   (target: one gradient-sized accumulator plus O(1) scalars) and temp bytes.
+
+The script checks that every "non-step" row took no step and every "step" row
+stepped on every call.
 
     python benchmarks/controller_overhead.py [--params 30_000_000] [--samples 7]
 """
