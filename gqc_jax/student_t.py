@@ -16,10 +16,10 @@ from jax.scipy.special import ndtri
 from gqc_jax import _double_word as dw
 
 _TINY = 1e-30
-# Pairs of continued-fraction terms. In the region where the fraction is used
-# (df < 48, a superset of df < 36; any t >= 0; the direct form up to x = 0.95 and the mirrored form
-# beyond), float64 Lentz iterations reach a relative increment of 1e-13 within
-# 32 pairs; 40 leave a margin, and the scipy comparison in the tests holds.
+# Pairs of continued-fraction terms. Where the fraction is used (df < 36, any
+# t >= 0, the direct form up to x = 0.95 and the mirrored form beyond), float64
+# Lentz iterations reach a relative increment of 1e-13 within 32 pairs (measured
+# over df < 48); 40 leave a margin, and the scipy comparison in the tests holds.
 _CF_TERMS = 40
 _DIRECT_MAX_X = 0.95
 _NEWTON_STEPS = 6

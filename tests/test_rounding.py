@@ -117,20 +117,19 @@ def test_agrees_with_float64_numpy_reference(mode, d, x):
     assert np.all(np.abs(got - want)[kept] <= np.spacing(np.abs(want[kept])))
 
 
-def _nearest_float32(value: Fraction) -> np.float32:
-    """The float32 nearest to an exact rational, ties to even."""
-    guess = np.float32(float(value))
-    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess]
-    candidates.append(np.nextafter(guess, np.float32(np.inf)))
+def _nearest(value: Fraction, dtype=np.float32):
+    """The ``dtype`` value nearest to an exact rational, ties to even."""
+    guess = dtype(float(value))
+    candidates = [np.nextafter(guess, dtype(-np.inf)), guess, np.nextafter(guess, dtype(np.inf))]
     return min(
         candidates,
-        key=lambda c: (abs(Fraction(float(c)) - value), int(c.view(np.uint32)) & 1),
+        key=lambda c: (abs(Fraction(float(c)) - value), int(c.view(f"u{c.itemsize}")) & 1),
     )
 
 
-def _exact_rule(mode, x: np.float32, d: int) -> np.float32:
-    """The rule in exact rational arithmetic, rounded once to float32; x where the
-    scaled value has no float32 fraction bits or the result would be subnormal."""
+def _exact_rule(mode, x, d: int, dtype=np.float32):
+    """The rule in exact rational arithmetic, rounded once to ``dtype``; x where
+    the scaled value has no fraction bits left or the result would be subnormal."""
     a = abs(Fraction(float(x)))
     if a == 0:
         return x
@@ -140,10 +139,10 @@ def _exact_rule(mode, x: np.float32, d: int) -> np.float32:
         e += (Fraction(10) ** (e + 1) <= a) - (Fraction(10) ** e > a)
         s = d - 1 - e
     q = a * Fraction(10) ** s
-    out = _nearest_float32(Fraction(round(q)) / Fraction(10) ** s)
-    if q >= 2**23 or 0 < out < np.finfo(np.float32).tiny:
+    out = _nearest(Fraction(round(q)) / Fraction(10) ** s, dtype)
+    if q >= 2 ** np.finfo(dtype).nmant or 0 < out < np.finfo(dtype).tiny:
         return x
-    return np.float32(math.copysign(out, x))
+    return dtype(math.copysign(out, x))
 
 
 @pytest.mark.parametrize(
@@ -381,26 +380,12 @@ y = x * 10.0 ** rng.integers(-300, 300, 5000)
 for d in (1, 9, 16):
     (a, va), (b, vb) = _both_lookup_strategies(jnp.asarray(y), d)
     assert np.array_equal(va, vb) and np.array_equal(a[va], b[vb]), d
-from fractions import Fraction
-import math
-from tests.test_rounding import _ties_above_the_digits
-def exact_significant(v, d):  # float64 nearest (ties to even) to the exact rule
-    a = abs(Fraction(float(v)))
-    e = math.floor(math.log10(a))
-    e += (Fraction(10) ** (e + 1) <= a) - (Fraction(10) ** e > a)
-    q = a * Fraction(10) ** (d - 1 - e)
-    if q >= 2**52:
-        return v
-    value = Fraction(round(q)) / Fraction(10) ** (d - 1 - e)
-    below = np.float64(float(value))
-    cands = [np.nextafter(below, -np.inf), below, np.nextafter(below, np.inf)]
-    out = min(cands, key=lambda c: (abs(Fraction(float(c)) - value), int(c.view(np.uint64)) & 1))
-    return math.copysign(out, v)
+from tests.test_rounding import _exact_rule, _ties_above_the_digits
 for d in (1, 9, 16):
     t = _ties_above_the_digits(d, np.float64, 400, seed=d)
     tx = gqc_jax.round_gradients(d, mode="significant")
     got = np.asarray(tx.update({"x": jnp.asarray(t)}, tx.init({"x": t}))[0]["x"])
-    want = np.array([exact_significant(v, d) for v in t])
+    want = np.array([_exact_rule("significant", v, d, np.float64) for v in t])
     assert np.array_equal(got, want), (d, t[got != want][:3], got[got != want][:3])
 tx = gqc_jax.round_gradients(23, mode="mantissa_bits")
 out, _ = tx.update(g, tx.init(g))
