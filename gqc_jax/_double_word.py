@@ -13,18 +13,23 @@ import jax.numpy as jnp
 DoubleWord = tuple[jax.Array, jax.Array]
 
 
-def two_prod(a: jax.Array, b: jax.Array) -> DoubleWord:
-    """a * b exactly, as (rounded product, error) (Dekker, no FMA needed)."""
-    split = 134217729.0 if jnp.result_type(a) == jnp.float64 else 4097.0
+def halves(x: jax.Array) -> DoubleWord:
+    """x = hi + lo exactly, each with at most half of x's significand bits
+    (Veltkamp's split; |x| must be below the largest value / 2^(p/2))."""
+    c = (134217729.0 if jnp.result_type(x) == jnp.float64 else 4097.0) * x
+    hi = c - (c - x)
+    return hi, x - hi
 
-    def halves(x):
-        c = split * x
-        hi = c - (c - x)
-        return hi, x - hi
 
+def two_prod(a: jax.Array, b: jax.Array, b_halves: DoubleWord | None = None) -> DoubleWord:
+    """a * b exactly, as (rounded product, error) (Dekker, no FMA needed).
+
+    ``b_halves``: ``halves(b)`` where the caller has it (say, split once from a
+    scalar); exact as long as the four partial products are normal.
+    """
     p = a * b
     ah, al = halves(a)
-    bh, bl = halves(b)
+    bh, bl = halves(b) if b_halves is None else b_halves
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 

@@ -13,9 +13,11 @@ compile serves every setting, and settings can be vmapped):
 Rounding is half-to-even, or unbiased stochastic rounding with
 ``stochastic=True``. Arithmetic runs in float32 for float16/bfloat16/float32
 leaves (float64 for float64) and the result is cast back to the leaf's dtype.
-Zeros, NaN and inf pass through, and a finite value never becomes inf or NaN:
-where ``g * 10^d`` would overflow or is already an integer at the working
-precision (:math:`|g \\cdot 10^d| \\ge 2^{p-1}`), the element is returned as is.
+Zeros, subnormals, NaN and inf pass through (XLA on CPU reads subnormals as
+zeros; they are kept on every backend), and a finite value never becomes inf or
+NaN: where ``g * 10^d`` would overflow or is already an integer at the working
+precision (:math:`|g \\cdot 10^d| \\ge 2^{p-1}`), or where the result would be
+subnormal, the element is returned as is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gqc_jax._double_word import two_prod
+from gqc_jax._double_word import halves, two_prod
 
 MODES = ("decimals", "significant", "mantissa_bits")
 # Largest useful power of ten: above it 10^d overflows float32 and the rule is
@@ -79,17 +81,23 @@ def _work_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
-_POW10_RANGE = 64  # tables of 10^k for |k| <= 64
+def _pow10_range(dtype) -> int:
+    """Tables of powers of ten cover 10^s for |s| <= this: every s that
+    significant digits can need for a normal value (float32: -38 <= s <= 45;
+    float64: -309 <= s <= 324)."""
+    return 64 if jnp.dtype(dtype) == jnp.float32 else 330
 
 
 @functools.cache
 def _ceil_pow10(dtype) -> np.ndarray:
-    """The smallest ``dtype`` value >= 10^s for |s| <= 64 (inf above the range), so
-    that ``x >= table[s]`` is exactly ``x >= 10^s`` for any ``dtype`` x."""
+    """The smallest ``dtype`` value >= 10^s at index s + R for |s| <= R (inf
+    above the range), so that ``x >= table[s + R]`` is exactly ``x >= 10^s``
+    for any ``dtype`` x; R is :func:`_pow10_range`."""
     out = []
+    r = _pow10_range(dtype)
     with np.errstate(over="ignore"):
-        for s in range(-_POW10_RANGE, _POW10_RANGE + 1):
-            c = np.asarray(float(Fraction(10) ** s), dtype)
+        for s in range(-r, r + 1):
+            c = np.asarray(float(Fraction(10) ** s) if s <= 308 else np.inf, dtype)
             if np.isfinite(c) and Fraction(float(c)) < Fraction(10) ** s:
                 c = np.nextafter(c, np.asarray(np.inf, dtype))
             out.append(c)
@@ -99,9 +107,11 @@ def _ceil_pow10(dtype) -> np.ndarray:
 @functools.cache
 def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
     """10^s = (hi + lo) * 2^E(s) with hi + lo in [1, 2) and E(s) = floor(s log2 10),
-    for |s| <= 64 (from exact rationals, each word rounded to ``dtype``)."""
+    at index s + R for |s| <= R = :func:`_pow10_range` (from exact rationals,
+    each word rounded to ``dtype``)."""
     hi, lo = [], []
-    for s in range(-_POW10_RANGE, _POW10_RANGE + 1):
+    r = _pow10_range(dtype)
+    for s in range(-r, r + 1):
         exact = Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
         h = np.asarray(float(exact), dtype)
         hi.append(h)
@@ -112,6 +122,27 @@ def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
 def _floor_log2_10(s):
     """floor(s log2 10) in integer arithmetic (exact for |s| <= 400)."""
     return (s * 217706) >> 16
+
+
+def _pow2(n, work) -> jax.Array:
+    """2^n exactly, for an integer n in ``work``'s normal range, from its bit
+    pattern (jnp.ldexp of float64 on GPU was an ulp off: 2^-106 on an H100)."""
+    info = jnp.finfo(work)
+    itype = jnp.int32 if work == jnp.float32 else jnp.int64
+    n = jnp.asarray(n).astype(itype)
+    return jax.lax.bitcast_convert_type((n + info.maxexp - 1) << info.nmant, work)
+
+
+def _times_pow2(w, n, work) -> jax.Array:
+    """w 2^n for an integer n, in two exact steps: exact where the result is
+    normal, inf or 0 far beyond the range."""
+    top = jnp.finfo(work).maxexp - 1
+    half = n >> 1
+    return (
+        w
+        * _pow2(jnp.clip(half, 1 - top, top), work)
+        * _pow2(jnp.clip(n - half, 1 - top, top), work)
+    )
 
 
 def _round_to_integer(q_hi, q_lo, noise):
@@ -143,40 +174,72 @@ def _round_decimals(g, digits, noise, emulate_bf16):
         out = jnp.where(digits > _MAX_POW10, x, out)
         return out, jnp.isfinite(out)
     work = _work_dtype(g.dtype)
+    info = jnp.finfo(work)
     x = g.astype(work)
     # 10^d is one scalar here, so the exact rule needs no per-element scaling:
-    # q = x * T rounded once; only where that lands exactly on k + 1/2 does the
-    # product's rounding error (from an exact double-word product) decide.
+    # q = x * 10^d rounded once; only where that lands exactly on k + 1/2 does the
+    # product's rounding error (from an exact double-word product) decide. The
+    # partial products of that error must be normal (the backend may flush
+    # subnormals to zero), which fails for x below about 2^(2p) times the
+    # smallest normal; such an x matters only where 10^d >= 2^(2p), and there
+    # every x is lifted by L = 2^(2p) and 10^d lowered by it (an x that then
+    # overflows had q >= 2^p, and is kept). 10^d itself is split from its
+    # normalised word, so that its halves do not overflow.
     hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
-    d = jnp.clip(digits, -_POW10_RANGE, _POW10_RANGE)
-    t_hi = jnp.ldexp(hi_t[d + _POW10_RANGE], _floor_log2_10(d))
-    t_lo = jnp.ldexp(lo_t[d + _POW10_RANGE], _floor_log2_10(d))
-    q, q_err = two_prod(x, t_hi)
-    r = _round_to_integer(q, q_err + x * t_lo, noise)
+    r_max = _pow10_range(work)
+    d = jnp.clip(digits, 0, r_max)
+    lift_bits = 2 * info.nmant + 2
+    lifted = d >= int(np.ceil(lift_bits * np.log10(2)))
+    lift = jnp.where(lifted, lift_bits, 0)
+
+    def pow10(n, shift):  # 10^n 2^shift as a double word, and the high word's halves
+        e = _floor_log2_10(n) + shift
+        return tuple(
+            _times_pow2(w, e, work)
+            for w in (hi_t[n + r_max], lo_t[n + r_max], *halves(hi_t[n + r_max]))
+        )
+
+    x_n = x * _pow2(lift, work)
+    t_hi, t_lo, *t_halves = pow10(d, -lift)
+    q, q_err = two_prod(x_n, t_hi, t_halves)
+    r = _round_to_integer(q, q_err + x_n * t_lo, noise)
     # Back: r * 10^-d as a double-word product, rounded once (no division, which
-    # XLA may rewrite as a multiply by a rounded reciprocal).
-    p_hi = jnp.ldexp(hi_t[-d + _POW10_RANGE], _floor_log2_10(-d))
-    p_lo = jnp.ldexp(lo_t[-d + _POW10_RANGE], _floor_log2_10(-d))
-    b_hi, b_err = two_prod(r, p_hi)
-    out = jnp.copysign(b_hi + (b_err + r * p_lo), x)
-    precision = jnp.finfo(work).nmant  # 23 for float32, 52 for float64
-    valid = (jnp.abs(q) < 2.0**precision) & jnp.isfinite(q) & (digits <= _MAX_POW10)
-    return out, valid
+    # XLA may rewrite as a multiply by a rounded reciprocal); where lifted, the
+    # product is taken at 10^-d 2^L, in the normal range, and lowered after.
+    p_hi, p_lo, *p_halves = pow10(-d, lift)
+    b_hi, b_err = two_prod(r, p_hi, p_halves)
+    out = (b_hi + (b_err + r * p_lo)) * _pow2(-lift, work)
+    out = jnp.copysign(out, x)
+    # A result below the smallest normal cannot be represented where the backend
+    # flushes subnormals (XLA on CPU): keep the input, the closer value.
+    # (q NaN or inf fails the first test too.)
+    valid = (jnp.abs(q) < 2.0**info.nmant) & ((r == 0) | (jnp.abs(out) >= info.tiny))
+    return out, valid & (digits <= r_max)
 
 
 @functools.cache
 def _significant_tables(dtype) -> tuple[np.ndarray, ...]:
-    """Columns indexed by s + 64 for |s| <= 64: the normalised double words of
-    10^s and of 10^-s, except that where 10^-s is exact (-10 <= s < 0 in
-    float32, -22 in float64), its low word, 0, is replaced by 5^-s, which the
-    tie test needs there (one lookup fewer per element)."""
+    """Columns indexed by s + R for |s| <= R (:func:`_pow10_range`): the
+    normalised double words of 10^s and of 10^-s, except that where 10^-s is
+    exact (-10 <= s < 0 in float32, -22 in float64), its low word, 0, is
+    replaced by 5^-s, which the tie test needs there (one lookup fewer per
+    element)."""
     hi, lo = _normalized_pow10(dtype)
     exact_max = 10 if dtype == np.float32 else 22
     inv_lo = lo[::-1].copy()
+    r = _pow10_range(dtype)
     for s in range(-exact_max, 0):
-        assert inv_lo[s + _POW10_RANGE] == 0
-        inv_lo[s + _POW10_RANGE] = 5.0**-s
+        assert inv_lo[s + r] == 0
+        inv_lo[s + r] = 5.0**-s
     return hi, lo, hi[::-1].copy(), inv_lo
+
+
+@functools.cache
+def _significant_rows(dtype) -> np.ndarray:
+    """Row s + R holds the four columns of :func:`_significant_tables` at s and
+    then at s - 1 (row 0's second half is unused)."""
+    at_s = np.stack(_significant_tables(dtype), axis=1)
+    return np.concatenate([at_s, np.roll(at_s, 1, axis=0)], axis=1)
 
 
 def _round_significant(g, digits, noise, *, independent_indices: bool):
@@ -199,13 +262,14 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     M 2^t - (2j + 1) 5^|s|; that difference is small there, so wrapping int32
     (int64) arithmetic, exact modulo 2^32 (2^64), gives it exactly.
 
-    ``independent_indices`` (used on GPU) computes every table index from the
-    bit pattern and selects between two candidate entries, instead of indexing
-    by s, which depends on an earlier lookup: that dependency made XLA on GPU
-    split the pass in two through memory (2.98x the multiply on an H100, 2.2x
-    without; lookups of (hi, lo) pairs split it again, 3.8x), while on CPU, one
-    fused loop either way, the extra lookups cost 15-20%. On CPU each lookup is
-    a scalar load per vector lane, so the tables share one index (s + 64) and
+    ``independent_indices`` (used on GPU) looks up one row holding the four
+    entries for both candidates s0 = digits - 1 - floor(k log10 2) and s0 - 1,
+    indexed from the bit pattern alone, and selects. XLA on GPU fuses a lookup
+    into the pass only where its index is cheap to recompute: indexing by s
+    (which depends on the over-a-power-of-ten lookup) or four lookups per
+    candidate each put the int32 indices through memory in a kernel of their own
+    (2.4-3.1x the multiply on an H100; one row, 1.7-2.0x). On CPU each lookup is
+    a scalar load per vector lane, so the tables share one index (s + R) and
     are as few as the rule allows; one lookup of a whole row of them instead
     made XLA's loop scalar (14x the multiply).
     """
@@ -214,9 +278,6 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     nmant, bias = info.nmant, info.maxexp - 1
     itype = jnp.int32 if work == jnp.float32 else jnp.int64
     exact_max = 10 if work == jnp.float32 else 22  # 10^n exact up to here
-
-    def pow2(n):  # 2^n for an integer n in the normal range, exactly
-        return jax.lax.bitcast_convert_type(((n + bias) << nmant).astype(itype), work)
 
     x = g.astype(work)
     ax = jnp.abs(x)
@@ -230,26 +291,25 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     d = jnp.clip(digits, 1, top + 1).astype(itype)
     e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
     ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
-    over = ax >= ceil_t[jnp.clip(e0 + 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)]
+    r_max = _pow10_range(work)
+    over = ax >= ceil_t[jnp.clip(e0 + 1 + r_max, 0, 2 * r_max)]
     s = d - 1 - e0 - over.astype(itype)
-    # Per s, at index s + 64: 10^s and 10^-s as normalised double words, and
+    # Per s, at index s + R: 10^s and 10^-s as normalised double words, and
     # 5^-s where s < 0 and it is exact.
     columns = _significant_tables(jnp.dtype(work))
     if independent_indices:
         s0 = d - 1 - e0  # s where not over; s0 - 1 where over
-        i = jnp.clip(s0 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-        i1 = jnp.clip(s0 - 1 + _POW10_RANGE, 0, 2 * _POW10_RANGE)
-        hi, lo, inv_hi, inv_lo = (
-            jnp.where(over, jnp.asarray(c)[i1], jnp.asarray(c)[i]) for c in columns
-        )
+        i = jnp.clip(s0 + r_max, 1, 2 * r_max)
+        row = jnp.asarray(_significant_rows(jnp.dtype(work))).at[i].get(mode="promise_in_bounds")
+        hi, lo, inv_hi, inv_lo = (jnp.where(over, row[..., c + 4], row[..., c]) for c in range(4))
     else:
         # One index for all four (each lookup is a scalar load per lane on CPU).
-        i = jnp.clip(s + _POW10_RANGE, 0, 2 * _POW10_RANGE)
+        i = jnp.clip(s + r_max, 0, 2 * r_max)
         hi, lo, inv_hi, inv_lo = (jnp.asarray(c)[i] for c in columns)
     down = (s < 0) & (s >= -exact_max)  # 10^-s exact: inv_lo holds 5^-s here
     five, inv_lo = inv_lo, jnp.where(down, 0.0, inv_lo)
 
-    scale = pow2(k + _floor_log2_10(s))
+    scale = _pow2(k + _floor_log2_10(s), work)
     p_hi, p_err = two_prod(m, hi)
     q_hi, q_lo = p_hi * scale, (p_err + m * lo) * scale  # |x| 10^s, about 2^-46
     r = _round_to_integer(q_hi, q_lo, noise)
@@ -273,7 +333,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     b_lo = b_err + r * inv_lo
     back = _floor_log2_10(-s)
     half = back >> 1
-    out = (b_hi + b_lo) * pow2(half) * pow2(back - half)  # two steps: stays normal
+    out = (b_hi + b_lo) * _pow2(half, work) * _pow2(back - half, work)  # stays normal
     out = jnp.copysign(out, x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
@@ -427,7 +487,9 @@ def round_gradients(
             )
         else:
             out, valid = _round_mantissa(g, d, bits)
-        valid = valid & jnp.isfinite(g) & (g != 0) & jnp.isfinite(out)
+        # Zeros and subnormals (which XLA on CPU reads as zeros) are kept.
+        normal = jnp.abs(g) >= jnp.finfo(g.dtype).tiny
+        valid = valid & jnp.isfinite(g) & normal & jnp.isfinite(out)
         return jnp.where(valid, out.astype(g.dtype), g)
 
     def update_fn(updates, state, params=None):
