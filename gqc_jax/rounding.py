@@ -413,7 +413,8 @@ def round_gradients(
     Args:
       digits: decimal places, significant digits or mantissa bits; an int, or a
         schedule on the transform's own call count (e.g. round hard early, relax
-        later), rounded to the nearest int. It is traced: a new value never
+        later), rounded to the nearest int; a value below 0 counts as 0 (below
+        1 in ``"significant"`` mode, as 1). It is traced: a new value never
         recompiles.
       mode: ``"decimals"``, ``"significant"`` or ``"mantissa_bits"``.
       stochastic: unbiased stochastic rounding (``floor(q + u)``, u uniform)
