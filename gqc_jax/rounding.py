@@ -296,7 +296,6 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     s = d - 1 - e0 - over.astype(itype)
     # Per s, at index s + R: 10^s and 10^-s as normalised double words, and
     # 5^-s where s < 0 and it is exact.
-    columns = _significant_tables(jnp.dtype(work))
     if independent_indices:
         s0 = d - 1 - e0  # s where not over; s0 - 1 where over
         i = jnp.clip(s0 + r_max, 1, 2 * r_max)
@@ -305,6 +304,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     else:
         # One index for all four (each lookup is a scalar load per lane on CPU).
         i = jnp.clip(s + r_max, 0, 2 * r_max)
+        columns = _significant_tables(jnp.dtype(work))
         hi, lo, inv_hi, inv_lo = (jnp.asarray(c)[i] for c in columns)
     down = (s < 0) & (s >= -exact_max)  # 10^-s exact: inv_lo holds 5^-s here
     five, inv_lo = inv_lo, jnp.where(down, 0.0, inv_lo)
