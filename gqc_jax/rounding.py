@@ -134,15 +134,11 @@ def _pow2(n, work) -> jax.Array:
 
 
 def _times_pow2(w, n, work) -> jax.Array:
-    """w 2^n for an integer n, in two exact steps: exact where the result is
-    normal, inf or 0 far beyond the range."""
-    top = jnp.finfo(work).maxexp - 1
+    """w 2^n for an integer n with n / 2 in the normal exponent range, in two
+    exact steps (2^n itself may be out of range): exact where the result is
+    normal."""
     half = n >> 1
-    return (
-        w
-        * _pow2(jnp.clip(half, 1 - top, top), work)
-        * _pow2(jnp.clip(n - half, 1 - top, top), work)
-    )
+    return w * _pow2(half, work) * _pow2(n - half, work)
 
 
 def _round_to_integer(q_hi, q_lo, noise):
@@ -331,10 +327,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     # -10 <= s <= 0, where the table's word is 10^-s / 2^E exactly).
     b_hi, b_err = two_prod(r, inv_hi)
     b_lo = b_err + r * inv_lo
-    back = _floor_log2_10(-s)
-    half = back >> 1
-    out = (b_hi + b_lo) * _pow2(half, work) * _pow2(back - half, work)  # stays normal
-    out = jnp.copysign(out, x)
+    out = jnp.copysign(_times_pow2(b_hi + b_lo, _floor_log2_10(-s), work), x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
     valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)
