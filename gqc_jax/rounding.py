@@ -36,8 +36,8 @@ import optax
 from gqc_jax._double_word import halves, two_prod
 
 MODES = ("decimals", "significant", "mantissa_bits")
-# Largest useful power of ten: above it 10^d overflows float32 and the rule is
-# the identity for every finite float32 value anyway.
+# Largest power of ten of the bfloat16 emulation: above it 10^d overflows
+# bfloat16 and the rule is the identity.
 _MAX_POW10 = 38
 # bf16(10^d) built exactly as jnp.round builds its factor (from the Python int,
 # where numpy accepts it), so the emulation matches jnp.round on bfloat16.
@@ -124,12 +124,16 @@ def _floor_log2_10(s):
     return (s * 217706) >> 16
 
 
+def _int_type(work) -> jnp.dtype:
+    """The signed integer type of ``work``'s width."""
+    return jnp.dtype(jnp.int32 if work == jnp.float32 else jnp.int64)
+
+
 def _pow2(n, work) -> jax.Array:
     """2^n exactly, for an integer n in ``work``'s normal range, from its bit
     pattern (jnp.ldexp of float64 on GPU was an ulp off: 2^-106 on an H100)."""
     info = jnp.finfo(work)
-    itype = jnp.int32 if work == jnp.float32 else jnp.int64
-    n = jnp.asarray(n).astype(itype)
+    n = jnp.asarray(n).astype(_int_type(work))
     return jax.lax.bitcast_convert_type((n + info.maxexp - 1) << info.nmant, work)
 
 
@@ -185,8 +189,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     r_max = _pow10_range(work)
     d = jnp.clip(digits, 0, r_max)
     lift_bits = 2 * info.nmant + 2
-    lifted = d >= int(np.ceil(lift_bits * np.log10(2)))
-    lift = jnp.where(lifted, lift_bits, 0)
+    lift = jnp.where(d >= int(np.ceil(lift_bits * np.log10(2))), lift_bits, 0)
 
     def pow10(n, shift):  # 10^n 2^shift as a double word, and the high word's halves
         e = _floor_log2_10(n) + shift
@@ -272,7 +275,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     work = _work_dtype(g.dtype)
     info = jnp.finfo(work)
     nmant, bias = info.nmant, info.maxexp - 1
-    itype = jnp.int32 if work == jnp.float32 else jnp.int64
+    itype = _int_type(work)
     exact_max = 10 if work == jnp.float32 else 22  # 10^n exact up to here
 
     x = g.astype(work)

@@ -390,20 +390,17 @@ for d in (1, 9, 16):
     (a, va), (b, vb) = _both_lookup_strategies(jnp.asarray(y), d)
     assert np.array_equal(va, vb) and np.array_equal(a[va], b[vb]), d
 from tests.test_rounding import _exact_rule, _ties_above_the_digits
-for d in (1, 9, 16):
-    t = _ties_above_the_digits(d, np.float64, 400, seed=d)
-    tx = gqc_jax.round_gradients(d, mode="significant")
-    got = np.asarray(tx.update({"x": jnp.asarray(t)}, tx.init({"x": t}))[0]["x"])
-    want = np.array([_exact_rule("significant", v, d, np.float64) for v in t])
-    assert np.array_equal(got, want), (d, t[got != want][:3], got[got != want][:3])
-# Every magnitude, far beyond float32's (float64's tables cover |s| <= 330).
+# Ties above the digits, and every magnitude far beyond float32's (float64's
+# tables cover |s| <= 330), against exact rationals.
 w = 10.0 ** rng.uniform(-307, 308, 300) * rng.choice([-1, 1], 300)
-for mode, d in [("significant", 1), ("significant", 9), ("significant", 16),
-                ("decimals", 50), ("decimals", 300)]:
+cases = [("significant", d, _ties_above_the_digits(d, np.float64, 400, seed=d)) for d in (1, 9, 16)]
+cases += [(m, d, w) for m, d in [("significant", 1), ("significant", 9), ("significant", 16),
+                                  ("decimals", 50), ("decimals", 300)]]
+for mode, d, v in cases:
     tx = gqc_jax.round_gradients(d, mode=mode)
-    got = np.asarray(tx.update({"x": jnp.asarray(w)}, tx.init({"x": w}))[0]["x"])
-    want = np.array([_exact_rule(mode, v, d, np.float64) for v in w])
-    assert np.array_equal(got, want), (mode, d, w[got != want][:3], got[got != want][:3])
+    got = np.asarray(tx.update({"x": jnp.asarray(v)}, tx.init({"x": v}))[0]["x"])
+    want = np.array([_exact_rule(mode, e, d, np.float64) for e in v])
+    assert np.array_equal(got, want), (mode, d, v[got != want][:3], got[got != want][:3])
 tx = gqc_jax.round_gradients(23, mode="mantissa_bits")
 out, _ = tx.update(g, tx.init(g))
 assert np.array_equal(np.asarray(out["x"]), x.astype(np.float32).astype(np.float64))
