@@ -12,7 +12,9 @@ compile serves every setting, and settings can be vmapped):
 
 Rounding is half-to-even, or unbiased stochastic rounding with
 ``stochastic=True``. Arithmetic runs in float32 for float16/bfloat16/float32
-leaves (float64 for float64) and the result is cast back to the leaf's dtype.
+leaves (float64 for float64; significant digits of the narrower leaves use
+float64 on CPU and GPU, see :func:`_round_significant_x64`) and the result is
+cast back to the leaf's dtype.
 Zeros, subnormals, NaN and inf pass through (XLA on CPU reads subnormals as
 zeros; they are kept on every backend), and a finite value never becomes inf or
 NaN: where ``g * 10^d`` would overflow or is already an integer at the working
@@ -261,7 +263,12 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     M 2^t - (2j + 1) 5^|s|; that difference is small there, so wrapping int32
     (int64) arithmetic, exact modulo 2^32 (2^64), gives it exactly.
 
-    ``independent_indices`` (used on GPU) looks up one row holding the four
+    Used where float64 is not native (TPU) and for float64 leaves. In float32 its
+    scaled value, good to about 2^-46 relative, is too coarse for 7 digits at a
+    few near-ties: 16 float32 inputs misround there (listed by the tests); the
+    float64 route (:func:`_round_significant_x64`) is exact at all of them.
+
+    ``independent_indices`` (used off CPU) looks up one row holding the four
     entries for both candidates s0 = digits - 1 - floor(k log10 2) and s0 - 1,
     indexed from the bit pattern alone, and selects. XLA on GPU fuses a lookup
     into the pass only where its index is cheap to recompute: indexing by s
@@ -335,6 +342,65 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
     valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)
     return out, valid
+
+
+# Every s0 = digits - 1 - floor(k log10 2) for digits in [1, 8] and any float32
+# exponent field (zeros, subnormals, inf and NaN included): [-38, 46].
+_S0_MIN, _S0_MAX = -38, 46
+
+
+@functools.cache
+def _abs_pow10_float64() -> np.ndarray:
+    """10^|s| at index s - _S0_MIN, rounded once to float64 (exact for |s| <= 22)."""
+    return np.array([float(Fraction(10) ** abs(s)) for s in range(_S0_MIN, _S0_MAX + 1)])
+
+
+def _round_significant_x64(g, digits, noise):
+    """``digits`` significant digits of a float32 (or narrower) leaf, with the
+    arithmetic in float64 (on CPU and GPU, where float64 is native).
+
+    With s0 = digits - 1 - floor(k log10 2) from the binary exponent k and
+    T = 10^|s0| from one table (rounded once, exact for |s0| <= 22):
+
+    * q0 = |x| T, or |x| / T for s0 < 0, is |x| 10^s0 within 2^-52 relative.
+      Where q0 >= 10^digits, |x| >= 10^(floor(k log10 2) + 1) and s = s0 - 1:
+      q = q0 fl(0.1). That test is exact: at |x| = 10^n, q0 is exactly
+      10^digits, and no other float32 lies within 2^-51 relative of a power of
+      ten. (A division by 10 would be rewritten by XLA as this multiply anyway.)
+    * r = rint(q), q within 4 2^-53 relative of the exact scaled value Q (below
+      2^23 where rounding applies). Exact ties (Q = j + 1/2 needs
+      -10 <= s <= 10, see :func:`_round_significant`) come out exactly: |x| 10^s0
+      is exact for 0 <= s0 <= 11 and |x| / 10^|s0| is exact where it is Q or 10 Q;
+      then (10 j + 5) fl(0.1) = (j + 1/2)(1 + 2^-54) rounds to j + 1/2. Every
+      float32 whose Q lies within 2^-22 of j + 1/2 without being a tie (where a
+      relative error below 2^-45 could misround) is checked against exact
+      arithmetic in the tests.
+    * Back, r 10^-s = (10^over r) / T, or (10^over r) T for s0 < 0, rounded
+      once in float64 (twice where T is inexact), then to float32. That errs
+      only within 2^-28 of the float32 spacing from a float32 midpoint: r 10^-s
+      is never a midpoint for s >= 0, and where it is one for s < 0 it is exact
+      in float64 (|s| <= 10). The 9 (r, s) within 2^-26 of a midpoint are
+      checked in the tests (a multiply by a table of 10^-s instead of the
+      division, two roundings, misrounds one of them: r = 7038531, s = 32).
+    """
+    x = g.astype(jnp.float32)
+    u = jax.lax.bitcast_convert_type(x, jnp.int32)
+    biased = (u >> 23) & 255  # zeros, subnormals, inf and NaN: round_leaf keeps them
+    d = jnp.clip(digits, 1, 8).astype(jnp.int32)
+    s0 = d - 1 - (((biased - 127) * 78913) >> 18)
+    with jax.enable_x64(True):
+        table = jnp.asarray(_abs_pow10_float64())
+        t = table.at[s0 - _S0_MIN].get(mode="promise_in_bounds")
+        ax = jnp.abs(x).astype(jnp.float64)
+        q0 = jnp.where(s0 >= 0, ax * t, ax / t)
+        over = q0 >= table[d - _S0_MIN]
+        q = jnp.where(over, q0 * 0.1, q0)
+        r = jnp.round(q) if noise is None else jnp.floor(q + noise.astype(jnp.float64))
+        r = jnp.where(over, r * 10.0, r)
+        out = jnp.where(s0 >= 0, r / t, r * t).astype(jnp.float32)
+        small = q < 2.0**23  # beyond, no fraction bits left in float32: x is kept
+    out = jnp.copysign(out, x)
+    return out, (d <= 7) & small & (jnp.abs(out) >= jnp.finfo(jnp.float32).tiny)
 
 
 def _round_mantissa(g, bits, random_bits):
@@ -474,6 +540,17 @@ def round_gradients(
                 bits = (bits >> 16).astype(jnp.uint16)
         if mode == "decimals":
             out, valid = _round_decimals(g, d, noise, emulate_bf16)
+        elif mode == "significant" and _work_dtype(g.dtype) == jnp.float32:
+            # float64 where it is native; double words in float32 elsewhere (TPU).
+            out, valid = jax.lax.platform_dependent(
+                g,
+                d,
+                noise,
+                cpu=_round_significant_x64,
+                cuda=_round_significant_x64,
+                rocm=_round_significant_x64,
+                default=functools.partial(_round_significant, independent_indices=True),
+            )
         elif mode == "significant":
             out, valid = jax.lax.platform_dependent(
                 g,

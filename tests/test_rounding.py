@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gqc_jax
+from tests import significant_near_ties
 
 FLOATS = st.floats(-1e6, 1e6, width=32, allow_subnormal=False)
 ARRAYS = hnp.arrays(np.float32, st.integers(1, 64), elements=FLOATS)
@@ -205,6 +206,71 @@ def test_significant_ties_above_the_digits_are_exact(d):
     want = np.array([_exact_rule("significant", v, d) for v in x], np.float32)
     bad = got != want
     assert not bad.any(), list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
+
+
+NEAR_TIES = significant_near_ties.inputs(*significant_near_ties.load())
+
+
+def _misrounded(rounded, d):
+    x = NEAR_TIES[d]
+    got = np.asarray(rounded(jnp.asarray(x), d))
+    want = np.array([_exact_rule("significant", v, d) for v in x], np.float32)
+    bad = got != want
+    return list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
+
+
+@pytest.mark.parametrize("d", significant_near_ties.DIGITS)
+def test_significant_is_exact_at_every_near_tie(d):
+    """Every float32 whose scaled value lies within 2^-22 of j + 1/2, and every
+    result within 2^-26 float32 spacings of a float32 midpoint, for digits 1-7
+    (enumerated in tests/significant_near_ties.py): where misrounding can hide."""
+    assert not _misrounded(lambda x, d: _r("significant", x, d), d)
+
+
+def _double_word_route(x, d):
+    from gqc_jax.rounding import _round_significant
+
+    out, valid = jax.jit(lambda v: _round_significant(v, d, None, independent_indices=True))(x)
+    return jnp.where(valid, out, x)
+
+
+@pytest.mark.parametrize(
+    "d",
+    [
+        pytest.param(
+            d,
+            marks=pytest.mark.xfail(
+                d == 7,
+                strict=True,
+                reason="float32 double words (about 2^-46) are too coarse for 7 digits:"
+                " 16 of these inputs misround (|x| = 7.8652665e-19 and 3.2972035e-29 near"
+                " j + 1/2; six next to midpoints, e.g. 5.2290332e+32)",
+            ),
+        )
+        for d in significant_near_ties.DIGITS
+    ],
+)
+def test_significant_double_word_route_at_every_near_tie(d):
+    """The float32 double-word route (TPU, where float64 is not native), run
+    here on CPU, on the same inputs."""
+    assert not _misrounded(_double_word_route, d)
+
+
+def test_no_float32_is_within_2_to_the_minus_51_of_a_power_of_ten():
+    """The float64 route decides |x| >= 10^n from a product within 2^-52."""
+    for n in range(-45, 39):
+        p = Fraction(10) ** n
+        near = np.float32(float(p))
+        for c in (np.nextafter(near, np.float32(0)), near, np.nextafter(near, np.float32(np.inf))):
+            if np.isfinite(c) and c > 0 and Fraction(float(c)) != p:
+                assert abs(Fraction(float(c)) - p) > p / 2**51, (n, c)
+
+
+@pytest.mark.slow
+def test_near_tie_data_is_the_enumeration():
+    forward, back = significant_near_ties.load()
+    np.testing.assert_array_equal(significant_near_ties.back(), back)
+    np.testing.assert_array_equal(significant_near_ties.forward(), forward)
 
 
 @pytest.mark.parametrize(
@@ -424,9 +490,9 @@ def test_float64_leaves_with_x64_enabled():
 
 @pytest.mark.parametrize("d", [1, 4, 7])
 def test_significant_lookup_strategies_agree_bit_for_bit(d):
-    """The GPU strategy (table indices independent of the first lookup), run here
-    on CPU, against the CPU one over the whole range and at powers of ten
-    (float64 in the subprocess check above)."""
+    """The double-word route's two lookup strategies (table indices independent
+    of the first lookup: TPU; one index: float64 leaves on CPU), over the whole
+    range and at powers of ten (float64 in the subprocess check above)."""
     rng = np.random.default_rng(d)
     x = 10.0 ** rng.uniform(-45, 38, 20000)
     powers = 10.0 ** np.arange(-40, 38, dtype=np.float64)
