@@ -40,6 +40,14 @@ def two_sum(a: jax.Array, b: jax.Array) -> DoubleWord:
     return s, (a - (s - bb)) + (b - bb)
 
 
+def sign_of_sum(a: jax.Array, b: jax.Array, c: jax.Array, d: jax.Array, e: jax.Array) -> jax.Array:
+    """The sign of a + b + c + d + e, terms of decreasing size where a + b and
+    the partial sums nearly cancel: two exact sums, then the small rest."""
+    s1, e1 = two_sum(a, b)
+    s2, e2 = two_sum(s1, c)
+    return jnp.sign(s2 + ((e1 + e2) + (d + e)))
+
+
 def _renormalize(a: jax.Array, b: jax.Array) -> DoubleWord:
     s = a + b
     return s, b - (s - a)

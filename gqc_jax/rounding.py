@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gqc_jax._double_word import halves, two_prod
+from gqc_jax._double_word import halves, sign_of_sum, two_prod
 
 MODES = ("decimals", "significant", "mantissa_bits")
 # Largest power of ten of the bfloat16 emulation: above it 10^d overflows
@@ -119,6 +119,27 @@ def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
         hi.append(h)
         lo.append(np.asarray(float(exact - Fraction(float(h))), dtype))
     return np.array(hi), np.array(lo)
+
+
+@functools.cache
+def _normalized_pow10_third(dtype) -> np.ndarray:
+    """The third word of :func:`_normalized_pow10`: the exact normalised 10^s
+    minus hi + lo, rounded to ``dtype``."""
+    hi, lo = _normalized_pow10(dtype)
+    r = _pow10_range(dtype)
+    return np.array(
+        [
+            np.asarray(
+                float(
+                    Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
+                    - Fraction(float(h))
+                    - Fraction(float(w))
+                ),
+                dtype,
+            )
+            for s, h, w in zip(range(-r, r + 1), hi, lo, strict=True)
+        ]
+    )
 
 
 def _floor_log2_10(s):
@@ -224,20 +245,22 @@ def _significant_tables(dtype) -> tuple[np.ndarray, ...]:
     normalised double words of 10^s and of 10^-s, except that where 10^-s is
     exact (-10 <= s < 0 in float32, -22 in float64), its low word, 0, is
     replaced by 5^-s, which the tie test needs there (one lookup fewer per
-    element)."""
+    element); then the third words of 10^s and 10^-s, for the exact side of
+    near-ties."""
     hi, lo = _normalized_pow10(dtype)
+    third = _normalized_pow10_third(dtype)
     exact_max = 10 if dtype == np.float32 else 22
     inv_lo = lo[::-1].copy()
     r = _pow10_range(dtype)
     for s in range(-exact_max, 0):
         assert inv_lo[s + r] == 0
         inv_lo[s + r] = 5.0**-s
-    return hi, lo, hi[::-1].copy(), inv_lo
+    return hi, lo, hi[::-1].copy(), inv_lo, third, third[::-1].copy()
 
 
 @functools.cache
 def _significant_rows(dtype) -> np.ndarray:
-    """Row s + R holds the four columns of :func:`_significant_tables` at s and
+    """Row s + R holds the six columns of :func:`_significant_tables` at s and
     then at s - 1 (row 0's second half is unused)."""
     at_s = np.stack(_significant_tables(dtype), axis=1)
     return np.concatenate([at_s, np.roll(at_s, 1, axis=0)], axis=1)
@@ -263,10 +286,12 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     M 2^t - (2j + 1) 5^|s|; that difference is small there, so wrapping int32
     (int64) arithmetic, exact modulo 2^32 (2^64), gives it exactly.
 
-    Used where float64 is not native (TPU) and for float64 leaves. In float32 its
-    scaled value, good to about 2^-46 relative, is too coarse for 7 digits at a
-    few near-ties: 16 float32 inputs misround there (listed by the tests); the
-    float64 route (:func:`_round_significant_x64`) is exact at all of them.
+    Used where float64 is not native (TPU) and for float64 leaves. In float32 the
+    double word, good to about 2^-46 relative, is too coarse for 7 digits at a
+    few near-ties (the worst is 2^-51.3 relative from j + 1/2): where q lies
+    within 2^-(p/2) of j + 1/2 for s outside [-10, 0), and where the result lies
+    near a midpoint of the grid it is rounded to, a third table word decides
+    the side (the tests check every such float32 input).
 
     ``independent_indices`` (used off CPU) looks up one row holding the four
     entries for both candidates s0 = digits - 1 - floor(k log10 2) and s0 - 1,
@@ -306,12 +331,14 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
         s0 = d - 1 - e0  # s where not over; s0 - 1 where over
         i = jnp.clip(s0 + r_max, 1, 2 * r_max)
         row = jnp.asarray(_significant_rows(jnp.dtype(work))).at[i].get(mode="promise_in_bounds")
-        hi, lo, inv_hi, inv_lo = (jnp.where(over, row[..., c + 4], row[..., c]) for c in range(4))
+        hi, lo, inv_hi, inv_lo, lo2, inv_lo2 = (
+            jnp.where(over, row[..., c + 6], row[..., c]) for c in range(6)
+        )
     else:
         # One index for all four (each lookup is a scalar load per lane on CPU).
         i = jnp.clip(s + r_max, 0, 2 * r_max)
         columns = _significant_tables(jnp.dtype(work))
-        hi, lo, inv_hi, inv_lo = (jnp.asarray(c)[i] for c in columns)
+        hi, lo, inv_hi, inv_lo, lo2, inv_lo2 = (jnp.asarray(c)[i] for c in columns)
     down = (s < 0) & (s >= -exact_max)  # 10^-s exact: inv_lo holds 5^-s here
     five, inv_lo = inv_lo, jnp.where(down, 0.0, inv_lo)
 
@@ -333,11 +360,28 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
         )
         exact = ji + jnp.where(diff > 0, 1, jnp.where(diff < 0, 0, ji & 1))
         r = jnp.where(down & near_half, exact.astype(work), r)
+        # Elsewhere near j + 1/2: the sign of Q - (j + 1/2) from the table's third
+        # word, in units of `scale` (the worst float32 near-tie is 2^-51.3
+        # relative from j + 1/2; this sum errs by about 2^-68).
+        below = p_hi - _times_pow2(j + 0.5, -(k + _floor_log2_10(s)), work)  # exact
+        side = sign_of_sum(below, p_err, *two_prod(m, lo), m * lo2)
+        parity = j - 2 * jnp.floor(j / 2)
+        exact = j + jnp.where(side > 0, 1.0, jnp.where(side < 0, 0.0, parity))
+        r = jnp.where(near_half & ~down, exact, r)
     # Back: r 10^-s from the table's double word, rounded once (exact for
-    # -10 <= s <= 0, where the table's word is 10^-s / 2^E exactly).
+    # -10 <= s <= 0, where the table's word is 10^-s / 2^E exactly); near a
+    # midpoint of the grid it is rounded to, the third word decides the side.
     b_hi, b_err = two_prod(r, inv_hi)
     b_lo = b_err + r * inv_lo
-    out = jnp.copysign(_times_pow2(b_hi + b_lo, _floor_log2_10(-s), work), x)
+    near = b_hi + b_lo
+    rest = b_lo - (near - b_hi)  # the double word minus `near`, exactly
+    toward = jnp.where(rest > 0, jnp.inf, 0.0).astype(work)
+    neighbour = jnp.nextafter(near, toward)
+    half = (neighbour - near) * 0.5  # to the midpoint on rest's side (exact)
+    at_midpoint = jnp.abs(rest - half) <= jnp.abs(half) * 2.0**-10
+    beyond = sign_of_sum((b_hi - near) - half, b_err, *two_prod(r, inv_lo), r * inv_lo2)
+    near = jnp.where(at_midpoint & (beyond * half > 0), neighbour, near)
+    out = jnp.copysign(_times_pow2(near, _floor_log2_10(-s), work), x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
     valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)

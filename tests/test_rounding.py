@@ -234,22 +234,7 @@ def _double_word_route(x, d):
     return jnp.where(valid, out, x)
 
 
-@pytest.mark.parametrize(
-    "d",
-    [
-        pytest.param(
-            d,
-            marks=pytest.mark.xfail(
-                d == 7,
-                strict=True,
-                reason="float32 double words (about 2^-46) are too coarse for 7 digits:"
-                " 16 of these inputs misround (|x| = 7.8652665e-19 and 3.2972035e-29 near"
-                " j + 1/2; six next to midpoints, e.g. 5.2290332e+32)",
-            ),
-        )
-        for d in significant_near_ties.DIGITS
-    ],
-)
+@pytest.mark.parametrize("d", significant_near_ties.DIGITS)
 def test_significant_double_word_route_at_every_near_tie(d):
     """The float32 double-word route (TPU, where float64 is not native), run
     here on CPU, on the same inputs."""
