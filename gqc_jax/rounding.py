@@ -107,39 +107,20 @@ def _ceil_pow10(dtype) -> np.ndarray:
 
 
 @functools.cache
-def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray]:
-    """10^s = (hi + lo) * 2^E(s) with hi + lo in [1, 2) and E(s) = floor(s log2 10),
-    at index s + R for |s| <= R = :func:`_pow10_range` (from exact rationals,
-    each word rounded to ``dtype``)."""
-    hi, lo = [], []
+def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """10^s = (hi + lo + third) * 2^E(s) with hi + lo in [1, 2) and
+    E(s) = floor(s log2 10), at index s + R for |s| <= R = :func:`_pow10_range`
+    (from exact rationals, each word the rest rounded to ``dtype``)."""
+    words = []
     r = _pow10_range(dtype)
     for s in range(-r, r + 1):
-        exact = Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
-        h = np.asarray(float(exact), dtype)
-        hi.append(h)
-        lo.append(np.asarray(float(exact - Fraction(float(h))), dtype))
-    return np.array(hi), np.array(lo)
-
-
-@functools.cache
-def _normalized_pow10_third(dtype) -> np.ndarray:
-    """The third word of :func:`_normalized_pow10`: the exact normalised 10^s
-    minus hi + lo, rounded to ``dtype``."""
-    hi, lo = _normalized_pow10(dtype)
-    r = _pow10_range(dtype)
-    return np.array(
-        [
-            np.asarray(
-                float(
-                    Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
-                    - Fraction(float(h))
-                    - Fraction(float(w))
-                ),
-                dtype,
-            )
-            for s, h, w in zip(range(-r, r + 1), hi, lo, strict=True)
-        ]
-    )
+        rest = Fraction(10) ** s / Fraction(2) ** _floor_log2_10(s)
+        row = []
+        for _ in range(3):
+            row.append(np.asarray(float(rest), dtype))
+            rest -= Fraction(float(row[-1]))
+        words.append(row)
+    return tuple(np.array(column) for column in zip(*words, strict=True))
 
 
 def _floor_log2_10(s):
@@ -208,7 +189,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     # every x is lifted by L = 2^(2p) and 10^d lowered by it (an x that then
     # overflows had q >= 2^p, and is kept). 10^d itself is split from its
     # normalised word, so that its halves do not overflow.
-    hi_t, lo_t = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
+    hi_t, lo_t, _ = map(jnp.asarray, _normalized_pow10(jnp.dtype(work)))
     r_max = _pow10_range(work)
     d = jnp.clip(digits, 0, r_max)
     lift_bits = 2 * info.nmant + 2
@@ -247,8 +228,7 @@ def _significant_tables(dtype) -> tuple[np.ndarray, ...]:
     replaced by 5^-s, which the tie test needs there (one lookup fewer per
     element); then the third words of 10^s and 10^-s, for the exact side of
     near-ties."""
-    hi, lo = _normalized_pow10(dtype)
-    third = _normalized_pow10_third(dtype)
+    hi, lo, third = _normalized_pow10(dtype)
     exact_max = 10 if dtype == np.float32 else 22
     inv_lo = lo[::-1].copy()
     r = _pow10_range(dtype)
