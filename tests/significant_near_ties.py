@@ -14,7 +14,7 @@ looks for integers n in a range with frac(n c) within 2^-band of 1/2, c = 10^s
 bits), which wrapping uint64 arithmetic gives exactly; every hit is confirmed
 with exact fractions.
 
-    python -m tests.significant_near_ties   # rewrites the data file (about 5 min)
+    python -m tests.significant_near_ties   # rewrites the data file (about 4 min here)
 """
 
 from __future__ import annotations
