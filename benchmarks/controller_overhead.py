@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 import gqc_jax
-from gqc_jax._tree import all_finite, global_norm
+from gqc_jax._tree import global_norm, has_finite_norm
 
 
 def make_tree(total: int):
@@ -81,7 +81,7 @@ def main(argv=None):
     controllers = {
         "gnts": lambda thr, cap: gqc_jax.gnts(adamw, thr, max_draws=cap),
         "gns": lambda thr, cap: gqc_jax.gns(adamw, thr, max_draws=cap),
-        "mht": lambda thr, cap: gqc_jax.mht(adamw, 0.95 if thr else 1.0, thr, max_draws=cap),
+        "mht": lambda thr, cap: gqc_jax.mht(adamw, 0.95, thr or 1e-30, max_draws=cap),
         "sbc": lambda thr, cap: gqc_jax.sbc(adamw, 1e9 if not thr else 1.0, 1, max_draws=cap),
     }
 
@@ -125,7 +125,7 @@ def main(argv=None):
         return 3.0 + 0.0 * acc["p3"][0]
 
     def pass_finite(acc, g):
-        return acc, all_finite(g)
+        return acc, has_finite_norm(g)
 
     def pass_mean(acc, g):
         n = window_count(acc)
@@ -159,11 +159,11 @@ def main(argv=None):
     def never_state(name, tx):
         state = tx.init(params)
         if name == "gns":
-            # The same gradient every call: the norms' variance is 0, which passes
-            # any tolerance >= 0 (the constructor's range). A negative tolerance,
-            # written into the state, never passes.
-            criterion = state.criterion_state._replace(noise_tolerance=jnp.float32(-1.0))
-            state = state._replace(criterion_state=criterion)
+            # The same gradient every call: the norms' variance would be 0, which
+            # passes any tolerance >= 0. A window opened by one zero gradient keeps
+            # the variance positive (statistic 1/n for n draws): tolerance 0 never passes.
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            state = tx.update(zeros, state, params, value=jnp.float32(2.0))[1]
         return state
 
     for name, make in controllers.items():

@@ -1,12 +1,23 @@
-"""Scalar-or-schedule hyperparameters evaluated on the microbatch clock.
+"""Scalar hyperparameters: construction-time checks and the run-time rule.
 
-Every scalar hyperparameter of a controller accepts a number or an optax-style
-schedule ``f(count) -> value``. A number is stored in the criterion state as a
-float32 scalar at ``init`` and read back from the state at every ``update``, so
-changing it (by writing the state, or through ``optax.inject_hyperparams``)
-never recompiles. A schedule is evaluated at the microbatch clock (the number of
-``update`` calls before this one) and its value is stored in the state too, so
-``gqc_jax.stats`` can report it.
+Every scalar hyperparameter of a controller accepts a number, a JAX array or an
+optax-style schedule ``f(count) -> value``:
+
+- a Python or NumPy number is stored in the criterion state as a float32 scalar
+  at ``init`` and read back from the state at every ``update``, so writing the
+  state changes it without recompiling;
+- a JAX array (what ``optax.inject_hyperparams`` passes to the factory on every
+  call, traced under ``jit``) is the value in force at that call; it is stored
+  in the state too, so ``gqc_jax.stats`` reports it;
+- a schedule is evaluated at the microbatch clock (the number of ``update``
+  calls before this one) and its value is stored likewise.
+
+Concrete values (numbers and concrete arrays) are checked at construction and a
+bad one raises a ``ValueError`` naming it. Values only known at run time
+(schedules, traced arrays, a written state) follow one documented rule: a value
+outside its range is clamped to the nearest value inside it, NaN keeps the value
+last in force, and the call is counted in the criterion's
+``num_invalid_hyperparameters`` (reported by ``gqc_jax.stats``).
 
 Example:
   >>> import jax.numpy as jnp, optax, gqc_jax
@@ -18,10 +29,18 @@ Example:
   ...     _, state = scheduled.update({"w": jnp.full(2, 9.0)}, state, params)
   >>> round(float(gqc_jax.stats(state)["gradient_norm_threshold"]), 4)   # at clock 4
   1.4
+  >>> below_zero = gqc_jax.gnts(optax.sgd(0.1), threshold=lambda count: 1.0 - count)
+  >>> state = below_zero.init(params)
+  >>> for _ in range(3):
+  ...     _, state = below_zero.update({"w": jnp.full(2, 9.0)}, state, params)
+  >>> s = gqc_jax.stats(state)   # clocks 1 and 2 gave 0 and -1: -1 was clamped to 0
+  >>> float(s["gradient_norm_threshold"]), int(s["num_invalid_hyperparameters"])
+  (0.0, 1)
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 
@@ -32,8 +51,8 @@ import numpy as np
 ScalarOrSchedule = float | int | jax.Array | Callable[[jax.Array], jax.typing.ArrayLike]
 
 
-def _concrete_value(value: object) -> float | None:
-    """The Python value of ``value`` when it is known at construction time."""
+def concrete_value(value: object) -> float | None:
+    """The Python value of a scalar ``value`` when it is known at construction time."""
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):
@@ -46,49 +65,135 @@ def _concrete_value(value: object) -> float | None:
     return None
 
 
-def validate(name: str, value: ScalarOrSchedule, *, minimum: float, strict: bool = False) -> None:
-    """Checks a hyperparameter at construction time.
+class Hyperparameter:
+    """One scalar hyperparameter of a criterion and its valid range.
 
-    Schedules and traced values (inside ``optax.inject_hyperparams``) cannot be
-    checked here and are accepted; numbers must be finite and at least (or, with
-    ``strict``, above) ``minimum``.
+    The range is ``[low, high]``, each end closed or open (``low_open``,
+    ``high_open``). With ``positive_constant`` a value fixed at construction must
+    also be above ``low``, while a schedule may touch it (a warmup from 0).
+
+    Args:
+      name: the argument's name, used in every error message.
+      value: a number, a JAX array (possibly traced) or, with ``schedulable``, a
+        schedule.
+      low, high: the ends of the range.
+      low_open, high_open: whether the end itself is outside the range.
+      positive_constant: a concrete value equal to ``low`` is rejected too.
+      schedulable: whether a callable schedule is accepted.
+      integer: whether the value must be integral (an integer dtype for arrays).
+      expected: the range as error messages state it (default: from the ends).
 
     Raises:
-      TypeError: ``value`` is neither a real scalar nor a callable schedule.
-      ValueError: ``value`` is non-finite or out of range.
+      TypeError: ``value`` has the wrong type.
+      ValueError: a concrete ``value`` is non-finite or outside the range.
     """
-    if callable(value):
-        return
-    if isinstance(value, bool) or not (
-        isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array))
+
+    def __init__(
+        self,
+        name: str,
+        value: object,
+        *,
+        low: float = 0.0,
+        high: float = math.inf,
+        low_open: bool = False,
+        high_open: bool = False,
+        positive_constant: bool = False,
+        schedulable: bool = True,
+        integer: bool = False,
+        expected: str | None = None,
     ):
-        raise TypeError(
-            f"{name} must be a real number or a schedule f(count) -> value, got "
-            f"{value!r} of type {type(value).__name__}."
+        self.name = name
+        self.value = value
+        self.schedule = value if callable(value) else None
+        lo_f32, hi_f32 = np.float32(low), np.float32(high)
+        self.low = float(np.nextafter(lo_f32, np.float32(np.inf)) if low_open else lo_f32)
+        self.high = float(np.nextafter(hi_f32, np.float32(-np.inf)) if high_open else hi_f32)
+        self.range_text = expected or (
+            f"in {'(' if low_open or positive_constant else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            if math.isfinite(high)
+            else f"{'>' if low_open or positive_constant else '>='} {low:g}"
         )
-    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
-    concrete = _concrete_value(value)
-    if concrete is None:
-        return
-    bad = concrete <= minimum if strict else concrete < minimum
-    if not np.isfinite(concrete) or bad:
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
+        if callable(value):
+            if not schedulable:
+                raise TypeError(f"{name} must be a number, not a schedule, got {value!r}.")
+            return
+        kind = "an int" if integer else "a real number"
+        if isinstance(value, bool) or not isinstance(
+            value, (numbers.Real, np.ndarray, np.generic, jax.Array)
+        ):
+            extra = "" if not schedulable else " or a schedule f(count) -> value"
+            raise TypeError(
+                f"{name} must be {kind}{extra}, got {value!r} of type {type(value).__name__}."
+            )
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
+        if integer:
+            dtype = np.asarray(value).dtype if not isinstance(value, jax.Array) else value.dtype
+            if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}.")
+            if not isinstance(value, numbers.Integral) and not np.issubdtype(dtype, np.integer):
+                raise TypeError(f"{name} must be an int, got {value!r} of dtype {dtype}.")
+        concrete = concrete_value(value)
+        if concrete is None:
+            return
+        inside = math.isfinite(concrete) and self.low <= concrete <= self.high
+        if positive_constant and concrete <= low:
+            inside = False
+        if not inside:
+            finite = "" if integer or math.isfinite(high) else "finite and "
+            raise ValueError(f"{name} must be {finite}{self.range_text}, got {value!r}.")
+
+    @property
+    def constant(self) -> float | None:
+        """The value when it is a Python or NumPy number, else None."""
+        if callable(self.value) or isinstance(self.value, jax.Array):
+            return None
+        return concrete_value(self.value)
+
+    def _clamp(self, raw: jax.Array, fallback: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raw = jnp.asarray(raw, jnp.float32)
+        invalid = ~((raw >= self.low) & (raw <= self.high))  # NaN is invalid too
+        value = jnp.where(jnp.isnan(raw), fallback, raw)
+        value = jnp.clip(jnp.where(jnp.isnan(value), self.low, value), self.low, self.high)
+        return value, invalid
+
+    def initial(self) -> jax.Array:
+        """The float32 value stored in the state at ``init`` (a schedule's value at 0)."""
+        value = self.value
+        if self.schedule is not None:
+            value = self.schedule(jnp.zeros([], jnp.int32))
+        return self._clamp(value, jnp.float32(self.low))[0]
+
+    def current(
+        self, stored: jax.Array | None = None, count: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """The float32 value in force at microbatch ``count`` and whether it was invalid.
+
+        Args:
+          stored: the value kept in the state (the one in force so far), or None
+            for a hyperparameter that is not kept there.
+          count: the microbatch clock, for a schedule.
+
+        Returns:
+          ``(value, invalid)``: the value clamped into the range (NaN replaced by
+          ``stored``) and a ``bool[]``, True if the raw value was outside it.
+        """
+        if self.schedule is not None:
+            raw = self.schedule(count)
+        elif stored is not None and self.constant is not None:
+            raw = stored
+        else:
+            raw = self.value
+        fallback = stored if stored is not None else jnp.float32(self.low)
+        return self._clamp(raw, fallback)
 
 
-def initial(value: ScalarOrSchedule) -> jax.Array:
-    """The float32 value stored in the state at ``init`` (a schedule's value at 0)."""
-    if callable(value):
-        value = value(jnp.zeros([], jnp.int32))
-    return jnp.asarray(value, jnp.float32)
-
-
-def current(value: ScalarOrSchedule, stored: jax.Array, count: jax.Array) -> jax.Array:
-    """The value in force at microbatch ``count``: the schedule's, else the stored one."""
-    if callable(value):
-        return jnp.asarray(value(count), jnp.float32)
-    return stored
+def count_invalid(counter: jax.Array, *invalid: jax.Array) -> jax.Array:
+    """``counter`` plus one if any of the ``invalid`` flags is set."""
+    flag = jnp.zeros([], jnp.bool_)
+    for f in invalid:
+        flag = flag | f
+    return counter + flag.astype(jnp.int32)
 
 
 def validate_max_draws(max_draws: object) -> int:

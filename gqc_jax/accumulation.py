@@ -21,7 +21,7 @@ import optax
 from optax._src import numerics
 
 from gqc_jax import _hyperparams
-from gqc_jax._tree import all_finite, check_same_structure, global_norm
+from gqc_jax._tree import check_floating, check_same_structure, global_norm, has_finite_norm
 
 
 class Draw(NamedTuple):
@@ -210,9 +210,10 @@ def adaptive_accumulation(
     inner optimizer also receives the microbatch clock as the extra argument
     ``microbatch_count`` (used by :func:`gqc_jax.on_microbatch_clock`).
 
-    A microbatch whose gradient (or ``value``) has a NaN or inf is skipped: the
-    accumulator, the window count and the criterion state are left as they were,
-    ``num_skipped`` is incremented, and the call returns zeros. The microbatch
+    A microbatch whose gradient (or ``value``) has a NaN or inf, or whose
+    squared global norm overflows float32 (elements beyond about 1.8e19), is
+    skipped: the accumulator, the window count and the criterion state are left
+    as they were, ``num_skipped`` is incremented, and the call returns zeros. The microbatch
     clock ``num_batches`` counts every call, skipped ones included.
 
     Memory: one accumulator the size of the gradients, plus the criterion's
@@ -271,6 +272,7 @@ def adaptive_accumulation(
 
     def core(grads, state, params, extra_args, apply_to_params):
         check_same_structure(grads, state.acc, "parameters")
+        check_floating(grads)
         has_value = extra_args.get("value") is not None
         value = jnp.asarray(extra_args["value"] if has_value else 0.0, jnp.float32)
         if value.shape != ():
@@ -282,7 +284,7 @@ def adaptive_accumulation(
             grads = jax.lax.pmean(grads, axis_name)
             value = jax.lax.pmean(value, axis_name)
 
-        finite = all_finite(grads)
+        finite = has_finite_norm(grads)
         if has_value:
             finite = finite & jnp.isfinite(value)
         fresh = state.num_draws == 0
@@ -348,9 +350,12 @@ def adaptive_accumulation(
             mean = jax.lax.optimization_barrier(mean)
             if prepare is not None:
                 mean = prepare(decided_state, mean, mean_norm)
-            updates, inner_state = inner.update(
+            updates, new_inner_state = inner.update(
                 optax.tree.cast_like(mean, grads), inner_state, params, **step_args
             )
+            # As optax.MultiSteps does: the state keeps its dtypes (an inner
+            # optimizer fed float32 gradients may promote bfloat16 moments).
+            inner_state = optax.tree.cast_like(new_inner_state, inner_state)
             if apply_to_params:
                 return optax.apply_updates(params, updates), inner_state
             return updates, inner_state

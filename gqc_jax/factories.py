@@ -49,6 +49,11 @@ def _inner(
             f"function, not an instance), got {optimizer!r}."
         )
     kwargs = dict(optimizer_kwargs)
+    nested = kwargs.get("optimizer_kwargs")
+    if len(kwargs) == 1 and isinstance(nested, dict):
+        # optax.inject_hyperparams binds **optimizer_kwargs as one argument of
+        # that name and passes it back as a keyword: unpack it.
+        kwargs = dict(nested)
     if "learning_rate" not in kwargs:
         raise TypeError("learning_rate=... is required (the base learning rate).")
     lr = kwargs.pop("learning_rate")
@@ -61,6 +66,23 @@ def _inner(
         if wd is not inspect.Parameter.empty:
             kwargs["weight_decay"] = _scaled(wd, wd_multiplier)
     return on_microbatch_clock(optimizer, **kwargs)
+
+
+def _conventional_variant(factory: Callable[..., Any]) -> Callable[[Callable], Callable]:
+    """Gives a ``*_conventional_lr`` wrapper the signature of ``factory``.
+
+    Without it ``optax.inject_hyperparams`` (which binds arguments by signature)
+    would see only ``*args, **kwargs``.
+    """
+
+    def decorate(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(factory)
+        wrapper.__signature__ = signature.replace(
+            parameters=[p for p in signature.parameters.values() if p.name != "conventional_lr"]
+        )
+        return wrapper
+
+    return decorate
 
 
 def _lr(conventional: bool, warmup: int, total: int):
@@ -113,6 +135,7 @@ def gnts_with_cosine_annealing(
     )
 
 
+@_conventional_variant(gnts_with_cosine_annealing)
 def gnts_with_cosine_annealing_conventional_lr(*args, **kwargs):
     """:func:`gnts_with_cosine_annealing` with ``conventional_lr=True``.
 
@@ -159,6 +182,7 @@ def gnr_with_cosine_annealing(
     return gnr(_inner(optimizer, optimizer_kwargs, lr, wd), target, axis_name=axis_name)
 
 
+@_conventional_variant(gnr_with_cosine_annealing)
 def gnr_with_cosine_annealing_conventional_lr(*args, **kwargs):
     """:func:`gnr_with_cosine_annealing` with ``conventional_lr=True``.
 
@@ -333,6 +357,7 @@ def sbc_with_polynomial(
     )
 
 
+@_conventional_variant(sbc_with_polynomial)
 def sbc_with_polynomial_conventional_lr(*args, **kwargs):
     """:func:`sbc_with_polynomial` with ``conventional_lr=True``.
 

@@ -18,6 +18,7 @@ class GradientNormRescaleState(NamedTuple):
 
     Attributes:
       target_gradient_norm: ``float32[]`` the target norm in force.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range target (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -27,6 +28,7 @@ class GradientNormRescaleState(NamedTuple):
     """
 
     target_gradient_norm: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class GradientNormRescale:
@@ -43,18 +45,21 @@ class GradientNormRescale:
     """
 
     def __init__(self, target_norm: ScalarOrSchedule = 1.0):
-        _hyperparams.validate("target_norm", target_norm, minimum=0.0)
-        self.target_norm = target_norm
+        # A constant 0 would make every update zero; a schedule may start at 0.
+        self.target_norm = _hyperparams.Hyperparameter(
+            "target_norm", target_norm, positive_constant=True
+        )
 
     def init(self, params: optax.Params) -> GradientNormRescaleState:
         del params
-        return GradientNormRescaleState(_hyperparams.initial(self.target_norm))
+        return GradientNormRescaleState(self.target_norm.initial(), jnp.zeros([], jnp.int32))
 
     def should_step(
         self, state: GradientNormRescaleState, draw: Draw
     ) -> tuple[jax.Array, GradientNormRescaleState]:
-        target = _hyperparams.current(self.target_norm, state.target_gradient_norm, draw.count)
-        return jnp.ones([], jnp.bool_), GradientNormRescaleState(target)
+        target, invalid = self.target_norm.current(state.target_gradient_norm, draw.count)
+        invalid_count = _hyperparams.count_invalid(state.num_invalid_hyperparameters, invalid)
+        return jnp.ones([], jnp.bool_), GradientNormRescaleState(target, invalid_count)
 
     def accept(self, state: GradientNormRescaleState, draw: Draw) -> jax.Array:
         del state
@@ -88,8 +93,8 @@ def gnr(
 
     Args:
       inner: the optimizer run on each rescaled gradient.
-      target_norm: :math:`\tau \ge 0`, a number or a schedule on the microbatch
-        clock.
+      target_norm: :math:`\tau > 0`, a number or a schedule on the microbatch
+        clock (a schedule may reach 0).
       axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:

@@ -23,6 +23,7 @@ class GradientNoiseScaleState(NamedTuple):
       gradient_noise_statistic: ``float32[]`` the statistic at the last draw.
       norms: moments of the window's per-microbatch gradient norms.
       mean_square_norm: ``float32[]`` mean of the window's squared norms.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range tolerance (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -35,6 +36,7 @@ class GradientNoiseScaleState(NamedTuple):
     gradient_noise_statistic: jax.Array
     norms: Moments
     mean_square_norm: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class GradientNoiseScale:
@@ -53,22 +55,22 @@ class GradientNoiseScale:
     """
 
     def __init__(self, tolerance: ScalarOrSchedule = 1.0):
-        _hyperparams.validate("tolerance", tolerance, minimum=0.0)
-        self.tolerance = tolerance
+        self.tolerance = _hyperparams.Hyperparameter("tolerance", tolerance)
 
     def init(self, params: optax.Params) -> GradientNoiseScaleState:
         del params
         return GradientNoiseScaleState(
-            noise_tolerance=_hyperparams.initial(self.tolerance),
+            noise_tolerance=self.tolerance.initial(),
             gradient_noise_statistic=jnp.zeros([], jnp.float32),
             norms=Moments.empty(),
             mean_square_norm=jnp.zeros([], jnp.float32),
+            num_invalid_hyperparameters=jnp.zeros([], jnp.int32),
         )
 
     def should_step(
         self, state: GradientNoiseScaleState, draw: Draw
     ) -> tuple[jax.Array, GradientNoiseScaleState]:
-        tolerance = _hyperparams.current(self.tolerance, state.noise_tolerance, draw.count)
+        tolerance, invalid = self.tolerance.current(state.noise_tolerance, draw.count)
         norms = gather(global_norm(draw.grads), draw.axis_name)
         moments = state.norms.merge(norms)
         mean_square = state.mean_square_norm + (
@@ -76,7 +78,10 @@ class GradientNoiseScale:
         ) * (norms.shape[0] / moments.count)
         statistic = moments.variance() / (mean_square + 1e-8)
         passes = statistic <= draw.num_draws.astype(jnp.float32) * tolerance
-        return passes, GradientNoiseScaleState(tolerance, statistic, moments, mean_square)
+        invalid_count = _hyperparams.count_invalid(state.num_invalid_hyperparameters, invalid)
+        return passes, GradientNoiseScaleState(
+            tolerance, statistic, moments, mean_square, invalid_count
+        )
 
     def reset(self, state: GradientNoiseScaleState) -> GradientNoiseScaleState:
         return state._replace(norms=Moments.empty(), mean_square_norm=jnp.zeros([], jnp.float32))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -22,6 +21,8 @@ class GradientNormThresholdState(NamedTuple):
     Attributes:
       gradient_norm_threshold: ``float32[]`` the threshold in force (set it to change a constant
         threshold without recompiling; a schedule overwrites it every call).
+      num_invalid_hyperparameters: ``int32[]`` calls whose threshold was out of its
+        range (and was clamped into it).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -31,6 +32,7 @@ class GradientNormThresholdState(NamedTuple):
     """
 
     gradient_norm_threshold: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class GradientNormThreshold:
@@ -47,18 +49,18 @@ class GradientNormThreshold:
     """
 
     def __init__(self, threshold: ScalarOrSchedule = 1.0):
-        _hyperparams.validate("threshold", threshold, minimum=0.0)
-        self.threshold = threshold
+        self.threshold = _hyperparams.Hyperparameter("threshold", threshold)
 
     def init(self, params: optax.Params) -> GradientNormThresholdState:
         del params
-        return GradientNormThresholdState(_hyperparams.initial(self.threshold))
+        return GradientNormThresholdState(self.threshold.initial(), jnp.zeros([], jnp.int32))
 
     def should_step(
         self, state: GradientNormThresholdState, draw: Draw
     ) -> tuple[jax.Array, GradientNormThresholdState]:
-        threshold = _hyperparams.current(self.threshold, state.gradient_norm_threshold, draw.count)
-        return draw.mean_norm <= threshold, GradientNormThresholdState(threshold)
+        threshold, invalid = self.threshold.current(state.gradient_norm_threshold, draw.count)
+        invalid_count = _hyperparams.count_invalid(state.num_invalid_hyperparameters, invalid)
+        return draw.mean_norm <= threshold, GradientNormThresholdState(threshold, invalid_count)
 
     def reset(self, state: GradientNormThresholdState) -> GradientNormThresholdState:
         return state
@@ -72,6 +74,7 @@ class RelativeGradientNormThresholdState(NamedTuple):
       reference_norm: ``float32[]`` EMA of single-microbatch gradient norms.
       effective_threshold: ``float32[]`` the absolute threshold last compared.
       has_reference: ``bool[]`` whether ``reference_norm`` holds a value.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range value (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -87,6 +90,7 @@ class RelativeGradientNormThresholdState(NamedTuple):
     reference_norm: jax.Array
     effective_threshold: jax.Array
     has_reference: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class RelativeGradientNormThreshold:
@@ -113,38 +117,40 @@ class RelativeGradientNormThreshold:
         reference_beta: float = 0.05,
         outlier_clip: float = 4.0,
     ):
-        _hyperparams.validate("threshold", threshold, minimum=0.0)
-        if not isinstance(reference_beta, numbers.Real) or not 0 < reference_beta <= 1:
-            raise ValueError(f"reference_beta must be in (0, 1], got {reference_beta!r}.")
-        if not isinstance(outlier_clip, numbers.Real) or not outlier_clip >= 1:
-            raise ValueError(f"outlier_clip must be >= 1, got {outlier_clip!r}.")
-        self.threshold = threshold
-        self.reference_beta = float(reference_beta)
-        self.outlier_clip = float(outlier_clip)
+        self.threshold = _hyperparams.Hyperparameter("threshold", threshold)
+        self.reference_beta, self.outlier_clip = _reference_hyperparameters(
+            reference_beta, outlier_clip
+        )
 
     def init(self, params: optax.Params) -> RelativeGradientNormThresholdState:
         del params
         return RelativeGradientNormThresholdState(
-            gradient_norm_threshold=_hyperparams.initial(self.threshold),
+            gradient_norm_threshold=self.threshold.initial(),
             reference_norm=jnp.ones([], jnp.float32),
             effective_threshold=jnp.zeros([], jnp.float32),
             has_reference=jnp.zeros([], jnp.bool_),
+            num_invalid_hyperparameters=jnp.zeros([], jnp.int32),
         )
 
     def should_step(
         self, state: RelativeGradientNormThresholdState, draw: Draw
     ) -> tuple[jax.Array, RelativeGradientNormThresholdState]:
-        tau = _hyperparams.current(self.threshold, state.gradient_norm_threshold, draw.count)
+        tau, tau_invalid = self.threshold.current(state.gradient_norm_threshold, draw.count)
+        beta, beta_invalid = self.reference_beta.current()
+        clip, clip_invalid = self.outlier_clip.current()
         h = jnp.mean(gather(global_norm(draw.grads), draw.axis_name))
         old = state.reference_norm
-        clipped = jnp.minimum(h, self.outlier_clip * old)
-        reference = jnp.where(state.has_reference, old + self.reference_beta * (clipped - old), h)
+        clipped = jnp.minimum(h, clip * old)
+        reference = jnp.where(state.has_reference, old + beta * (clipped - old), h)
         effective = tau * reference
         new_state = RelativeGradientNormThresholdState(
             gradient_norm_threshold=tau,
             reference_norm=reference,
             effective_threshold=effective,
             has_reference=jnp.ones([], jnp.bool_),
+            num_invalid_hyperparameters=_hyperparams.count_invalid(
+                state.num_invalid_hyperparameters, tau_invalid, beta_invalid, clip_invalid
+            ),
         )
         return draw.mean_norm <= effective, new_state
 
@@ -152,6 +158,16 @@ class RelativeGradientNormThreshold:
         self, state: RelativeGradientNormThresholdState
     ) -> RelativeGradientNormThresholdState:
         return state
+
+
+def _reference_hyperparameters(
+    reference_beta: object, outlier_clip: object
+) -> tuple[_hyperparams.Hyperparameter, _hyperparams.Hyperparameter]:
+    beta = _hyperparams.Hyperparameter(
+        "reference_beta", reference_beta, low=0.0, high=1.0, low_open=True, schedulable=False
+    )
+    clip = _hyperparams.Hyperparameter("outlier_clip", outlier_clip, low=1.0, schedulable=False)
+    return beta, clip
 
 
 def gnts(
@@ -212,6 +228,7 @@ def gnts(
       >>> print(updates["w"], int(state.last_num_draws))
       [-0.05 -0.05] 2
     """
+    _reference_hyperparameters(reference_beta, outlier_clip)  # checked even when unused
     criterion = (
         RelativeGradientNormThreshold(threshold, reference_beta, outlier_clip)
         if relative

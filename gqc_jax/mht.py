@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -26,6 +25,7 @@ class MetricHypothesisTestState(NamedTuple):
       update_beta: ``float32[]`` the EMA rate.
       history: moments of the window's losses.
       has_running_mean: ``bool[]`` whether ``running_mean`` has been set.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range value (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -40,6 +40,7 @@ class MetricHypothesisTestState(NamedTuple):
     update_beta: jax.Array
     history: Moments
     has_running_mean: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class MetricHypothesisTest:
@@ -63,28 +64,28 @@ class MetricHypothesisTest:
         percent_error: ScalarOrSchedule = 0.05,
         update_beta: float = 0.01,
     ):
-        _hyperparams.validate("confidence", confidence, minimum=0.0)
-        _hyperparams.validate("percent_error", percent_error, minimum=0.0)
-        for name, value in (("confidence", confidence), ("update_beta", update_beta)):
-            if isinstance(value, numbers.Real) and value > 1:
-                raise ValueError(f"{name} must be <= 1, got {value}.")
-        if not isinstance(update_beta, numbers.Real) or isinstance(update_beta, bool):
-            raise TypeError(f"update_beta must be a float in [0, 1], got {update_beta!r}.")
-        if not 0 <= update_beta <= 1:
-            raise ValueError(f"update_beta must be in [0, 1], got {update_beta}.")
-        self.confidence = confidence
-        self.percent_error = percent_error
-        self.update_beta = float(update_beta)
+        # Confidence 1 never passes and a constant 0 always does (a schedule may
+        # start there); a constant percent error of 0 never passes.
+        self.confidence = _hyperparams.Hyperparameter(
+            "confidence", confidence, high=1.0, high_open=True, positive_constant=True
+        )
+        self.percent_error = _hyperparams.Hyperparameter(
+            "percent_error", percent_error, positive_constant=True
+        )
+        self.update_beta = _hyperparams.Hyperparameter(
+            "update_beta", update_beta, high=1.0, schedulable=False
+        )
 
     def init(self, params: optax.Params) -> MetricHypothesisTestState:
         del params
         return MetricHypothesisTestState(
-            confidence_level=_hyperparams.initial(self.confidence),
-            percent_error_threshold=_hyperparams.initial(self.percent_error),
+            confidence_level=self.confidence.initial(),
+            percent_error_threshold=self.percent_error.initial(),
             running_mean=jnp.zeros([], jnp.float32),
-            update_beta=jnp.asarray(self.update_beta, jnp.float32),
+            update_beta=self.update_beta.initial(),
             history=Moments.empty(),
             has_running_mean=jnp.zeros([], jnp.bool_),
+            num_invalid_hyperparameters=jnp.zeros([], jnp.int32),
         )
 
     def should_step(
@@ -95,12 +96,12 @@ class MetricHypothesisTest:
                 "mht tests the loss: pass it to every update, "
                 "tx.update(grads, state, params, value=loss)."
             )
-        c = _hyperparams.current(self.confidence, state.confidence_level, draw.count)
-        p = _hyperparams.current(self.percent_error, state.percent_error_threshold, draw.count)
+        c, c_invalid = self.confidence.current(state.confidence_level, draw.count)
+        p, p_invalid = self.percent_error.current(state.percent_error_threshold, draw.count)
+        beta, beta_invalid = self.update_beta.current(state.update_beta)
         values = gather(draw.value, draw.axis_name)
         history = state.history.merge(values)
         u = jnp.mean(values)
-        beta = state.update_beta
         running = jnp.where(state.has_running_mean, state.running_mean * (1 - beta) + u * beta, u)
         # Judgement set J = [running_mean] + history, merged in closed form.
         k = history.count
@@ -119,6 +120,9 @@ class MetricHypothesisTest:
             update_beta=beta,
             history=history,
             has_running_mean=jnp.ones([], jnp.bool_),
+            num_invalid_hyperparameters=_hyperparams.count_invalid(
+                state.num_invalid_hyperparameters, c_invalid, p_invalid, beta_invalid
+            ),
         )
         return passes, new_state
 
@@ -157,8 +161,10 @@ def mht(
 
     Args:
       inner: the optimizer run on each window mean.
-      confidence: :math:`c \in [0, 1]`, a number or a schedule on the clock.
-      percent_error: :math:`p \ge 0`, a number or a schedule on the clock.
+      confidence: :math:`c \in (0, 1)`, a number or a schedule on the clock (a
+        schedule may reach 0).
+      percent_error: :math:`p > 0`, a number or a schedule on the clock (a
+        schedule may reach 0).
       update_beta: EMA rate of the running mean, in [0, 1].
       max_draws: the draw cap.
       accumulator_dtype: dtype of the running mean of the gradients.

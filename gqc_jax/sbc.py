@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gqc_jax import _hyperparams
@@ -21,6 +19,7 @@ class ScheduledBatchState(NamedTuple):
     Attributes:
       logical_batch_size: ``float32[]`` the logical batch size in force.
       physical_batch_size: ``int32[]`` samples per microbatch.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range value (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -31,6 +30,7 @@ class ScheduledBatchState(NamedTuple):
 
     logical_batch_size: jax.Array
     physical_batch_size: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class ScheduledBatch:
@@ -48,34 +48,48 @@ class ScheduledBatch:
     """
 
     def __init__(self, logical_batch_size: ScalarOrSchedule, physical_batch_size: int):
-        _hyperparams.validate("logical_batch_size", logical_batch_size, minimum=0.0, strict=True)
-        if isinstance(physical_batch_size, bool) or not isinstance(
-            physical_batch_size, (numbers.Integral, np.integer)
-        ):
-            raise TypeError(f"physical_batch_size must be an int, got {physical_batch_size!r}.")
-        if physical_batch_size <= 0:
-            raise ValueError(f"physical_batch_size must be > 0, got {physical_batch_size}.")
-        self.logical_batch_size = logical_batch_size
-        self.physical_batch_size = int(physical_batch_size)
+        # A schedule may start at 0 (a warmup: every draw steps); a constant may not.
+        self.logical_batch_size = _hyperparams.Hyperparameter(
+            "logical_batch_size", logical_batch_size, positive_constant=True
+        )
+        self.physical_batch_size = _hyperparams.Hyperparameter(
+            "physical_batch_size",
+            physical_batch_size,
+            low=1.0,
+            schedulable=False,
+            integer=True,
+            expected="> 0",
+        )
 
     def init(self, params: optax.Params) -> ScheduledBatchState:
         del params
         return ScheduledBatchState(
-            logical_batch_size=_hyperparams.initial(self.logical_batch_size),
-            physical_batch_size=jnp.asarray(self.physical_batch_size, jnp.int32),
+            logical_batch_size=self.logical_batch_size.initial(),
+            physical_batch_size=self.physical_batch_size.initial().astype(jnp.int32),
+            num_invalid_hyperparameters=jnp.zeros([], jnp.int32),
         )
 
     def should_step(
         self, state: ScheduledBatchState, draw: Draw
     ) -> tuple[jax.Array, ScheduledBatchState]:
-        logical = _hyperparams.current(
-            self.logical_batch_size, state.logical_batch_size, draw.count
+        logical, logical_invalid = self.logical_batch_size.current(
+            state.logical_batch_size, draw.count
         )
-        per_draw = state.physical_batch_size
+        physical, physical_invalid = self.physical_batch_size.current(
+            state.physical_batch_size.astype(jnp.float32)
+        )
+        physical = physical.astype(jnp.int32)
+        per_draw = physical
         if draw.axis_name is not None:  # every device draws a microbatch
             per_draw = per_draw * jax.lax.psum(1, draw.axis_name)
         samples = (draw.num_draws * per_draw).astype(jnp.float32)
-        return samples >= logical, state._replace(logical_batch_size=logical)
+        return samples >= logical, ScheduledBatchState(
+            logical_batch_size=logical,
+            physical_batch_size=physical,
+            num_invalid_hyperparameters=_hyperparams.count_invalid(
+                state.num_invalid_hyperparameters, logical_invalid, physical_invalid
+            ),
+        )
 
     def reset(self, state: ScheduledBatchState) -> ScheduledBatchState:
         return state
@@ -104,7 +118,7 @@ def sbc(
     Args:
       inner: the optimizer run on each window mean.
       logical_batch_size: :math:`L > 0` samples, a number or a schedule on the
-        microbatch clock.
+        microbatch clock (a schedule may reach 0: every draw steps).
       physical_batch_size: :math:`b > 0`, samples per microbatch.
       max_draws: the draw cap.
       accumulator_dtype: dtype of the running mean.

@@ -23,7 +23,10 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from gqc_jax import _hyperparams
 
 
 def _check_steps(num_warmup_steps: int, num_training_steps: int | None = None) -> None:
@@ -37,11 +40,18 @@ def _check_steps(num_warmup_steps: int, num_training_steps: int | None = None) -
             raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
 
 
-def _check_real(**values: float) -> None:
+def _check_real(**values: float | jax.Array) -> None:
+    # Arrays are accepted too (``optax.inject_hyperparams`` passes them); a traced
+    # one cannot be checked here.
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, bool) or not isinstance(
+            value, (numbers.Real, np.ndarray, np.generic, jax.Array)
+        ):
             raise TypeError(f"{name} must be a real number, got {value!r}.")
-        if not math.isfinite(value):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
+        concrete = _hyperparams.concrete_value(value)
+        if concrete is not None and not math.isfinite(concrete):
             raise ValueError(f"{name} must be finite, got {value!r}.")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -30,6 +29,7 @@ class SignalToNoiseState(NamedTuple):
       smoothed_signal: ``float32[]`` EMA over windows of the final ``signal``.
       smoothed_noise: ``float32[]`` EMA over windows of the final ``noise``.
       has_smoothed: ``bool[]`` whether the EMAs hold a value.
+      num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range value (clamped).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -46,6 +46,7 @@ class SignalToNoiseState(NamedTuple):
     smoothed_signal: jax.Array
     smoothed_noise: jax.Array
     has_smoothed: jax.Array
+    num_invalid_hyperparameters: jax.Array
 
 
 class SignalToNoise:
@@ -72,24 +73,27 @@ class SignalToNoise:
     """
 
     def __init__(self, noise_ratio: ScalarOrSchedule, min_draws: int = 2, smoothing: float = 0.0):
-        _hyperparams.validate("noise_ratio", noise_ratio, minimum=0.0, strict=True)
-        if isinstance(min_draws, bool) or not isinstance(min_draws, numbers.Integral):
-            raise TypeError(f"min_draws must be an int, got {min_draws!r}.")
-        if min_draws < 2:
-            raise ValueError(
-                f"min_draws must be >= 2 (the estimators need 2 draws), got {min_draws}."
-            )
-        if not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
-        self.noise_ratio = noise_ratio
-        self.min_draws = int(min_draws)
-        self.smoothing = float(smoothing)
+        # A schedule at 0 only lets the draw cap step; a constant 0 is a mistake.
+        self.noise_ratio = _hyperparams.Hyperparameter(
+            "noise_ratio", noise_ratio, positive_constant=True
+        )
+        self.min_draws = _hyperparams.Hyperparameter(
+            "min_draws",
+            min_draws,
+            low=2.0,
+            schedulable=False,
+            integer=True,
+            expected=">= 2 (the estimators need 2 draws)",
+        )
+        self.smoothing = _hyperparams.Hyperparameter(
+            "smoothing", smoothing, high=1.0, high_open=True, schedulable=False
+        )
 
     def init(self, params: optax.Params) -> SignalToNoiseState:
         del params
         zero = jnp.zeros([], jnp.float32)
         return SignalToNoiseState(
-            noise_ratio=_hyperparams.initial(self.noise_ratio),
+            noise_ratio=self.noise_ratio.initial(),
             signal=zero,
             noise=zero,
             noise_scale=zero,
@@ -97,12 +101,15 @@ class SignalToNoise:
             smoothed_signal=zero,
             smoothed_noise=zero,
             has_smoothed=jnp.zeros([], jnp.bool_),
+            num_invalid_hyperparameters=jnp.zeros([], jnp.int32),
         )
 
     def should_step(
         self, state: SignalToNoiseState, draw: Draw
     ) -> tuple[jax.Array, SignalToNoiseState]:
-        rho = _hyperparams.current(self.noise_ratio, state.noise_ratio, draw.count)
+        rho, rho_invalid = self.noise_ratio.current(state.noise_ratio, draw.count)
+        min_draws, min_draws_invalid = self.min_draws.current()
+        smoothing, smoothing_invalid = self.smoothing.current()
         local = jnp.square(global_norm(draw.grads))
         moments = state.squared_norms.merge(gather(local, draw.axis_name))
         k = moments.count
@@ -111,11 +118,11 @@ class SignalToNoise:
         denom = jnp.maximum(k - 1.0, 1.0)
         signal = (k * big - mean_square) / denom
         noise = k * (mean_square - big) / denom
-        if self.smoothing:
-            w = jnp.where(state.has_smoothed, self.smoothing, 0.0)
+        if self.smoothing.constant != 0:
+            w = jnp.where(state.has_smoothed, smoothing, 0.0)
             signal = (1 - w) * signal + w * state.smoothed_signal
             noise = (1 - w) * noise + w * state.smoothed_noise
-        enough = k >= jnp.maximum(self.min_draws, 2)
+        enough = k >= jnp.floor(min_draws)
         passes = enough & (signal > 0) & (noise / k <= rho * signal)
         scale = jnp.where(enough & (signal > 0), noise / jnp.where(signal > 0, signal, 1.0), 0.0)
         new_state = state._replace(
@@ -124,18 +131,22 @@ class SignalToNoise:
             noise=jnp.where(enough, noise, state.noise),
             noise_scale=jnp.where(enough & (signal > 0), scale, state.noise_scale),
             squared_norms=moments,
+            num_invalid_hyperparameters=_hyperparams.count_invalid(
+                state.num_invalid_hyperparameters, rho_invalid, min_draws_invalid, smoothing_invalid
+            ),
         )
         return passes, new_state
 
     def reset(self, state: SignalToNoiseState) -> SignalToNoiseState:
-        b = self.smoothing
-        w = jnp.where(state.has_smoothed, b, 0.0)
+        signal, noise = state.signal, state.noise
+        if self.smoothing.constant != 0:
+            w = jnp.where(state.has_smoothed, self.smoothing.current()[0], 0.0)
+            signal = (1 - w) * signal + w * state.smoothed_signal
+            noise = (1 - w) * noise + w * state.smoothed_noise
         return state._replace(
             squared_norms=Moments.empty(),
-            smoothed_signal=(1 - w) * state.signal + w * state.smoothed_signal
-            if b
-            else state.signal,
-            smoothed_noise=(1 - w) * state.noise + w * state.smoothed_noise if b else state.noise,
+            smoothed_signal=signal,
+            smoothed_noise=noise,
             has_smoothed=jnp.ones([], jnp.bool_),
         )
 
@@ -194,9 +205,15 @@ def snr(
       >>> 4 <= int(state.num_batches) / int(state.num_steps) <= 16
       True
     """
+    criterion = SignalToNoise(noise_ratio, min_draws, smoothing)
+    if (_hyperparams.concrete_value(min_draws) or 0) > _hyperparams.validate_max_draws(max_draws):
+        raise ValueError(
+            f"min_draws ({min_draws}) must be at most max_draws ({max_draws}): every "
+            "window would end at the draw cap."
+        )
     return adaptive_accumulation(
         inner,
-        SignalToNoise(noise_ratio, min_draws, smoothing),
+        criterion,
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,

@@ -78,14 +78,26 @@ def test_mht_first_call_steps_and_confidence_one_never_passes():
     grads = random_grads(24, len(values))
     stepped, _, _ = _run(gqc_jax.mht(optax.sgd(0.1), 0.9, 0.05), grads, values)
     assert stepped[0]
-    stepped, _, _ = _run(gqc_jax.mht(optax.sgd(0.1), 1.0, 0.05, max_draws=3), grads, values)
-    assert stepped == [False, False, True, False, False, True]
+    # A constant confidence of 1 (the reference's default) never passes and is
+    # rejected; a schedule reaching 1 is clamped to the float32 below 1 and counted.
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.0"):
+        gqc_jax.mht(optax.sgd(0.1), 1.0, 0.05)
+    below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    tx = gqc_jax.mht(optax.sgd(0.1), lambda count: below_one, 0.05, max_draws=3)
+    expected, state, _ = _run(tx, grads, values)
+    assert int(gqc_jax.stats(state)["num_invalid_hyperparameters"]) == 0
+    tx = gqc_jax.mht(optax.sgd(0.1), lambda count: 1.0, 0.05, max_draws=3)
+    stepped, state, _ = _run(tx, grads, values)
+    assert stepped == expected
+    assert int(gqc_jax.stats(state)["num_invalid_hyperparameters"]) == len(values)
 
 
 def test_mht_zero_confidence_zero_percent_is_a_tie_that_steps():
     grads = random_grads(25, 3)
-    stepped, _, _ = _run(gqc_jax.mht(optax.sgd(0.1), 0.0, 0.0), grads, [1.0, 3.0, 2.0])
+    zero = lambda count: 0.0  # noqa: E731 (schedules may reach 0; constants may not)
+    stepped, state, _ = _run(gqc_jax.mht(optax.sgd(0.1), zero, zero), grads, [1.0, 3.0, 2.0])
     assert stepped == [True, True, True]
+    assert int(gqc_jax.stats(state)["num_invalid_hyperparameters"]) == 0
 
 
 def test_mht_negative_losses_never_pass():
@@ -104,8 +116,10 @@ def test_mht_needs_the_loss():
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        ({"confidence": 1.5}, "confidence must be <= 1"),
-        ({"percent_error": -0.1}, "percent_error must be finite and >= 0"),
+        ({"confidence": 1.5}, r"confidence must be in \(0, 1\)"),
+        ({"confidence": 0.0}, r"confidence must be in \(0, 1\)"),
+        ({"percent_error": -0.1}, "percent_error must be finite and > 0"),
+        ({"percent_error": 0.0}, "percent_error must be finite and > 0"),
         ({"update_beta": 2.0}, "update_beta must be"),
     ],
 )
@@ -117,8 +131,10 @@ def test_mht_bad_input(bad, match):
 def test_gns_gnr_bad_input():
     with pytest.raises(ValueError, match="tolerance must be finite and >= 0"):
         gqc_jax.gns(optax.sgd(0.1), -1.0)
-    with pytest.raises(ValueError, match="target_norm must be finite and >= 0"):
+    with pytest.raises(ValueError, match="target_norm must be finite and > 0"):
         gqc_jax.gnr(optax.sgd(0.1), float("inf"))
+    with pytest.raises(ValueError, match="target_norm must be finite and > 0, got 0"):
+        gqc_jax.gnr(optax.sgd(0.1), 0.0)
 
 
 @pytest.mark.parametrize(

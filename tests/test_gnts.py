@@ -93,7 +93,9 @@ def test_changing_the_threshold_does_not_recompile():
     results = []
     for threshold in (0.0, 1e9):
         s = state._replace(
-            criterion_state=gqc_jax.GradientNormThresholdState(jnp.float32(threshold))
+            criterion_state=state.criterion_state._replace(
+                gradient_norm_threshold=jnp.float32(threshold)
+            )
         )
         _, s = update(grads, s)
         results.append(bool(s.stepped))

@@ -138,5 +138,5 @@ def test_relative_gnts_after_a_20x_outlier_microbatch():
 def test_relative_gnts_bad_input():
     with pytest.raises(ValueError, match="reference_beta must be in"):
         gqc_jax.gnts(optax.sgd(0.1), relative=True, reference_beta=0.0)
-    with pytest.raises(ValueError, match="outlier_clip must be >= 1"):
+    with pytest.raises(ValueError, match="outlier_clip must be finite and >= 1"):
         gqc_jax.gnts(optax.sgd(0.1), relative=True, outlier_clip=0.5)

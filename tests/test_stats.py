@@ -24,7 +24,7 @@ def test_keys_and_values_after_a_step():
     state = tx.init(params)
     _, state = tx.update({"v": jnp.array([3.0, 4.0])}, state, params)
     s = gqc_jax.stats(state)
-    assert set(s) == SHARED_KEYS | {"gradient_norm_threshold"}
+    assert set(s) == SHARED_KEYS | {"gradient_norm_threshold", "num_invalid_hyperparameters"}
     assert all(isinstance(v, jax.Array) and v.shape == () for v in s.values())
     assert int(s["num_steps"]) == 1 and int(s["last_num_draws"]) == 1
     assert float(s["last_grad_norm"]) == pytest.approx(5.0)
