@@ -37,7 +37,14 @@ GROUPS = [
     ),
     (
         "Running and inspecting",
-        ["microstep", "accumulate_window", "stats", "find_controller_state", "current_mean"],
+        [
+            "microstep",
+            "accumulate_window",
+            "flush",
+            "stats",
+            "find_controller_state",
+            "current_mean",
+        ],
     ),
     ("Gradient rounding", ["round_gradients", "RoundGradientsState"]),
     (

@@ -39,7 +39,7 @@ from experiments.run_log import RunLog
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
 from models.sharding import batch_sharding, make_mesh
-from models.train_step import init_state, make_eval_step, make_train_step
+from models.train_step import init_state, make_eval_step, make_flush_step, make_train_step
 
 SUMMARY_FILE = "summary.json"
 
@@ -94,13 +94,24 @@ class Trainer:
             adam_b1=config.optim.b1 if config.optim.name == "adamw" else None,
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
+        self.flush_fn = (
+            make_flush_step(self.tx, self.mesh, self.shardings)
+            if config.gqc.controller != "none"
+            else None
+        )
         self.probe_fn = (
             make_noise_probe(self.graphdef, self.mesh, self.shardings.params)
             if t.noise_probe
             else None
         )
         self.checkpoints = Checkpoints(self.out_dir / "checkpoints", t.keep_checkpoints)
-        self.host = {"steps": 0, "elapsed": 0.0, "window_loss": [], "window_grad_norm": []}
+        self.host = {
+            "steps": 0,
+            "flushed_draws": 0,
+            "elapsed": 0.0,
+            "window_loss": [],
+            "window_grad_norm": [],
+        }
         self.noise = {"microbatch": [], "signal": [], "noise": []}
         self.last_eval: dict[str, float] = {}
         self.saved_at = -1
@@ -187,8 +198,24 @@ class Trainer:
         h = self.host
         h["window_loss"].append(float(metrics["loss"]))
         h["window_grad_norm"].append(float(metrics["grad_norm"]))
-        if not bool(metrics["stepped"]):
+        if bool(metrics["stepped"]):
+            self._on_step(microbatch, metrics)
+
+    def _flush(self, microbatch: int) -> None:
+        """At the end of the run: the controller steps on its open window, so the
+        last microbatches are trained on, not dropped."""
+        if self.flush_fn is None or not self.host["window_loss"]:
             return
+        self.state, stats = self.flush_fn(self.state)
+        stats = jax.device_get(stats)
+        if not stats["stepped"]:  # every microbatch of the window was skipped
+            return
+        self.host["flushed_draws"] = int(stats["last_num_draws"])
+        self._on_step(microbatch, {**stats, "flushed": True})
+
+    def _on_step(self, microbatch: int, metrics: dict[str, Any]) -> None:
+        """Logs the optimizer step that ended at microbatch ``microbatch``."""
+        h = self.host
         h["steps"] += 1
         now = time.perf_counter()
         elapsed = h["elapsed"] + now - self.t_start
@@ -212,7 +239,9 @@ class Trainer:
         )
         # How much of the microbatch gradients cancels in the window mean (1 for a
         # window of one).
-        window_norm = metrics.get("last_grad_norm", metrics["grad_norm"])
+        window_norm = (
+            metrics["last_grad_norm"] if "last_grad_norm" in metrics else metrics["grad_norm"]
+        )
         record["diag/mean_over_microbatch_norm"] = float(window_norm) / max(
             record["train/grad_norm_microbatch"], 1e-30
         )
@@ -296,6 +325,8 @@ class Trainer:
                 if eval_due or self.host["steps"] >= next_checkpoint or done == stop:
                     self._on_metrics(*jax.device_get(pending))
                     pending = None
+                    if done == self.total:
+                        self._flush(done)
                     if eval_due:
                         self._evaluate(done)
                     if self.host["steps"] >= next_checkpoint or done == stop:
@@ -344,6 +375,8 @@ class Trainer:
             "tokens": done * self.tokens_per_microbatch,
             "steps": steps,
             "draws_per_step": done / steps if steps else float("nan"),
+            # The last window, stepped on by gqc_jax.flush at the end (0: none open).
+            "flushed_draws": self.host.get("flushed_draws", 0),
             "eval_loss": self.last_eval.get("eval/loss", float("nan")),
             "eval_ppl": self.last_eval.get("eval/ppl", float("nan")),
             "noise_scale_microbatches": measured,

@@ -26,6 +26,7 @@ from gqc_jax.factories import (
     sbc_with_polynomial,
     sbc_with_polynomial_conventional_lr,
 )
+from gqc_jax.flush import flush
 from gqc_jax.gnr import GradientNormRescale, GradientNormRescaleState, gnr
 from gqc_jax.gns import GradientNoiseScale, GradientNoiseScaleState, gns
 from gqc_jax.gnts import (
@@ -70,6 +71,7 @@ __all__ = [
     "adaptive_accumulation",
     "current_mean",
     "find_controller_state",
+    "flush",
     "gnr",
     "gnr_with_cosine_annealing",
     "gnr_with_cosine_annealing_conventional_lr",

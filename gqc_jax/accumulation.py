@@ -23,6 +23,9 @@ from optax._src import numerics
 from gqc_jax import _hyperparams
 from gqc_jax._tree import check_floating, check_same_structure, global_norm, has_finite_norm
 
+# The extra argument that makes a controller's ``update`` a flush (gqc_jax.flush).
+FLUSH = "gqc_flush"
+
 
 class Draw(NamedTuple):
     """What a criterion sees about the microbatch just drawn.
@@ -273,6 +276,13 @@ def adaptive_accumulation(
     def core(grads, state, params, extra_args, apply_to_params):
         check_same_structure(grads, state.acc, "parameters")
         check_floating(grads)
+        extra_args = dict(extra_args)
+        # gqc_jax.flush: step on the open window; this call's gradient is not drawn.
+        flushing = extra_args.pop(FLUSH, None)
+        if flushing is not None:
+            flushing = jnp.asarray(flushing, jnp.bool_)
+            if extra_args.get("value") is None:  # the step forwards the window's mean loss
+                extra_args["value"] = state.value_mean
         has_value = extra_args.get("value") is not None
         value = jnp.asarray(extra_args["value"] if has_value else 0.0, jnp.float32)
         if value.shape != ():
@@ -287,6 +297,8 @@ def adaptive_accumulation(
         finite = has_finite_norm(grads)
         if has_value:
             finite = finite & jnp.isfinite(value)
+        if flushing is not None:
+            finite = finite & ~flushing
         fresh = state.num_draws == 0
         n = state.num_draws + 1
         # Lazy reset: a fresh window overwrites the stale accumulator in the same
@@ -329,6 +341,13 @@ def adaptive_accumulation(
             value_mean = jnp.where(accepted, value_mean, state.value_mean)
             finite = finite & accepted
         step = finite & (passes | (n >= max_draws))
+        window = n
+        if flushing is not None:
+            # The flushed window is the open one: its mean, its loss, its criterion
+            # state, and n - 1 draws (finite is False, so mean is the accumulator).
+            step = step | (flushing & (state.num_draws > 0))
+            criterion_state = optax.tree.where(flushing, state.criterion_state, criterion_state)
+            window = jnp.where(flushing, state.num_draws, n)
         decided_state = criterion_state
         criterion_state = optax.tree.where(
             step,
@@ -369,14 +388,17 @@ def adaptive_accumulation(
         out, inner_state = jax.lax.cond(step, do_step, no_step, mean, state.inner_state, params)
 
         new_n = jnp.where(finite, n, state.num_draws)
+        drew = True if flushing is None else ~flushing  # a flush consumes no microbatch
         new_state = AdaptiveAccumulationState(
-            num_batches=numerics.safe_increment(state.num_batches),
+            num_batches=jnp.where(
+                drew, numerics.safe_increment(state.num_batches), state.num_batches
+            ),
             num_steps=jnp.where(step, numerics.safe_increment(state.num_steps), state.num_steps),
             num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
-            last_num_draws=jnp.where(step, n, state.last_num_draws).astype(jnp.int32),
+            last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
             last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
             num_skipped=jnp.where(
-                finite, state.num_skipped, numerics.safe_increment(state.num_skipped)
+                finite | ~drew, state.num_skipped, numerics.safe_increment(state.num_skipped)
             ),
             stepped=step,
             value_mean=value_mean,

@@ -128,6 +128,21 @@ def make_train_step(
     )
 
 
+def make_flush_step(tx: optax.GradientTransformation, mesh: Mesh, shardings: TrainState):
+    """``flush(state) -> (state, stats)``: the controller steps on its open window
+    (:func:`gqc_jax.flush`), jitted, state donated; no microbatch is consumed."""
+
+    def flush(state: TrainState):
+        updates, opt_state = gqc_jax.flush(tx, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.microbatch), gqc_jax.stats(opt_state)
+
+    replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(
+        flush, in_shardings=(shardings,), out_shardings=(shardings, replicated), donate_argnums=0
+    )
+
+
 def make_eval_step(graphdef, mesh: Mesh, shardings: TrainState):
     """``eval(params, tokens) -> loss``, jitted, nothing donated."""
 

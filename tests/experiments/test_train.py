@@ -150,6 +150,34 @@ def test_window_mean_norm_over_microbatch_norms_under_a_controller(tmp_path, dat
     assert all(abs(r["diag/grad_momentum_cos"]) <= 1 for r in steps)
 
 
+def test_the_open_window_is_stepped_on_at_the_end_of_the_run(tmp_path, data_dir):
+    # Three microbatches, and a window that never closes by itself (threshold 0,
+    # cap 16): before the flush the run ended with 0 steps and trained nothing.
+    settings = dict(
+        gqc__controller="gnts",
+        gqc__threshold=0.0,
+        gqc__max_draws=16,
+        train__tokens=8 * 32 * 3,
+        train__eval_every=3,
+        optim__warmup=1,
+    )
+    straight = Trainer(tiny_config(tmp_path / "a", data_dir, **settings))
+    summary = straight.fit()
+    assert summary["steps"] == 1 and summary["flushed_draws"] == 3
+    assert summary["draws_per_step"] == 3.0
+    records = read_metrics(tmp_path / "a")
+    (step,) = [r for r in records if "train/loss" in r]
+    assert step["microbatch"] == 3 and step["gqc/flushed"] and step["gqc/draws"] == 3
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert len(evals) == 2 and evals[1] < evals[0]
+    # A run stopped early does not flush; its resumed end does, to the same weights.
+    first = Trainer(tiny_config(tmp_path / "b", data_dir, train__stop_after=2, **settings))
+    assert first.fit()["flushed_draws"] == 0
+    resumed = Trainer(tiny_config(tmp_path / "b", data_dir, train__resume=True, **settings))
+    assert resumed.fit()["flushed_draws"] == 3
+    _assert_same(_params(straight), _params(resumed))
+
+
 def test_checkpoint_from_another_configuration_is_refused(tmp_path, data_dir):
     Trainer(tiny_config(tmp_path, data_dir, train__stop_after=4)).fit()
     other = tiny_config(tmp_path, data_dir, train__resume=True, model__width=32)
