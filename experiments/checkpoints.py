@@ -2,18 +2,30 @@
 controller state mid-window, the microbatch counter that is also the data
 position and the dropout clock) plus a JSON record of the run.
 
-Checkpoints are numbered by microbatch. Restoring checks the saved run's
-configuration against the current one first and names every key that differs;
-an unreadable checkpoint raises a ``CheckpointError`` that lists the older
-checkpoints still on disk.
+Checkpoints are numbered by microbatch (the folder name), while
+``train.checkpoint_every`` counts optimizer steps: under a controller a
+checkpoint is written after every ``checkpoint_every`` steps, at whatever
+microbatch that step ended. Restoring checks the saved run's configuration
+against the current one first and names every key that differs; an unreadable
+checkpoint raises a ``CheckpointError`` that lists the older checkpoints still on
+disk.
+
+Each checkpoint's run record holds a checksum of every array of the state, taken
+on the device before writing and verified after every read, so a checkpoint
+whose bytes changed on disk is refused even where orbax reads it without
+complaint. Rotation keeps the newest ``keep`` checkpoints and, besides them, the
+newest one whose parameters were all finite, so a run that diverged can always
+go back to a state before it did.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 # The fields whose change makes a saved state meaningless for this run (the
@@ -21,8 +33,87 @@ import orbax.checkpoint as ocp
 MUST_MATCH = ("model", "data.dataset", "data.tokenizer", "data.microbatch_size", "gqc", "optim")
 
 
+class ChecksumError(ValueError):
+    """The arrays read back are not the arrays that were written."""
+
+
+def _quiet_closed_event_loop() -> None:
+    """When a restore fails, reads that orbax had started for other arrays
+    finish on tensorstore's threads and report to the event loop orbax has
+    closed; each prints ``RuntimeError: Event loop is closed`` through
+    ``sys.unraisablehook``, dozens after one clear error. Drops exactly those
+    reports, nothing else."""
+    if getattr(sys.unraisablehook, "_drops_closed_loop", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which and why."""
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    """``uint32[]``: the sum, modulo 2^32, of each element's bits times an odd
+    weight set by its position. Any change of one element changes it; the
+    elementwise weights need no reshape, so a sharded array stays in place."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        bits = x.astype(jnp.uint32)
+    else:
+        width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+        bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+    position = jnp.zeros(bits.shape, jnp.uint32)
+    for axis, size in enumerate(bits.shape):
+        position = position * jnp.uint32(size) + jax.lax.broadcasted_iota(
+            jnp.uint32, bits.shape, axis
+        )
+    weight = position * jnp.uint32(2654435761) + jnp.uint32(0x9E3779B9) | jnp.uint32(1)
+    return jnp.sum(bits * weight, dtype=jnp.uint32)
+
+
+def _path_name(path: tuple) -> str:
+    """``params/blocks/0/...``: the same for a NamedTuple field, a dict key or a
+    list index, so the saved tree and the tree orbax reads back name a leaf alike."""
+    parts = []
+    for key in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+@jax.jit
+def _fingerprint(state: Any) -> tuple[dict[str, jax.Array], jax.Array]:
+    """(checksum of every leaf by its path, whether every float parameter is finite)."""
+    sums = {
+        _path_name(path): _leaf_checksum(jnp.asarray(x))
+        for path, x in jax.tree_util.tree_leaves_with_path(state)
+    }
+    params = (
+        state.get("params", state) if isinstance(state, dict) else getattr(state, "params", state)
+    )
+    floats = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats])) if floats else True
+    return sums, jnp.asarray(finite)
+
+
+def fingerprint(state: Any) -> tuple[dict[str, int], bool]:
+    """The checksums of ``state``'s arrays and whether its parameters are finite."""
+    sums, finite = jax.device_get(_fingerprint(state))
+    return {k: int(v) for k, v in sums.items()}, bool(finite)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -52,10 +143,13 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, keep: int):
         self.directory = Path(directory).absolute()
+        self.keep = keep
+        _quiet_closed_event_loop()
+        self._finite: dict[int, bool] = {}
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=False, create=True
+                max_to_keep=None, enable_async_checkpointing=False, create=True
             ),
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
@@ -67,13 +161,37 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def save(self, microbatch: int, state: Any, run: dict) -> None:
-        """Writes ``state`` (any pytree of arrays) and the JSON record ``run``."""
+        """Writes ``state`` (any pytree of arrays) and the JSON record ``run`` (to
+        which the state's checksums and finiteness are added), then rotates."""
+        checksums, finite = fingerprint(state)
+        run = {**run, "checksums": checksums, "finite": finite}
         self.manager.save(
             microbatch,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(run)),
             force=True,
         )
         self.manager.wait_until_finished()
+        self._finite[microbatch] = finite
+        self._rotate()
+
+    def _is_finite(self, microbatch: int) -> bool:
+        if microbatch not in self._finite:
+            try:  # a record from before finiteness was stored counts as finite
+                self._finite[microbatch] = bool(self.read_run(microbatch).get("finite", True))
+            except CheckpointError:
+                self._finite[microbatch] = False
+        return self._finite[microbatch]
+
+    def _rotate(self) -> None:
+        """Deletes all but the newest ``keep`` checkpoints and the newest finite one."""
+        steps = self.steps()
+        kept = set(steps[-self.keep :])
+        if not any(self._is_finite(s) for s in kept):
+            finite = [s for s in steps if self._is_finite(s)]
+            kept |= set(finite[-1:])
+        for step in steps:
+            if step not in kept:
+                self.manager.delete(step)
 
     def drop_after(self, microbatch: int) -> None:
         """Deletes the checkpoints newer than ``microbatch``."""
@@ -95,6 +213,7 @@ class Checkpoints:
             )
         except Exception as e:
             raise self._unreadable(microbatch, e) from e
+        self._verify(microbatch, out.state, self.read_run(microbatch))
         return jax.device_get(out.state)
 
     def read_run(self, microbatch: int) -> dict:
@@ -141,7 +260,22 @@ class Checkpoints:
             )
         except Exception as e:
             raise self._unreadable(microbatch, e) from e
+        self._verify(microbatch, out.state, run)
         return out.state, run
+
+    def _verify(self, microbatch: int, state: Any, run: dict) -> None:
+        """Raises ``CheckpointError`` if ``state`` differs from the checksums saved
+        with it (a record written before checksums were stored is not checked)."""
+        saved = run.get("checksums")
+        if saved is None:
+            return
+        found, _ = fingerprint(state)
+        bad = sorted(k for k in set(saved) | set(found) if saved.get(k) != found.get(k))
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise self._unreadable(
+                microbatch, ChecksumError(f"{len(bad)} arrays differ from their checksums: {shown}")
+            )
 
     def _unreadable(self, microbatch: int, error: Exception) -> CheckpointError:
         older = [s for s in self.steps() if s < microbatch]

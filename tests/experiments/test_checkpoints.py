@@ -1,0 +1,89 @@
+"""experiments.checkpoints: checksums that catch what orbax reads without complaint,
+rotation that keeps a finite state, and quiet failures."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.checkpoints import CheckpointError, Checkpoints, fingerprint
+from experiments.train import Trainer
+from tests.experiments.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fingerprint_sees_one_changed_element_and_moved_elements():
+    base = {"w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4), "n": jnp.int32(3)}
+    sums, finite = fingerprint(base)
+    assert finite and set(sums) == {"w", "n"}
+    for changed in (
+        {**base, "w": base["w"].at[2, 3].set(np.nextafter(np.float32(11), np.float32(12)))},
+        {**base, "w": base["w"][::-1]},  # the same values elsewhere
+        {**base, "n": jnp.int32(4)},
+    ):
+        other, _ = fingerprint(changed)
+        assert other != sums
+    assert fingerprint({**base, "w": base["w"].at[0, 0].set(jnp.nan)})[1] is False
+    assert fingerprint({"b": jnp.ones(3, jnp.bfloat16), "k": jnp.array([True, False])})[1]
+
+
+def test_arrays_that_read_back_wrong_are_refused(tmp_path, data_dir):
+    Trainer(tiny_config(tmp_path, data_dir, train__checkpoint_every=1, train__stop_after=6)).fit()
+    store = Checkpoints(tmp_path / "checkpoints", keep=3)
+    *older, last = store.steps()
+    # The arrays of another checkpoint, readable by orbax, under the last one's record.
+    state = tmp_path / "checkpoints" / str(last) / "state"
+    shutil.rmtree(state)
+    shutil.copytree(tmp_path / "checkpoints" / str(older[-1]) / "state", state)
+    store = Checkpoints(tmp_path / "checkpoints", keep=3)
+    with pytest.raises(
+        CheckpointError, match=rf"checkpoint {last} .*corrupted.*checksums.*{older}"
+    ):
+        store.read_state(last)
+    resume = tiny_config(tmp_path, data_dir, train__resume=True)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {last} .*arrays differ"):
+        Trainer(resume).fit()
+    store.read_state(older[-1])  # the others still verify
+
+
+def test_rotation_never_deletes_the_newest_finite_checkpoint(tmp_path):
+    store = Checkpoints(tmp_path, keep=2)
+    good, bad = {"params": {"w": jnp.ones(3)}}, {"params": {"w": jnp.full(3, jnp.nan)}}
+    store.save(1, good, {})
+    store.save(2, good, {})
+    for step in (3, 4, 5):
+        store.save(step, bad, {})
+    assert store.steps() == [2, 4, 5]
+    store.save(6, good, {})
+    store.save(7, bad, {})
+    assert store.steps() == [6, 7]
+    assert Checkpoints(tmp_path, keep=2).read_run(7)["finite"] is False
+    store.close()
+
+
+def test_a_missing_manifest_is_one_error_line_without_tracebacks(tmp_path, data_dir):
+    args = [
+        "--model.preset=tiny",
+        "--model.seq_len=32",
+        f"--data.data_dir={data_dir}",
+        "--data.microbatch_size=8",
+        "--data.eval_batches=2",
+        "--optim.warmup=1",
+        f"--train.out_dir={tmp_path}",
+        f"--train.tokens={8 * 32 * 4}",
+        "--train.noise_probe=0",
+        "--train.progress=false",
+        "--train.tensorboard=false",
+    ]
+    cmd = [sys.executable, "-m", "experiments.train", *args]
+    subprocess.run([*cmd, "--train.stop_after=2"], cwd=ROOT, check=True, capture_output=True)
+    (tmp_path / "checkpoints" / "2" / "state" / "manifest.ocdbt").unlink()
+    done = subprocess.run([*cmd, "--train.resume"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "checkpoint 2 " in done.stderr and "corrupted" in done.stderr
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
