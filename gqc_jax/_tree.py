@@ -75,3 +75,25 @@ def check_same_structure(grads: Any, reference: Any, what: str) -> None:
                 f"Gradient leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(g)}, but "
                 f"the {what} leaf has shape {jnp.shape(r)}."
             )
+
+
+def distinct_buffers(tree: Any) -> Any:
+    """``tree`` with every array leaf in a buffer of its own.
+
+    Outside ``jit``, ``init`` code that reuses one scalar (``zero`` for several
+    counters) hands out one buffer for several leaves, and donating such a state
+    fails ("Attempt to donate the same buffer twice"). A repeated buffer is
+    copied; traced values and leaves seen once are returned as they are.
+    """
+    seen: set = set()
+
+    def own(x):
+        if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+            return x
+        key = tuple(s.data.unsafe_buffer_pointer() for s in x.addressable_shards)
+        if key in seen:
+            return jnp.copy(x)
+        seen.add(key)
+        return x
+
+    return jax.tree.map(own, tree)

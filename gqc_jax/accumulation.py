@@ -21,7 +21,13 @@ import optax
 from optax._src import numerics
 
 from gqc_jax import _hyperparams
-from gqc_jax._tree import check_floating, check_same_structure, global_norm, has_finite_norm
+from gqc_jax._tree import (
+    check_floating,
+    check_same_structure,
+    distinct_buffers,
+    global_norm,
+    has_finite_norm,
+)
 
 # The extra argument that makes a controller's ``update`` a flush (gqc_jax.flush).
 FLUSH = "gqc_flush"
@@ -259,7 +265,7 @@ def adaptive_accumulation(
 
     def init_fn(params: optax.Params) -> AdaptiveAccumulationState:
         zero = jnp.zeros([], jnp.int32)
-        return AdaptiveAccumulationState(
+        state = AdaptiveAccumulationState(
             num_batches=zero,
             num_steps=zero,
             num_draws=zero,
@@ -272,6 +278,7 @@ def adaptive_accumulation(
             inner_state=inner.init(params),
             criterion_state=criterion.init(params),
         )
+        return distinct_buffers(state)  # donatable even when built outside jit
 
     def core(grads, state, params, extra_args, apply_to_params):
         check_same_structure(grads, state.acc, "parameters")
