@@ -264,12 +264,16 @@ def from_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist.")
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        tree = yaml.safe_load(text) or {}
-    else:
-        tree = json.loads(text)
+            tree = yaml.safe_load(text) or {}
+        else:
+            tree = json.loads(text)
+    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
+        detail = " ".join(str(e).split())
+        raise ValueError(f"config file {str(path)!r} does not parse: {detail}") from None
     if not isinstance(tree, dict):
         raise ValueError(f"config file {str(path)!r} must hold a mapping of sections.")
     flat = {}

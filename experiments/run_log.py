@@ -17,6 +17,9 @@ from typing import Any
 METRICS_FILE = "metrics.jsonl"
 
 
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe scalars (numpy/jax scalars to Python, non-finite to strings)."""
     if hasattr(value, "item"):
@@ -24,6 +27,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def plain(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as strict JSON writes it: ``metrics.jsonl`` and ``summary.json``
+    alike store NaN and infinities as the strings "nan", "inf", "-inf"."""
+    return {k: plain(v) if isinstance(v, dict) else _plain(v) for k, v in record.items()}
+
+
+def read_record(text: str) -> dict[str, Any]:
+    """A JSON record with "nan", "inf" and "-inf" read back as floats."""
+    return json.loads(
+        text,
+        object_hook=lambda d: {
+            k: NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in d.items()
+        },
+    )
 
 
 class RunLog:
@@ -59,16 +78,21 @@ class RunLog:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / METRICS_FILE
+        purge = None
         if resume_from is None:
             path.write_text("")
-        else:
-            kept = [r for r in read_metrics(self.dir) if r["microbatch"] <= resume_from]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif path.is_file():
+            records = read_metrics(self.dir)
+            kept = [r for r in records if r["microbatch"] <= resume_from]
+            dropped = [r["tokens"] for r in records if r["microbatch"] > resume_from]
+            path.write_text("".join(json.dumps(plain(r)) + "\n" for r in kept))
+            # TensorBoard hides the earlier session's points from this step on.
+            purge = min(dropped, default=None)
         self._file = path.open("a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.dir / "tb"))
+            self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge)
         if progress:
             from tqdm import tqdm
 
@@ -77,7 +101,7 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        record = {k: _plain(v) for k, v in record.items()}
+        record = plain(record)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -105,4 +129,4 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {str(run_dir)!r}: is it a run folder?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [read_record(line) for line in path.read_text().splitlines() if line.strip()]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from experiments.config import Config, apply_overrides
 from experiments.noise_scale import noise_scale
-from experiments.run_log import read_metrics
+from experiments.run_log import read_metrics, read_record
 from experiments.study import QUIET_RUN, machine
 from experiments.train import SUMMARY_FILE, train_once
 
@@ -206,7 +206,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
     del elapsed  # the page reports the runs' own training time
     summaries = {str(d): r for d, r in zip(dirs.values(), results.values(), strict=True)}
     for d in Path(args.out).glob("mb*/lr-sweep/*"):
-        summaries.setdefault(str(d), json.loads((d / SUMMARY_FILE).read_text()))
+        summaries.setdefault(str(d), read_record((d / SUMMARY_FILE).read_text()))
     run_minutes = sum(r["elapsed_s"] for r in summaries.values()) / 60
     lines = [
         "# Scale-free GQC: relative thresholds and `snr` vs the reference thresholds",

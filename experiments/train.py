@@ -33,9 +33,9 @@ from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import Config, parse_args
 from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
-from experiments.optimizer import build_optimizer
+from experiments.optimizer import build_optimizer, learning_rate
 from experiments.plot import threshold_key
-from experiments.run_log import RunLog
+from experiments.run_log import RunLog, plain, read_record
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
 from models.sharding import batch_sharding, make_mesh
@@ -66,6 +66,24 @@ def _check_mesh(config: Config, mesh) -> None:
         )
 
 
+def microbatches_in_budget(tokens: int, tokens_per_microbatch: int) -> int:
+    """Whole microbatches in ``train.tokens``; a remainder is stated, not hidden."""
+    total = tokens // tokens_per_microbatch
+    if total < 1:
+        raise ValueError(
+            f"train.tokens ({tokens}) is less than one microbatch of {tokens_per_microbatch} "
+            "tokens (data.microbatch_size x model.seq_len)."
+        )
+    if tokens % tokens_per_microbatch and jax.process_index() == 0:
+        print(
+            f"note: train.tokens={tokens} is {tokens / tokens_per_microbatch:.2f} microbatches "
+            f"of {tokens_per_microbatch} tokens; training {total} microbatches "
+            f"({total * tokens_per_microbatch} tokens).",
+            file=sys.stderr,
+        )
+    return total
+
+
 class Trainer:
     """One run: set-up from a ``Config``, then :meth:`fit`."""
 
@@ -77,10 +95,11 @@ class Trainer:
         _check_mesh(config, self.mesh)
         self.rows = distributed.local_slice(config.data.microbatch_size)
         seq_len = config.model.seq_len or preset(config.model.preset).seq_len
+        self.tokens_per_microbatch = config.data.microbatch_size * seq_len
+        self.total = microbatches_in_budget(t.tokens, self.tokens_per_microbatch)
+        learning_rate(config, self.total)  # a warmup longer than the run fails here, early
         self.data = TokenData(config.data, seq_len)
         self.model_config = model_config(config, self.data.vocab_size)
-        self.tokens_per_microbatch = config.data.microbatch_size * seq_len
-        self.total = max(1, t.tokens // self.tokens_per_microbatch)
         model = GPT(self.model_config, rngs=nnx.Rngs(t.seed))
         self.num_params = count_params(model)
         self.tx = build_optimizer(config, self.total)
@@ -95,7 +114,12 @@ class Trainer:
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
         self.flush_fn = (
-            make_flush_step(self.tx, self.mesh, self.shardings)
+            make_flush_step(
+                self.tx,
+                self.mesh,
+                self.shardings,
+                adam_b1=config.optim.b1 if config.optim.name == "adamw" else None,
+            )
             if config.gqc.controller != "none"
             else None
         )
@@ -154,10 +178,13 @@ class Trainer:
     def _save(self, microbatch: int) -> None:
         if microbatch == self.saved_at:
             return  # already saved (e.g. Ctrl-C right after a checkpoint)
+        # The time of every session so far, this one up to now: a resumed run's
+        # elapsed_s counts all of them.
+        elapsed = self.host["elapsed"] + time.perf_counter() - self.t_start
         run = {
             "microbatch": microbatch,
             "config": self.config.to_dict(),
-            "host": self.host,
+            "host": {**self.host, "elapsed": elapsed},
             "noise": self.noise,
         }
         self.checkpoints.save(microbatch, self.state, run)
@@ -271,6 +298,8 @@ class Trainer:
         returns the summary (also written to ``summary.json``)."""
         t = self.config.train
         start = self._resume()
+        if start >= self.total:
+            return self._already_complete(start)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         primary = jax.process_index() == 0
         if primary:
@@ -348,7 +377,7 @@ class Trainer:
             self.log.close()
         summary = self.summary(done)
         if primary:
-            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(plain(summary), indent=2))
         self.checkpoints.close()
         if interrupted:
             print(
@@ -358,6 +387,20 @@ class Trainer:
             )
             raise KeyboardInterrupt
         return summary
+
+    def _already_complete(self, done: int) -> dict[str, Any]:
+        """``--train.resume`` of a finished run: nothing to train, nothing rewritten."""
+        self.checkpoints.close()
+        path = self.out_dir / SUMMARY_FILE
+        print(
+            f"run complete: {str(self.out_dir)!r} finished its {self.total} microbatches "
+            f"(checkpoint {done}); its summary is {str(path)!r}.",
+            file=sys.stderr,
+        )
+        if path.is_file():
+            return read_record(path.read_text())
+        self.session_s, self.start_tokens = 0.0, done * self.tokens_per_microbatch
+        return self.summary(done)
 
     def summary(self, done: int) -> dict[str, Any]:
         steps = self.host["steps"]
@@ -397,7 +440,7 @@ def train_once(config: Config) -> dict[str, Any]:
     study rerun skips its finished runs), otherwise trained now."""
     path = Path(config.train.out_dir) / SUMMARY_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_record(path.read_text())
     print(f"-> {config.train.out_dir}", file=sys.stderr, flush=True)
     return train(config)
 
@@ -421,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(plain(summary), indent=2))
     return 0
 
 

@@ -110,13 +110,7 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        metrics.update(weight_metrics(state.params, params))
-        if adam_b1 is not None:
-            metrics.update(adam_diagnostics(state.opt_state, opt_state, adam_b1))
-        try:  # the controller's statistics: stepped, num_draws, its threshold, ...
-            metrics.update(gqc_jax.stats(opt_state))
-        except ValueError:  # a plain optimizer: every microbatch is a step
-            metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
+        metrics.update(_step_metrics(state, params, opt_state, adam_b1))
         return TrainState(params, opt_state, state.microbatch + 1), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -128,14 +122,34 @@ def make_train_step(
     )
 
 
-def make_flush_step(tx: optax.GradientTransformation, mesh: Mesh, shardings: TrainState):
-    """``flush(state) -> (state, stats)``: the controller steps on its open window
-    (:func:`gqc_jax.flush`), jitted, state donated; no microbatch is consumed."""
+def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None) -> dict:
+    """Per-layer weight metrics, Adam diagnostics and the controller's statistics."""
+    metrics = dict(weight_metrics(state.params, params))
+    if adam_b1 is not None:
+        metrics.update(adam_diagnostics(state.opt_state, opt_state, adam_b1))
+    try:  # the controller's statistics: stepped, num_draws, its threshold, ...
+        metrics.update(gqc_jax.stats(opt_state))
+    except ValueError:  # a plain optimizer: every microbatch is a step
+        metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
+    return metrics
+
+
+def make_flush_step(
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    shardings: TrainState,
+    *,
+    adam_b1: float | None = None,
+):
+    """``flush(state) -> (state, metrics)``: the controller steps on its open window
+    (:func:`gqc_jax.flush`), jitted, state donated; no microbatch is consumed. The
+    metrics are a step's, without the microbatch loss and gradient norm."""
 
     def flush(state: TrainState):
         updates, opt_state = gqc_jax.flush(tx, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.microbatch), gqc_jax.stats(opt_state)
+        metrics = _step_metrics(state, params, opt_state, adam_b1)
+        return TrainState(params, opt_state, state.microbatch), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(

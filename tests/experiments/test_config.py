@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from experiments.config import Config, apply_overrides, help_text, parse_args
+from experiments.config import Config, apply_overrides, from_file, help_text, parse_args
 
 
 def test_defaults_and_dotted_overrides():
@@ -80,3 +80,13 @@ def test_help_from_the_command_line():
         check=True,
     ).stdout
     assert "--gqc.controller='none'" in out and "--train.resume=False" in out
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"), [(".yaml", "model:\n  width: [1, 2\n"), (".json", "{")]
+)
+def test_a_config_file_that_does_not_parse_is_named(tmp_path, suffix, text):
+    path = tmp_path / f"run{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"config file '{path}' does not parse: "):
+        from_file(path)

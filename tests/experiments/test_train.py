@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
-from experiments.train import Trainer, main
+from experiments.train import Trainer, main, train_once
 from tests.experiments.conftest import tiny_config
 from tests.helpers import free_port
 
@@ -318,3 +319,67 @@ def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert len(read_metrics(tmp_path)) == len(read_metrics(uninterrupted))
+
+
+def _tb_events(run_dir: Path) -> list:
+    """Every event of a run's TensorBoard files (TFRecord framing: length, crc,
+    data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            length = int.from_bytes(data[at : at + 8], "little")
+            events.append(event_pb2.Event.FromString(data[at + 12 : at + 12 + length]))
+            at += 12 + length + 4
+    return events
+
+
+def test_run_records_across_a_resume(tmp_path, data_dir, capsys):
+    settings = dict(gqc__controller="sbc", gqc__sbc_draws=2, train__noise_probe=0)
+    first = Trainer(tiny_config(tmp_path, data_dir, train__stop_after=12, **settings))
+    first_summary = first.fit()
+    # A session that trained past its checkpoint and died: the resumed run
+    # replaces microbatches 13-16 in metrics.jsonl and hides them in TensorBoard.
+    records = read_metrics(tmp_path)
+    lost = {**records[-1], "microbatch": 16, "tokens": 16 * 8 * 32}
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(lost) + "\n")
+    resumed = Trainer(
+        tiny_config(tmp_path, data_dir, train__resume=True, train__tensorboard=True, **settings)
+    )
+    summary = resumed.fit()
+    # elapsed_s counts both sessions, not only the last one.
+    assert summary["elapsed_s"] >= resumed.session_s + 0.5 * first_summary["elapsed_s"]
+    starts = [e.step for e in _tb_events(tmp_path) if e.session_log.status == 1]
+    assert starts == [lost["tokens"]]
+    assert [r for r in read_metrics(tmp_path) if r["microbatch"] <= 12] == records
+    # NaN (no noise probe) is the same string in summary.json as in metrics.jsonl,
+    # and reads back as a float.
+    text = (tmp_path / "summary.json").read_text()
+    assert '"noise_scale_microbatches": "nan"' in text
+    assert math.isnan(train_once(resumed.config)["noise_scale_microbatches"])
+    # Resuming a finished run says so and rewrites nothing.
+    capsys.readouterr()
+    again = Trainer(tiny_config(tmp_path, data_dir, train__resume=True, **settings)).fit()
+    assert "run complete" in capsys.readouterr().err
+    assert (tmp_path / "summary.json").read_text() == text
+    assert again["elapsed_s"] == summary["elapsed_s"]
+
+
+def test_the_budget_is_checked_before_the_data_and_a_remainder_is_stated(
+    tmp_path, data_dir, capsys, monkeypatch
+):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data set was built before the budget was checked")
+
+    monkeypatch.setattr("experiments.train.TokenData", no_data)
+    with pytest.raises(ValueError, match="optim.warmup .100. must be smaller"):
+        Trainer(tiny_config(tmp_path, data_dir, optim__warmup=100))
+    with pytest.raises(ValueError, match=r"train.tokens \(100\) is less than one microbatch"):
+        Trainer(tiny_config(tmp_path, data_dir, train__tokens=100))
+    monkeypatch.undo()
+    trainer = Trainer(tiny_config(tmp_path, data_dir, train__tokens=8 * 32 * 24 + 100))
+    assert trainer.total == 24
+    assert "train.tokens=6244 is 24.39 microbatches" in capsys.readouterr().err
