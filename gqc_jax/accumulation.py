@@ -395,7 +395,8 @@ def adaptive_accumulation(
         out, inner_state = jax.lax.cond(step, do_step, no_step, mean, state.inner_state, params)
 
         new_n = jnp.where(finite, n, state.num_draws)
-        drew = True if flushing is None else ~flushing  # a flush consumes no microbatch
+        # A flush consumes no microbatch (a Python True here would make ~drew -2).
+        drew = jnp.ones([], jnp.bool_) if flushing is None else ~flushing
         new_state = AdaptiveAccumulationState(
             num_batches=jnp.where(
                 drew, numerics.safe_increment(state.num_batches), state.num_batches
