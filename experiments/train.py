@@ -104,22 +104,18 @@ class Trainer:
         self.num_params = count_params(model)
         self.tx = build_optimizer(config, self.total)
         self.graphdef, self.state, self.shardings = init_state(model, self.tx, self.mesh)
+        adam_b1 = config.optim.b1 if config.optim.name == "adamw" else None
         self.step_fn = make_train_step(
             self.graphdef,
             self.tx,
             self.mesh,
             self.shardings,
             dropout_seed=t.seed,
-            adam_b1=config.optim.b1 if config.optim.name == "adamw" else None,
+            adam_b1=adam_b1,
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
         self.flush_fn = (
-            make_flush_step(
-                self.tx,
-                self.mesh,
-                self.shardings,
-                adam_b1=config.optim.b1 if config.optim.name == "adamw" else None,
-            )
+            make_flush_step(self.tx, self.mesh, self.shardings, adam_b1=adam_b1)
             if config.gqc.controller != "none"
             else None
         )

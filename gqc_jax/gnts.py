@@ -228,7 +228,8 @@ def gnts(
       >>> print(updates["w"], int(state.last_num_draws))
       [-0.05 -0.05] 2
     """
-    _reference_hyperparameters(reference_beta, outlier_clip)  # checked even when unused
+    if not relative:  # checked even when unused (the relative criterion checks its own)
+        _reference_hyperparameters(reference_beta, outlier_clip)
     criterion = (
         RelativeGradientNormThreshold(threshold, reference_beta, outlier_clip)
         if relative

@@ -3,6 +3,8 @@ worker, and a tiny run configuration (seconds per run on 8 fake CPU devices)."""
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import pytest
 
@@ -49,3 +51,25 @@ def tiny_config(out_dir, data_dir: str, **overrides) -> Config:
     }
     settings.update({k.replace("__", "."): v for k, v in overrides.items()})
     return apply_overrides(Config(), settings)
+
+
+def train_command(out_dir, data_dir, *extra: str) -> list[str]:
+    """``python -m experiments.train`` on the tiny model (GNTS, relative); later
+    ``extra`` flags override these."""
+    args = [
+        "--model.preset=tiny",
+        "--model.seq_len=32",
+        f"--data.data_dir={data_dir}",
+        "--data.microbatch_size=8",
+        "--data.eval_batches=2",
+        "--optim.warmup=4",
+        f"--train.out_dir={out_dir}",
+        "--train.eval_every=100",
+        "--train.noise_probe=0",
+        "--train.checkpoint_every=5",
+        "--train.progress=false",
+        "--train.tensorboard=false",
+        "--gqc.controller=gnts",
+        "--gqc.relative=true",
+    ]
+    return [sys.executable, "-m", "experiments.train", *args, *extra]

@@ -3,7 +3,6 @@ rotation that keeps a finite state, and quiet failures."""
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import pytest
 
 from experiments.checkpoints import CheckpointError, Checkpoints, fingerprint
 from experiments.train import Trainer
-from tests.experiments.conftest import tiny_config
+from tests.experiments.conftest import tiny_config, train_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,20 +66,7 @@ def test_rotation_never_deletes_the_newest_finite_checkpoint(tmp_path):
 
 
 def test_a_missing_manifest_is_one_error_line_without_tracebacks(tmp_path, data_dir):
-    args = [
-        "--model.preset=tiny",
-        "--model.seq_len=32",
-        f"--data.data_dir={data_dir}",
-        "--data.microbatch_size=8",
-        "--data.eval_batches=2",
-        "--optim.warmup=1",
-        f"--train.out_dir={tmp_path}",
-        f"--train.tokens={8 * 32 * 4}",
-        "--train.noise_probe=0",
-        "--train.progress=false",
-        "--train.tensorboard=false",
-    ]
-    cmd = [sys.executable, "-m", "experiments.train", *args]
+    cmd = train_command(tmp_path, data_dir, f"--train.tokens={8 * 32 * 4}", "--optim.warmup=1")
     subprocess.run([*cmd, "--train.stop_after=2"], cwd=ROOT, check=True, capture_output=True)
     (tmp_path / "checkpoints" / "2" / "state" / "manifest.ocdbt").unlink()
     done = subprocess.run([*cmd, "--train.resume"], cwd=ROOT, capture_output=True, text=True)

@@ -3,7 +3,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
 from experiments.train import Trainer, main, train_once
-from tests.experiments.conftest import tiny_config
+from tests.experiments.conftest import tiny_config, train_command
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,24 +227,7 @@ def test_main_reports_errors_without_a_traceback(tmp_path, data_dir, capsys):
 
 
 def _cli(out_dir, data_dir, *extra):
-    args = [
-        "--model.preset=tiny",
-        "--model.seq_len=32",
-        f"--data.data_dir={data_dir}",
-        "--data.microbatch_size=8",
-        "--data.eval_batches=2",
-        "--optim.warmup=4",
-        f"--train.out_dir={out_dir}",
-        f"--train.tokens={8 * 32 * TOTAL}",
-        "--train.eval_every=100",
-        "--train.noise_probe=0",
-        "--train.checkpoint_every=5",
-        "--train.progress=false",
-        "--train.tensorboard=false",
-        "--gqc.controller=gnts",
-        "--gqc.relative=true",
-    ]
-    return [sys.executable, "-m", "experiments.train", *args, *extra]
+    return train_command(out_dir, data_dir, f"--train.tokens={8 * 32 * TOTAL}", *extra)
 
 
 def _interrupt_after_first_checkpoint(cmd, sig) -> tuple[int, str]:
