@@ -17,9 +17,10 @@ float64 on CPU and GPU, see :func:`_round_significant_x64`) and the result is
 cast back to the leaf's dtype.
 Zeros, subnormals, NaN and inf pass through (XLA on CPU reads subnormals as
 zeros; they are kept on every backend), and a finite value never becomes inf or
-NaN: where ``g * 10^d`` would overflow or is already an integer at the working
-precision (:math:`|g \\cdot 10^d| \\ge 2^{p-1}`), or where the result would be
-subnormal, the element is returned as is.
+NaN. Where the scaled value reaches :math:`2^p` (:math:`|g \\cdot 10^d| \\ge 2^p`,
+p = 24 significand bits in float32, 53 in float64) the quantum is below the
+element's own spacing and the correctly rounded result is the element itself,
+which is returned; so is an element whose result would be subnormal.
 """
 
 from __future__ import annotations
@@ -156,11 +157,14 @@ def _round_to_integer(q_hi, q_lo, noise):
     exactly on k + 1/2 can the low word change the result: q_hi and 1/2 lie on
     the same grid, so any other gap exceeds |q_lo|.
     """
-    if noise is not None:
-        return jnp.floor(q_hi + noise)
     total = q_hi + q_lo
     q_lo = q_lo - (total - q_hi)
     q_hi = total
+    if noise is not None:
+        # q_hi may have no fraction bits (2^(p-1) <= q < 2^p): the fraction of the
+        # double word, plus u, decides, added at its own small scale.
+        whole = jnp.floor(q_hi)
+        return whole + jnp.floor((q_hi - whole) + q_lo + noise)
     floor = jnp.floor(q_hi)
     tie = q_hi - floor == 0.5
     return jnp.where(
@@ -216,7 +220,7 @@ def _round_decimals(g, digits, noise, emulate_bf16):
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
     # (q NaN or inf fails the first test too.)
-    valid = (jnp.abs(q) < 2.0**info.nmant) & ((r == 0) | (jnp.abs(out) >= info.tiny))
+    valid = (jnp.abs(q) < 2.0 ** (info.nmant + 1)) & ((r == 0) | (jnp.abs(out) >= info.tiny))
     return out, valid & (digits <= r_max)
 
 
@@ -256,8 +260,8 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     a table, good to about 2^-46 relative and exact for 0 <= s <= 10 (float32;
     22 for float64), where 10^s is exact. Ties cannot occur for s > 10: with
     |x| = M 2^E, M the integer significand, 2 |x| 10^s = M 5^s 2^(E+s+1) is
-    below 2^24 where rounding applies, but as an integer it would be a multiple
-    of 5^s > 2^24; nor for s < -10, where 5^|s| would have to divide M.
+    below 2^25 where rounding applies, but as an integer it would be a multiple
+    of 5^s > 2^25; nor for s < -10, where 5^|s| would have to divide M.
 
     For s < 0 the table's double word is not exact, and the scaled value q can
     be exactly j + 1/2 (12345 to four digits): where it lands within 2^-(p/2) of
@@ -297,8 +301,8 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     normal = (biased > 0) & (biased < 2 * bias + 1)
     k = biased - bias
     m = jax.lax.bitcast_convert_type((u & ((1 << nmant) - 1)) | (bias << nmant), work)  # [1, 2)
-    # Beyond `top` digits the scaled value has no fraction bits left: x is kept.
-    top = int(nmant * np.log10(2)) + 1  # 7 for float32, 16 for float64
+    # Beyond `top` digits the scaled value is at least 2^p: x is kept.
+    top = int(nmant * np.log10(2)) + 2  # 8 for float32, 17 for float64
     d = jnp.clip(digits, 1, top + 1).astype(itype)
     e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
     ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
@@ -328,9 +332,13 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     r = _round_to_integer(q_hi, q_lo, noise)
     if noise is None:
         # s < 0 near j + 1/2: the exact side of it, in wrapping integer arithmetic.
+        # j and the fraction come from the double word: at 2^(p-1) <= q < 2^p the
+        # high word alone has no fraction bits.
         total = q_hi + q_lo
-        j = jnp.floor(total)
-        near_half = jnp.abs(total - j - 0.5) <= 2.0 ** -(nmant // 2)
+        whole = jnp.floor(total)
+        fraction = (total - whole) + (q_lo - (total - q_hi))
+        j = whole + jnp.floor(fraction)
+        near_half = jnp.abs(fraction - jnp.floor(fraction) - 0.5) <= 2.0 ** -(nmant // 2)
         width = jnp.iinfo(itype).bits
         t = k - nmant + s + 1
         significand = (u & ((1 << nmant) - 1)) | (1 << nmant)
@@ -343,7 +351,10 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
         # Elsewhere near j + 1/2: the sign of Q - (j + 1/2) from the table's third
         # word, in units of `scale` (the worst float32 near-tie is 2^-51.3
         # relative from j + 1/2; this sum errs by about 2^-68).
-        below = p_hi - _times_pow2(j + 0.5, -(k + _floor_log2_10(s)), work)  # exact
+        # p_hi - (j + 1/2) 2^-n in two exact (Sterbenz) steps: j + 1/2 itself
+        # needs p + 1 bits where j >= 2^(p-1).
+        n = k + _floor_log2_10(s)
+        below = (p_hi - _times_pow2(j, -n, work)) - _times_pow2(0.5, -n, work)
         side = sign_of_sum(below, p_err, *two_prod(m, lo), m * lo2)
         parity = j - 2 * jnp.floor(j / 2)
         exact = j + jnp.where(side > 0, 1.0, jnp.where(side < 0, 0.0, parity))
@@ -364,7 +375,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     out = jnp.copysign(_times_pow2(near, _floor_log2_10(-s), work), x)
     # A result below the smallest normal cannot be represented where the backend
     # flushes subnormals (XLA on CPU): keep the input, the closer value.
-    valid = normal & (d <= top) & (q_hi < 2.0**nmant) & (jnp.abs(out) >= info.tiny)
+    valid = normal & (digits <= top) & (q_hi < 2.0 ** (nmant + 1)) & (jnp.abs(out) >= info.tiny)
     return out, valid
 
 
@@ -392,25 +403,25 @@ def _round_significant_x64(g, digits, noise):
       10^digits, and no other float32 lies within 2^-51 relative of a power of
       ten. (A division by 10 would be rewritten by XLA as this multiply anyway.)
     * r = rint(q), q within 4 2^-53 relative of the exact scaled value Q (below
-      2^23 where rounding applies). Exact ties (Q = j + 1/2 needs
+      2^24 where rounding applies). Exact ties (Q = j + 1/2 needs
       -10 <= s <= 10, see :func:`_round_significant`) come out exactly: |x| 10^s0
       is exact for 0 <= s0 <= 11 and |x| / 10^|s0| is exact where it is Q or 10 Q;
       then (10 j + 5) fl(0.1) = (j + 1/2)(1 + 2^-54) rounds to j + 1/2. Every
       float32 whose Q lies within 2^-22 of j + 1/2 without being a tie (where a
-      relative error below 2^-45 could misround) is checked against exact
+      relative error below 2^-46 could misround) is checked against exact
       arithmetic in the tests.
     * Back, r 10^-s = (10^over r) / T, or (10^over r) T for s0 < 0, rounded
       once in float64 (twice where T is inexact), then to float32. That errs
       only within 2^-28 of the float32 spacing from a float32 midpoint: r 10^-s
       is never a midpoint for s >= 0, and where it is one for s < 0 it is exact
-      in float64 (|s| <= 10). The 9 (r, s) within 2^-26 of a midpoint are
+      in float64 (|s| <= 10). The 19 (r, s) within 2^-26 of a midpoint are
       checked in the tests (a multiply by a table of 10^-s instead of the
       division, two roundings, misrounds one of them: r = 7038531, s = 32).
     """
     x = g.astype(jnp.float32)
     u = jax.lax.bitcast_convert_type(x, jnp.int32)
     biased = (u >> 23) & 255  # zeros, subnormals, inf and NaN: round_leaf keeps them
-    d = jnp.clip(digits, 1, 8).astype(jnp.int32)
+    d = jnp.clip(digits, 1, 8).astype(jnp.int32)  # 9 or more digits keep every float32
     s0 = d - 1 - (((biased - 127) * 78913) >> 18)
     with jax.enable_x64(True):
         table = jnp.asarray(_abs_pow10_float64())
@@ -422,9 +433,9 @@ def _round_significant_x64(g, digits, noise):
         r = jnp.round(q) if noise is None else jnp.floor(q + noise.astype(jnp.float64))
         r = jnp.where(over, r * 10.0, r)
         out = jnp.where(s0 >= 0, r / t, r * t).astype(jnp.float32)
-        small = q < 2.0**23  # beyond, no fraction bits left in float32: x is kept
+        small = q < 2.0**24  # beyond, the quantum is below x's spacing: x is kept
     out = jnp.copysign(out, x)
-    return out, (d <= 7) & small & (jnp.abs(out) >= jnp.finfo(jnp.float32).tiny)
+    return out, (digits <= 8) & small & (jnp.abs(out) >= jnp.finfo(jnp.float32).tiny)
 
 
 def _round_mantissa(g, bits, random_bits):

@@ -4,7 +4,7 @@ An implementation whose scaled value |x| 10^s is within a relative error e of
 the exact one can misround only where that value lies within e of j + 1/2 (and
 is not exactly on it); its back conversion r 10^-s, within e' relative, can
 misround only within e' of a float32 midpoint. Both sets are small, so they are
-enumerated here, over every normal float32 and every digit setting 1-7, and
+enumerated here, over every normal float32 and every digit setting 1-8, and
 stored in ``data/significant_near_ties.npz``; the tests check the rounding on
 each of them against exact rational arithmetic.
 
@@ -14,7 +14,7 @@ looks for integers n in a range with frac(n c) within 2^-band of 1/2, c = 10^s
 bits), which wrapping uint64 arithmetic gives exactly; every hit is confirmed
 with exact fractions.
 
-    python -m tests.significant_near_ties   # rewrites the data file (about 4 min here)
+    python -m tests.significant_near_ties   # rewrites the data file (about 7 min here)
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import numpy as np
 
 DATA = Path(__file__).parent / "data" / "significant_near_ties.npz"
 # |x| 10^s within 2^-22 of j + 1/2: every input where a relative error below
-# 2^-45 could misround (the scaled value is below 2^23 where rounding applies).
+# 2^-46 could misround (the scaled value is below 2^24 where rounding applies).
 FORWARD_BAND = 22
 # r 10^-s within 2^-26 float32 spacings of a float32 midpoint: every (r, s) where
 # a relative error below 2^-50 could misround.
 BACK_BAND = 26
-DIGITS = range(1, 8)
+DIGITS = range(1, 9)
 EXPONENTS = range(-126 - 23, 127 - 23 + 1)  # E of M 2^E, M a 24-bit significand
 
 
@@ -55,10 +55,10 @@ def _near_half(lo: int, hi: int, c: Fraction, band: int) -> list[int]:
 
 def forward(band: int = FORWARD_BAND) -> np.ndarray:
     """Rows (digits, M, E): x = M 2^E with |x| 10^s within 2^-band of j + 1/2,
-    not on it, and |x| 10^s < 2^23 (above, x is kept)."""
+    not on it, and |x| 10^s < 2^24 (above, x is the correctly rounded result)."""
     rows = []
     for d in DIGITS:
-        low, high = Fraction(10) ** (d - 1), min(Fraction(10) ** d, Fraction(2**23))
+        low, high = Fraction(10) ** (d - 1), min(Fraction(10) ** d, Fraction(2**24))
         for s in range(d - 1 - 38, d - 1 + 39):
             for e in EXPONENTS:
                 c = Fraction(10) ** s * Fraction(2) ** e
@@ -68,15 +68,16 @@ def forward(band: int = FORWARD_BAND) -> np.ndarray:
 
 
 def back(band: int = BACK_BAND) -> np.ndarray:
-    """Rows (digits, r, s): r 10^-s, r in [10^(d-1), 10^d], within 2^-band float32
-    spacings of a float32 midpoint of the normal range, not on it."""
+    """Rows (digits, r, s): r 10^-s, r in [10^(d-1), min(10^d, 2^24)], within
+    2^-band float32 spacings of a float32 midpoint of the normal range, not on it
+    (a larger r comes from a scaled value of 2^24 or more, where x is kept)."""
     rows = []
     for d in DIGITS:
         for s in range(d - 1 - 38, d - 1 + 39):
             for e in EXPONENTS:
                 c = Fraction(10) ** -s / Fraction(2) ** e  # r c in [2^23, 2^24)
                 lo = max(10 ** (d - 1), math.ceil(Fraction(2**23) / c))
-                hi = min(10**d + 1, math.ceil(Fraction(2**24) / c))
+                hi = min(10**d + 1, 2**24 + 1, math.ceil(Fraction(2**24) / c))
                 rows += [(d, r, s) for r in _near_half(lo, hi, c, band)]
     return np.array(rows, np.int64).reshape(-1, 3)
 

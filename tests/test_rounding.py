@@ -91,13 +91,14 @@ def test_monotone(mode, d, x):
 
 
 def _no_fraction_bits_left(mode, x, d):
-    """Where |x * 10^s| >= 2^23 float32 has no fraction bits: the rule keeps x."""
+    """Where |x * 10^s| >= 2^24 the quantum is below x's float32 spacing: the
+    correctly rounded result is x itself, which the rule returns."""
     x64 = np.abs(x.astype(np.float64))
     if mode == "decimals":
-        return x64 * 10.0**d >= 2.0**23
+        return x64 * 10.0**d >= 2.0**24
     if mode == "significant":
         e = np.floor(np.log10(np.where(x64 == 0, 1.0, x64)))
-        return x64 * 10.0 ** (d - 1 - e) >= 2.0**23
+        return x64 * 10.0 ** (d - 1 - e) >= 2.0**24
     return np.zeros(x.shape, bool)
 
 
@@ -105,8 +106,8 @@ def _no_fraction_bits_left(mode, x, d):
 @given(x=ARRAYS)
 def test_agrees_with_float64_numpy_reference(mode, d, x):
     """Bit-equal to the float64 reference rounded to float32, except where the
-    scaled value has no fraction bits left in float32 (x is kept, within one ulp
-    of the reference) or the result would be subnormal (x is kept)."""
+    scaled value reaches 2^24 (x is kept: the correctly rounded result, within one
+    ulp of the float64 reference) or the result would be subnormal (x is kept)."""
     got = _r(mode, x, d)
     want = _reference(mode, x, d)
     kept = _no_fraction_bits_left(mode, x, d)
@@ -130,8 +131,7 @@ def _nearest(value: Fraction, dtype=np.float32):
 
 def _exact_rule(mode, x, d: int, dtype=np.float32):
     """The rule in exact rational arithmetic, rounded once to ``dtype``; x where
-    x is zero or subnormal, the scaled value has no fraction bits left or the
-    result would be subnormal."""
+    x is zero or subnormal or the result would be subnormal (nothing else)."""
     a = abs(Fraction(float(x)))
     if a < np.finfo(dtype).tiny:
         return x
@@ -142,7 +142,7 @@ def _exact_rule(mode, x, d: int, dtype=np.float32):
         s = d - 1 - e
     q = a * Fraction(10) ** s
     out = _nearest(Fraction(round(q)) / Fraction(10) ** s, dtype)
-    if q >= 2 ** np.finfo(dtype).nmant or 0 < out < np.finfo(dtype).tiny:
+    if 0 < out < np.finfo(dtype).tiny:
         return x
     return dtype(math.copysign(out, x))
 
@@ -180,6 +180,43 @@ def test_equals_exact_rational_rounding_over_the_whole_range(mode, d):
     want = np.array([_exact_rule(mode, v, d) for v in x], np.float32)
     bad = got != want
     assert not bad.any(), list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True))
+
+
+def test_rounds_where_the_quantum_is_just_above_the_spacing():
+    """0.9108420610427856 to 7 digits: the float32 spacing there (6e-8) is below
+    the quantum (1e-7), so the rounded value is representable and is returned
+    (it used to come back unchanged wherever the scaled value passed 2^23)."""
+    x = np.float32(0.9108420610427856)
+    want = np.float32(0.9108421)
+    assert float(want) == 0.9108421206474304
+    assert _r("significant", np.array([x]), 7)[0] == want
+    assert _r("decimals", np.array([x]), 7)[0] == want
+
+
+@pytest.mark.parametrize(
+    ("mode", "d"),
+    [("significant", d) for d in range(1, 10)] + [("decimals", d) for d in (0, 3, 7, 12, 20)],
+)
+def test_equals_exact_rounding_on_uniform_random_inputs(mode, d):
+    """Uniform float32 inputs within decades (where the scaled value spans
+    10^(d-1)..10^d, 2^23..2^24 included), against exact rationals: every input
+    comes back correctly rounded, not only the enumerated near-ties."""
+    rng = np.random.default_rng(1000 + d)
+    if mode == "significant":
+        decades = [-30, -7, -1, 0, 1, 6, 30]
+    else:
+        decades = [e for e in (-d - 1, -d + 2, 6 - d, 7 - d) if -38 <= e <= 37]
+    x = np.concatenate([rng.uniform(10.0**e, 10.0 ** (e + 1), 800) for e in decades]).astype(
+        np.float32
+    )
+    x = x * rng.choice(np.float32([-1, 1]), x.size)
+    got = _r(mode, x, d)
+    want = np.array([_exact_rule(mode, v, d) for v in x], np.float32)
+    bad = got != want
+    assert not bad.any(), (
+        bad.sum(),
+        list(zip(x[bad][:5], got[bad][:5], want[bad][:5], strict=True)),
+    )
 
 
 def _ties_above_the_digits(d, dtype, count, seed):
@@ -353,6 +390,30 @@ def test_stochastic_rounding_is_unbiased(mode, d, x, quantum):
     up, up2 = values > x, np.asarray(out2["x"], np.float64) > x
     assert abs(np.corrcoef(up[:-1], up[1:])[0, 1]) < 0.02
     assert abs(np.corrcoef(up, up2)[0, 1]) < 0.02
+
+
+@pytest.mark.parametrize("route", ["decimals", "significant", "significant double word"])
+def test_stochastic_rounding_where_the_scaled_value_has_no_fraction_bits(route):
+    """0.93 to 7 places: the scaled value 9300000.07 lies in [2^23, 2^24), where a
+    float32 word has no fraction bits; it must round up with probability 0.07
+    (the fraction of the exact scaled value), not 1/2."""
+    from gqc_jax.rounding import _round_significant
+
+    n, x = 200_000, np.float32(0.93)
+    q = Fraction(float(x)) * 10**7
+    p_up = float(q - math.floor(q))
+    g = jnp.full(n, x)
+    if route == "significant double word":
+        noise = jax.random.uniform(jax.random.key(5), (n,))
+        out, valid = jax.jit(lambda v: _round_significant(v, 7, noise, independent_indices=True))(g)
+        assert np.asarray(valid).all()
+    else:
+        tx = gqc_jax.round_gradients(7, mode=route, stochastic=True, seed=5)
+        out = jax.jit(tx.update)({"x": g}, tx.init({"x": g}))[0]["x"]
+    values = np.unique(np.asarray(out))
+    assert len(values) == 2 and values[0] <= x < values[1]  # 9300000e-7 rounds to x
+    up = np.mean(np.asarray(out) > x)
+    assert abs(up - p_up) < 5 * math.sqrt(p_up * (1 - p_up) / n), (up, p_up)
 
 
 def test_schedule_on_its_own_count_without_recompiling():
