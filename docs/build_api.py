@@ -47,6 +47,7 @@ GROUPS = [
         ],
     ),
     ("Gradient rounding", ["round_gradients", "RoundGradientsState"]),
+    ("Loss-spike guard", ["skip_loss_spikes", "loss_spike_stats", "SkipLossSpikesState"]),
     (
         "Criteria and states (for writing or inspecting controllers)",
         [

@@ -36,6 +36,7 @@ from gqc_jax.gnts import (
     RelativeGradientNormThresholdState,
     gnts,
 )
+from gqc_jax.loss_spikes import SkipLossSpikesState, loss_spike_stats, skip_loss_spikes
 from gqc_jax.mht import MetricHypothesisTest, MetricHypothesisTestState, mht
 from gqc_jax.microstep import microstep
 from gqc_jax.rounding import RoundGradientsState, round_gradients
@@ -66,6 +67,7 @@ __all__ = [
     "ScheduledBatch",
     "SignalToNoise",
     "SignalToNoiseState",
+    "SkipLossSpikesState",
     "ScheduledBatchState",
     "accumulate_window",
     "adaptive_accumulation",
@@ -78,6 +80,7 @@ __all__ = [
     "gns",
     "gns_default",
     "gns_with_cosine_annealing",
+    "loss_spike_stats",
     "gnts",
     "gnts_with_cosine_annealing",
     "gnts_with_cosine_annealing_conventional_lr",
@@ -90,6 +93,7 @@ __all__ = [
     "sbc_with_polynomial",
     "sbc_with_polynomial_conventional_lr",
     "schedules",
+    "skip_loss_spikes",
     "snr",
     "stats",
 ]
