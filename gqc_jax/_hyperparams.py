@@ -136,12 +136,15 @@ class Hyperparameter:
         concrete = concrete_value(value)
         if concrete is None:
             return
-        inside = math.isfinite(concrete) and self.low <= concrete <= self.high
+        # Stored as float32: 3.5e38 would become inf there.
+        representable = abs(concrete) <= float(np.finfo(np.float32).max)
+        inside = math.isfinite(concrete) and representable and self.low <= concrete <= self.high
         if positive_constant and concrete <= low:
             inside = False
         if not inside:
             finite = "" if integer or math.isfinite(high) else "finite and "
-            raise ValueError(f"{name} must be {finite}{self.range_text}, got {value!r}.")
+            hint = "" if representable else " (it is stored in float32, whose largest is 3.4e38)"
+            raise ValueError(f"{name} must be {finite}{self.range_text}, got {value!r}{hint}.")
 
     @property
     def constant(self) -> float | None:

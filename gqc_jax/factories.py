@@ -16,10 +16,14 @@ scheduled (the reference raises ``KeyError``).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optax
 
 from gqc_jax import schedules
@@ -31,6 +35,42 @@ from gqc_jax.mht import mht
 from gqc_jax.sbc import sbc
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
+
+
+def _checks_its_numbers(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Checks a factory's ``float`` and ``int`` arguments by their own names before
+    the schedules it builds would (and name theirs instead)."""
+    signature = inspect.signature(factory)
+    kinds = {
+        name: p.annotation
+        for name, p in signature.parameters.items()
+        if p.annotation in ("float", "int", float, int)
+    }
+
+    @functools.wraps(factory)
+    def checked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            if name not in kinds:
+                continue
+            integral = kinds[name] in ("int", int)
+            numeric = numbers.Integral if integral else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, (numeric, np.generic)):
+                kind = "an int" if integral else "a real number"
+                raise TypeError(f"{name} must be {kind}, got {value!r}.")
+            if (
+                integral
+                and not np.issubdtype(type(value), np.integer)
+                and not isinstance(value, numbers.Integral)
+            ):
+                raise TypeError(f"{name} must be an int, got {value!r}.")
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite, got {value!r}.")
+            if integral and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
+        return factory(*args, **kwargs)
+
+    return checked
 
 
 def _scaled(base: float, multiplier: optax.Schedule) -> optax.Schedule:
@@ -94,6 +134,7 @@ def _lr(conventional: bool, warmup: int, total: int):
     )
 
 
+@_checks_its_numbers
 def gnts_with_cosine_annealing(
     optimizer: OptimizerFactory,
     num_training_steps: int,
@@ -149,6 +190,7 @@ def gnts_with_cosine_annealing_conventional_lr(*args, **kwargs):
     return gnts_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
 
 
+@_checks_its_numbers
 def gnr_with_cosine_annealing(
     optimizer: OptimizerFactory,
     initial_norm: float,
@@ -196,6 +238,7 @@ def gnr_with_cosine_annealing_conventional_lr(*args, **kwargs):
     return gnr_with_cosine_annealing(*args, conventional_lr=True, **kwargs)
 
 
+@_checks_its_numbers
 def gns_with_cosine_annealing(
     optimizer: OptimizerFactory,
     initial_tolerance: float,
@@ -234,6 +277,7 @@ def gns_with_cosine_annealing(
     )
 
 
+@_checks_its_numbers
 def gns_default(
     optimizer: OptimizerFactory,
     tolerance: float,
@@ -268,6 +312,7 @@ def gns_default(
     )
 
 
+@_checks_its_numbers
 def mht_with_warmup(
     optimizer: OptimizerFactory,
     confidence_level: float,
@@ -313,6 +358,7 @@ def mht_with_warmup(
     )
 
 
+@_checks_its_numbers
 def sbc_with_polynomial(
     optimizer: OptimizerFactory,
     physical_batch_size: int,

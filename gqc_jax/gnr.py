@@ -71,8 +71,11 @@ class GradientNormRescale:
     def prepare(
         self, state: GradientNormRescaleState, mean: optax.Updates, mean_norm: jax.Array
     ) -> optax.Updates:
-        scale = state.target_gradient_norm / jnp.where(mean_norm > 0, mean_norm, 1.0)
-        return jax.tree.map(lambda m: m * scale.astype(m.dtype), mean)
+        # (m / |m|) target: each element at most the target, so a finite target
+        # never overflows (target / |m| would for a small norm).
+        norm = jnp.where(mean_norm > 0, mean_norm, 1.0)
+        target = state.target_gradient_norm
+        return jax.tree.map(lambda m: (m / norm.astype(m.dtype)) * target.astype(m.dtype), mean)
 
 
 def gnr(

@@ -195,3 +195,14 @@ def test_on_microbatch_clock_outside_a_controller_is_a_clear_error():
         tx.update(random_grads(30, 1)[0], tx.init(params), params)
     with pytest.raises(TypeError, match="has no argument"):
         gqc_jax.on_microbatch_clock(optax.sgd, learning_rate=0.1, betas=0.9)
+
+
+def test_gnr_targets_near_the_float32_limit():
+    """Found by tests/test_fuzz.py: 3.4028235677973366e38 is finite in Python but
+    inf in float32; and a large finite target over a small norm overflowed."""
+    with pytest.raises(ValueError, match=r"target_norm must be finite and > 0, got .*float32"):
+        gqc_jax.gnr(optax.sgd(1.0), target_norm=3.4028235677973366e38)
+    tx = gqc_jax.gnr(optax.sgd(1.0), target_norm=1e38)
+    params = {"w": jnp.zeros(2)}
+    updates, _ = tx.update({"w": jnp.array([3e-3, -4e-3])}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-6e37, 8e37], rtol=1e-6)
