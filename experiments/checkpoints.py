@@ -6,9 +6,13 @@ Checkpoints are numbered by microbatch (the folder name), while
 ``train.checkpoint_every`` counts optimizer steps: under a controller a
 checkpoint is written after every ``checkpoint_every`` steps, at whatever
 microbatch that step ended. Restoring checks the saved run's configuration
-against the current one first and names every key that differs; an unreadable
-checkpoint raises a ``CheckpointError`` that lists the older checkpoints still on
-disk.
+against the current one first and names every key that differs. Resuming the
+latest checkpoint falls back to the newest readable one, with a warning that
+names each unreadable one passed over; a chosen checkpoint that is unreadable
+raises a ``CheckpointError`` that lists the older checkpoints still on disk.
+Orbax writes each checkpoint under a temporary name and renames it when
+complete, so a save cut short (``kill -9``) leaves no checkpoint in the list and
+deletes none: rotation runs only after a save has finished.
 
 Each checkpoint's run record holds a checksum of every array of the state, taken
 on the device before writing and verified after every read, so a checkpoint
@@ -30,6 +34,9 @@ import orbax.checkpoint as ocp
 
 # The fields whose change makes a saved state meaningless for this run (the
 # budget, the data folder and bookkeeping may change on resume).
+# Orbax writes a checkpoint under NAME + this + a timestamp and renames it when
+# complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 MUST_MATCH = ("model", "data.dataset", "data.tokenizer", "data.microbatch_size", "gqc", "optim")
 
 
@@ -59,6 +66,10 @@ def _quiet_closed_event_loop() -> None:
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which and why."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint whose files cannot be read or do not match their checksums."""
 
 
 def _leaf_checksum(x: jax.Array) -> jax.Array:
@@ -146,10 +157,26 @@ class Checkpoints:
         self.keep = keep
         _quiet_closed_event_loop()
         self._finite: dict[int, bool] = {}
+        unfinished = (
+            sorted(p.name for p in self.directory.glob(f"*{TMP_SUFFIX}*"))
+            if self.directory.is_dir()
+            else []
+        )
+        if unfinished and jax.process_index() == 0:
+            print(
+                f"warning: {str(self.directory)!r} holds saves that never finished (a run "
+                f"killed while writing): {unfinished}; they are not checkpoints and are "
+                "removed.",
+                file=sys.stderr,
+                flush=True,
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=None, enable_async_checkpointing=False, create=True
+                max_to_keep=None,
+                enable_async_checkpointing=False,
+                create=True,
+                cleanup_tmp_directories=True,
             ),
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
@@ -226,7 +253,10 @@ class Checkpoints:
         return out.run
 
     def restore(self, microbatch: int | None, like: Any, shardings: Any, config: dict):
-        """(state, run record) of checkpoint ``microbatch`` (the latest if None).
+        """(state, run record) of checkpoint ``microbatch``; if None, of the newest
+        readable one: an unreadable newer checkpoint (truncated, garbage, changed
+        on disk) is named in a warning on stderr and the next older one is tried.
+        An explicitly chosen checkpoint that cannot be read raises.
 
         Args:
           like: a state with the target structure, shapes and dtypes.
@@ -236,12 +266,28 @@ class Checkpoints:
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {str(self.directory)!r} to resume from.")
-        microbatch = steps[-1] if microbatch is None else microbatch
-        if microbatch not in steps:
-            raise CheckpointError(
-                f"no checkpoint for microbatch {microbatch} in {str(self.directory)!r}; "
-                f"available: {steps}."
-            )
+        if microbatch is not None:
+            if microbatch not in steps:
+                raise CheckpointError(
+                    f"no checkpoint for microbatch {microbatch} in {str(self.directory)!r}; "
+                    f"available: {steps}."
+                )
+            return self._restore(microbatch, like, shardings, config)
+        newest_first = steps[::-1]
+        for step, older in zip(newest_first, [*newest_first[1:], None], strict=True):
+            try:
+                return self._restore(step, like, shardings, config)
+            except UnreadableCheckpointError as e:
+                if older is None:
+                    raise
+                print(
+                    f"warning: {str(e).split(' Older checkpoints:')[0]} "
+                    f"Resuming from checkpoint {older} instead.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _restore(self, microbatch: int, like: Any, shardings: Any, config: dict):
         run = self.read_run(microbatch)
         differences = config_differences(run.get("config", {}), config)
         if differences:
@@ -277,7 +323,7 @@ class Checkpoints:
                 microbatch, ChecksumError(f"{len(bad)} arrays differ from their checksums: {shown}")
             )
 
-    def _unreadable(self, microbatch: int, error: Exception) -> CheckpointError:
+    def _unreadable(self, microbatch: int, error: Exception) -> UnreadableCheckpointError:
         older = [s for s in self.steps() if s < microbatch]
         hint = (
             f" Older checkpoints: {older}; resume from one with --train.resume_step=N."
@@ -285,7 +331,7 @@ class Checkpoints:
             else " No older checkpoint is available."
         )
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return CheckpointError(
+        return UnreadableCheckpointError(
             f"checkpoint {microbatch} in {str(self.directory)!r} is unreadable or corrupted "
             f"({type(error).__name__}: {first[:300]}).{hint}"
         )

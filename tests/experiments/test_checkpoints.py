@@ -1,10 +1,12 @@
 """experiments.checkpoints: checksums that catch what orbax reads without complaint,
 rotation that keeps a finite state, and quiet failures."""
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,10 +46,85 @@ def test_arrays_that_read_back_wrong_are_refused(tmp_path, data_dir):
         CheckpointError, match=rf"checkpoint {last} .*corrupted.*checksums.*{older}"
     ):
         store.read_state(last)
-    resume = tiny_config(tmp_path, data_dir, train__resume=True)
+    chosen = tiny_config(tmp_path, data_dir, train__resume=True, train__resume_step=last)
     with pytest.raises(CheckpointError, match=rf"checkpoint {last} .*arrays differ"):
-        Trainer(resume).fit()
+        Trainer(chosen).fit()
     store.read_state(older[-1])  # the others still verify
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_dir):
+    """The final parameters of an uninterrupted tiny run."""
+    out = tmp_path_factory.mktemp("straight")
+    trainer = Trainer(tiny_config(out, data_dir, train__checkpoint_every=1))
+    trainer.fit()
+    return jax.device_get(trainer.state.params)
+
+
+def _damage(folder: Path, fault: str) -> None:
+    """What a crash or a bad disk leaves in checkpoint ``folder``."""
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = files[-1]  # the largest file: array bytes
+    if fault == "truncated":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif fault == "garbage":
+        raw = bytearray(data.read_bytes())
+        middle = len(raw) // 2
+        raw[middle : middle + 4096] = np.random.default_rng(0).bytes(len(raw[middle:][:4096]))
+        data.write_bytes(bytes(raw))
+    elif fault == "empty":
+        for f in files:
+            f.write_bytes(b"")
+    else:  # a save cut short by kill -9: orbax had not renamed its temporary folder yet
+        data.write_bytes(data.read_bytes()[:100])
+        folder.rename(folder.with_name(f"{folder.name}.orbax-checkpoint-tmp-1764000000"))
+
+
+@pytest.mark.parametrize("fault", ["truncated", "garbage", "empty", "unfinished"])
+def test_resume_falls_back_to_the_newest_readable_checkpoint(
+    tmp_path, data_dir, straight, fault, capfd
+):
+    """The newest checkpoint is damaged: --train.resume says so, naming it, goes on
+    from the one before, and ends with the uninterrupted run's parameters."""
+    config = tiny_config(tmp_path, data_dir, train__checkpoint_every=1)
+    Trainer(tiny_config(tmp_path, data_dir, train__checkpoint_every=1, train__stop_after=6)).fit()
+    *_, previous, last = Checkpoints(tmp_path / "checkpoints", keep=3).steps()
+    _damage(tmp_path / "checkpoints" / str(last), fault)
+    capfd.readouterr()
+    resumed = Trainer(
+        dataclasses.replace(config, train=dataclasses.replace(config.train, resume=True))
+    )
+    resumed.fit()
+    err = capfd.readouterr().err
+    if fault == "unfinished":
+        assert "saves that never finished" in err and f"'{last}.orbax-checkpoint-tmp" in err
+    else:
+        assert f"checkpoint {last} " in err and f"Resuming from checkpoint {previous}" in err
+    for x, y in zip(
+        jax.tree.leaves(jax.device_get(resumed.state.params)),
+        jax.tree.leaves(straight),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(x, y)
+    # Nothing but the damaged checkpoint was lost; the run's own saves replaced it.
+    assert Checkpoints(tmp_path / "checkpoints", keep=3).steps()[-1] == 24
+
+
+def test_a_failed_save_deletes_nothing(tmp_path):
+    store = Checkpoints(tmp_path, keep=2)
+    good = {"params": {"w": jnp.ones(3)}}
+    store.save(1, good, {})
+    store.save(2, good, {})
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    store.manager.save = fail
+    with pytest.raises(OSError, match="disk full"):
+        store.save(3, good, {})
+    assert store.steps() == [1, 2]
+    store.read_state(1), store.read_state(2)
+    store.close()
 
 
 def test_rotation_never_deletes_the_newest_finite_checkpoint(tmp_path):
