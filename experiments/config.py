@@ -112,7 +112,12 @@ class TrainConfig:
     noise_probe: microbatch gradients per gradient-noise-scale measurement at each
     eval (0 = off); mesh: e.g. 'data=-1' or 'data=2,fsdp=2,tensor=2';
     coordinator / num_processes / process_id: a multi-process run started by hand
-    (TPU pods and SLURM/MPI clusters are detected without them)."""
+    (TPU pods and SLURM/MPI clusters are detected without them); peer_timeout_s:
+    how long a process waits for a silent peer before the run stops with an
+    error; max_consecutive_skipped: this many non-finite microbatches in a row
+    stop the run with an error (0 = never); spike_sigmas: skip a microbatch whose
+    loss exceeds the running mean by this many running standard deviations
+    (0 = off; :func:`experiments.loss_spikes.skip_loss_spikes`)."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -130,6 +135,9 @@ class TrainConfig:
     coordinator: str = ""
     num_processes: int = 1
     process_id: int = 0
+    peer_timeout_s: int = 60
+    max_consecutive_skipped: int = 100
+    spike_sigmas: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +194,15 @@ class Config:
             )
         if t.num_processes > 1 and not t.coordinator:
             raise ValueError("train.num_processes > 1 needs --train.coordinator=HOST:PORT.")
+        if t.peer_timeout_s < 1:
+            raise ValueError(f"train.peer_timeout_s must be >= 1 second, got {t.peer_timeout_s}.")
+        if t.max_consecutive_skipped < 0:
+            raise ValueError(
+                "train.max_consecutive_skipped must be >= 0 (0 = never stop), got "
+                f"{t.max_consecutive_skipped}."
+            )
+        if not (t.spike_sigmas == 0 or t.spike_sigmas >= 1):
+            raise ValueError(f"train.spike_sigmas must be 0 (off) or >= 1, got {t.spike_sigmas}.")
         if not self.optim.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}.")
 

@@ -64,6 +64,8 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
             g.rounding_digits, mode=g.rounding, stochastic=g.rounding_stochastic
         )
         tx = optax.chain(rounding, tx)
+    if config.train.spike_sigmas > 0:
+        tx = gqc_jax.skip_loss_spikes(tx, config.train.spike_sigmas)
     return tx
 
 

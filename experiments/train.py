@@ -9,7 +9,10 @@ Outputs in ``--train.out_dir``: ``config.json``, ``metrics.jsonl``, TensorBoard
 files under ``tb/``, orbax checkpoints under ``checkpoints/`` and
 ``summary.json``. ``--train.resume`` continues from the latest checkpoint
 bit-identically (parameters, optimizer and controller state, data position and
-dropout stream are all in it); Ctrl-C saves a checkpoint before it exits.
+dropout stream are all in it). Ctrl-C saves a checkpoint before it exits (130);
+SIGTERM, a preemption notice, saves one at the next microbatch boundary, on
+every process at the same microbatch, and exits 0. A run stopped either way has
+no ``summary.json`` until it is resumed to its end.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -28,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import Config, parse_args
@@ -82,6 +87,10 @@ def microbatches_in_budget(tokens: int, tokens_per_microbatch: int) -> int:
             file=sys.stderr,
         )
     return total
+
+
+class NonFiniteStormError(RuntimeError):
+    """Too many non-finite microbatches in a row: the run cannot recover by itself."""
 
 
 class Trainer:
@@ -219,10 +228,46 @@ class Trainer:
     def _on_metrics(self, microbatch: int, metrics: dict[str, Any]) -> None:
         """Host bookkeeping of microbatch ``microbatch`` (1-based count after it)."""
         h = self.host
+        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            h["storm_start"] = None
+        else:
+            h["storm_start"] = h.get("storm_start") or microbatch
+            self._check_storm(microbatch)
+        if bool(metrics.get("loss_spike", False)):  # skipped by the spike guard
+            h["loss_spikes"] = int(metrics["num_loss_spikes"])
+            self.log.write(
+                {
+                    "microbatch": microbatch,
+                    "step": h["steps"],
+                    "train/spike_loss": loss,
+                    "train/loss_spikes": h["loss_spikes"],
+                }
+            )
+            return
         h["window_loss"].append(float(metrics["loss"]))
         h["window_grad_norm"].append(float(metrics["grad_norm"]))
         if bool(metrics["stepped"]):
             self._on_step(microbatch, metrics)
+
+    def _check_storm(self, microbatch: int) -> None:
+        """Stops the run after ``train.max_consecutive_skipped`` non-finite
+        microbatches in a row, naming the newest checkpoint saved before them."""
+        bound, start = self.config.train.max_consecutive_skipped, self.host["storm_start"]
+        if not bound or microbatch - start + 1 < bound:
+            return
+        before = [s for s in self.checkpoints.steps() if s < start]
+        where = (
+            f"the newest checkpoint from before them is {before[-1]} "
+            f"(--train.resume --train.resume_step={before[-1]})"
+            if before
+            else "no checkpoint was saved before them"
+        )
+        raise NonFiniteStormError(
+            f"{microbatch - start + 1} consecutive microbatches ({start} to {microbatch}) had a "
+            f"non-finite loss or gradient (train.max_consecutive_skipped={bound}); stopping: "
+            f"{where}. Lower the learning rate, or look for bad data at these microbatches."
+        )
 
     def _flush(self, microbatch: int) -> None:
         """At the end of the run: the controller steps on its open window, so the
@@ -322,25 +367,35 @@ class Trainer:
         next_checkpoint = (self.host["steps"] // t.checkpoint_every + 1) * t.checkpoint_every
         pending: tuple[int, Any] | None = None
         done = start
-        interrupted = False
-        # Ctrl-C sets a flag that the loop checks between microbatches, so the
-        # interrupt never lands inside library code that might swallow it (a
-        # checkpoint being written); a second Ctrl-C interrupts at once.
-        requested = []
+        interrupted = preempted = False
+        # Ctrl-C and SIGTERM set a flag that the loop checks between microbatches,
+        # so a signal never lands inside library code that might swallow it (a
+        # checkpoint being written); a second Ctrl-C interrupts at once. SIGTERM
+        # (a preemption notice) saves at the next microbatch boundary and exits
+        # 0. On several processes JAX's preemption service catches SIGTERM and
+        # every process stops at the same microbatch.
+        requested: list[int] = []
+        several = jax.process_count() > 1
 
-        def on_sigint(signum, frame):
-            if requested:
+        def on_signal(signum, frame):
+            if requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             requested.append(signum)
 
+        handled = [signal.SIGINT] + ([] if several else [signal.SIGTERM])
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled} if main_thread else {}
         try:
             if start == 0:
                 self._evaluate(0)
             for i in range(start, stop):
-                if requested:
+                if signal.SIGINT in requested:
                     raise KeyboardInterrupt
+                if signal.SIGTERM in requested or (
+                    several and multihost_utils.reached_preemption_sync_point(i)
+                ):
+                    preempted = True
+                    break
                 tokens = self._batch(self.data.microbatch(i, self.rows))
                 self.state, metrics = self.step_fn(self.state, tokens)
                 if pending is not None:
@@ -360,29 +415,37 @@ class Trainer:
                             self.host["steps"] // t.checkpoint_every + 1
                         ) * t.checkpoint_every
                 self._progress(done)
+            if preempted:
+                if pending is not None:
+                    self._on_metrics(*jax.device_get(pending))
+                self._save(done)
         except KeyboardInterrupt:
             interrupted = True
             if pending is not None:
                 self._on_metrics(*jax.device_get(pending))
             self._save(done)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.session_s = time.perf_counter() - self.t_start
             self.host["elapsed"] += self.session_s
             self.log.close()
         summary = self.summary(done)
-        if primary:
+        # summary.json marks a run that ended (train_once skips such a run); one
+        # stopped by a signal has only its checkpoint and metrics so far.
+        if primary and not (interrupted or preempted):
             (self.out_dir / SUMMARY_FILE).write_text(json.dumps(plain(summary), indent=2))
         self.checkpoints.close()
-        if interrupted:
+        if interrupted or preempted:
             print(
-                f"\ninterrupted: checkpoint saved at microbatch {done} in "
-                f"{self.out_dir / 'checkpoints'}; continue with --train.resume",
+                f"\n{'preempted (SIGTERM)' if preempted else 'interrupted'}: checkpoint saved "
+                f"at microbatch {done} in {self.out_dir / 'checkpoints'}; continue with "
+                "--train.resume",
                 file=sys.stderr,
             )
+        if interrupted:
             raise KeyboardInterrupt
-        return summary
+        return {**summary, "preempted": preempted} if preempted else summary
 
     def _already_complete(self, done: int) -> dict[str, Any]:
         """``--train.resume`` of a finished run: nothing to train, nothing rewritten."""
@@ -416,6 +479,8 @@ class Trainer:
             "draws_per_step": done / steps if steps else float("nan"),
             # The last window, stepped on by gqc_jax.flush at the end (0: none open).
             "flushed_draws": self.host.get("flushed_draws", 0),
+            # Microbatches skipped by the loss-spike guard (train.spike_sigmas).
+            "loss_spikes": self.host.get("loss_spikes", 0),
             "eval_loss": self.last_eval.get("eval/loss", float("nan")),
             "eval_ppl": self.last_eval.get("eval/ppl", float("nan")),
             "noise_scale_microbatches": measured,
@@ -441,6 +506,22 @@ def train_once(config: Config) -> dict[str, Any]:
     return train(config)
 
 
+def _peer_failed(error: Exception) -> None:
+    """Exits at once after a failed cross-process operation: another process has
+    died or stopped answering. A normal exit would wait for the others in JAX's
+    shutdown barrier until ``train.peer_timeout_s`` and then abort."""
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    print(
+        f"error: process {jax.process_index()} of {jax.process_count()}: an operation across "
+        f"processes failed ({type(error).__name__}: {first}); another process has most likely "
+        "died. Stopping without waiting for it; resume every process with --train.resume.",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -450,16 +531,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t = config.train
     if t.num_processes > 1:
-        distributed.initialize(t.coordinator, t.num_processes, t.process_id)
-    else:
-        distributed.initialize()  # a cluster JAX detects by itself, else nothing
+        distributed.initialize(
+            t.coordinator, t.num_processes, t.process_id, peer_timeout_s=t.peer_timeout_s
+        )
+    else:  # a cluster JAX detects by itself, else nothing
+        distributed.initialize(peer_timeout_s=t.peer_timeout_s)
     try:
         summary = train(config)
     except (ValueError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteStormError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        _peer_failed(e)
     print(json.dumps(plain(summary), indent=2))
     return 0
 

@@ -15,19 +15,26 @@ def initialize(
     process_id: int | None = None,
     *,
     cpu_collectives: str = "gloo",
+    peer_timeout_s: int = 100,
 ) -> None:
     """Starts JAX's multi-process runtime when more than one process takes part.
 
     With no arguments, on a TPU pod or a cluster that JAX detects by itself
     (SLURM, Open MPI, Cloud TPU), ``jax.distributed.initialize()`` reads the
     topology from the environment; on a single machine nothing is started. On
-    CPU the cross-process collectives use ``cpu_collectives`` (gloo).
+    CPU the cross-process collectives use ``cpu_collectives`` (gloo). A process
+    that sends no heartbeat for ``peer_timeout_s`` counts as dead, and the others
+    stop.
     """
+    timeouts = {
+        "heartbeat_timeout_seconds": peer_timeout_s,
+        "shutdown_timeout_seconds": peer_timeout_s,
+    }
     # Call before anything touches a JAX backend (jax.devices() included).
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if num_processes is None and coordinator_address is None:
         try:
-            jax.distributed.initialize()
+            jax.distributed.initialize(**timeouts)
         except (ValueError, RuntimeError):
             pass  # a single process: nothing to join
         return
@@ -35,6 +42,7 @@ def initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
+        **timeouts,
     )
 
 

@@ -131,6 +131,9 @@ def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None) -
         metrics.update(gqc_jax.stats(opt_state))
     except ValueError:  # a plain optimizer: every microbatch is a step
         metrics.update(stepped=jnp.ones([], jnp.bool_), num_draws=jnp.zeros([], jnp.int32))
+    spikes = gqc_jax.loss_spike_stats(opt_state)  # under gqc_jax.skip_loss_spikes
+    if spikes:
+        metrics.update(spikes, stepped=metrics["stepped"] & ~spikes["loss_spike"])
     return metrics
 
 

@@ -3,12 +3,16 @@ worker, and a tiny run configuration (seconds per run on 8 fake CPU devices)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import pytest
 
 from experiments.config import Config, apply_overrides
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,3 +77,21 @@ def train_command(out_dir, data_dir, *extra: str) -> list[str]:
         "--gqc.relative=true",
     ]
     return [sys.executable, "-m", "experiments.train", *args, *extra]
+
+
+def start_two_processes(command: list[str]) -> list[subprocess.Popen]:
+    """``command`` as processes 0 and 1 of a two-process run on 127.0.0.1, each
+    with 4 CPU devices (stderr piped)."""
+    port = free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = [f"--train.coordinator=127.0.0.1:{port}", "--train.num_processes=2"]
+    return [
+        subprocess.Popen(
+            [*command, *flags, f"--train.process_id={i}"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]

@@ -1,6 +1,5 @@
 import json
 import math
-import os
 import signal
 import subprocess
 import time
@@ -14,8 +13,7 @@ from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
 from experiments.train import Trainer, main, train_once
-from tests.experiments.conftest import tiny_config, train_command
-from tests.helpers import free_port
+from tests.experiments.conftest import start_two_processes, tiny_config, train_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 120  # microbatches of the command-line runs
@@ -196,7 +194,9 @@ def test_corrupted_checkpoint_is_reported_and_older_ones_restore(tmp_path, data_
     for f in (tmp_path / "checkpoints" / str(steps[-1]) / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"\x00garbage")
-    resume = tiny_config(tmp_path, data_dir, train__resume=True)
+    # Chosen explicitly, it is an error (--train.resume alone falls back to the
+    # newest readable one: tests/experiments/test_checkpoints.py).
+    resume = tiny_config(tmp_path, data_dir, train__resume=True, train__resume_step=steps[-1])
     with pytest.raises(CheckpointError, match=rf"checkpoint {steps[-1]} .*corrupted.*{steps[-2]}"):
         Trainer(resume).fit()
     older = tiny_config(tmp_path, data_dir, train__resume=True, train__resume_step=steps[-2])
@@ -230,19 +230,22 @@ def _cli(out_dir, data_dir, *extra):
     return train_command(out_dir, data_dir, f"--train.tokens={8 * 32 * TOTAL}", *extra)
 
 
-def _interrupt_after_first_checkpoint(cmd, sig) -> tuple[int, str]:
-    """Starts ``cmd``, sends ``sig`` once a checkpoint exists: (exit code, stderr)."""
+def _interrupt_after_first_checkpoint(cmd, sig) -> tuple[int, str, float]:
+    """Starts ``cmd``, sends ``sig`` once a checkpoint exists: (exit code, stderr,
+    seconds from the signal to the exit)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out_dir = Path(cmd[[i for i, a in enumerate(cmd) if "out_dir" in a][0]].split("=", 1)[1])
     deadline = time.time() + 120
+    sent = time.perf_counter()
     while time.time() < deadline and proc.poll() is None:
         ckpts = out_dir / "checkpoints"
         if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
             proc.send_signal(sig)
+            sent = time.perf_counter()
             break
         time.sleep(0.02)
     _, err = proc.communicate(timeout=120)
-    return proc.returncode, err.decode()
+    return proc.returncode, err.decode(), time.perf_counter() - sent
 
 
 @pytest.fixture(scope="module")
@@ -252,16 +255,24 @@ def uninterrupted(tmp_path_factory, data_dir):
     return out
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
-def test_killed_or_interrupted_run_resumes_to_the_same_parameters(
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 0)]
+)
+def test_killed_interrupted_or_preempted_run_resumes_to_the_same_parameters(
     tmp_path, data_dir, uninterrupted, sig, code
 ):
-    returncode, err = _interrupt_after_first_checkpoint(_cli(tmp_path, data_dir), sig)
+    returncode, err, seconds = _interrupt_after_first_checkpoint(_cli(tmp_path, data_dir), sig)
     assert returncode == code, err[-3000:]  # it was stopped mid-run, not finished
     saved = Checkpoints(tmp_path / "checkpoints", keep=3).steps()
     assert saved and saved[-1] < TOTAL
-    if sig == signal.SIGINT:  # Ctrl-C saves where it stopped
+    if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM save where they stopped
         assert f"checkpoint saved at microbatch {saved[-1]}" in err
+        assert not (tmp_path / "summary.json").exists()  # not an ended run
+    if sig == signal.SIGTERM:
+        assert "preempted (SIGTERM)" in err
+        # Save and exit within a preemption notice's grace period (30 s on
+        # Kubernetes; about 0.5 s measured here for the tiny model).
+        assert seconds < 30, seconds
     subprocess.run(
         _cli(tmp_path, data_dir, "--train.resume"), cwd=ROOT, check=True, capture_output=True
     )
@@ -274,24 +285,7 @@ def test_killed_or_interrupted_run_resumes_to_the_same_parameters(
 def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     """Two processes with 4 CPU devices each, each reading only its own rows of every
     microbatch, end with the parameters of one process with 8 devices."""
-    port = free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [
-        subprocess.Popen(
-            _cli(
-                tmp_path,
-                data_dir,
-                f"--train.coordinator=127.0.0.1:{port}",
-                "--train.num_processes=2",
-                f"--train.process_id={i}",
-            ),
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for i in range(2)
-    ]
+    procs = start_two_processes(_cli(tmp_path, data_dir))
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-3000:]
