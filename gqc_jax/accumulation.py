@@ -18,7 +18,6 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
 from gqc_jax import _hyperparams
 from gqc_jax._tree import (
@@ -399,14 +398,14 @@ def adaptive_accumulation(
         drew = jnp.ones([], jnp.bool_) if flushing is None else ~flushing
         new_state = AdaptiveAccumulationState(
             num_batches=jnp.where(
-                drew, numerics.safe_increment(state.num_batches), state.num_batches
+                drew, optax.safe_increment(state.num_batches), state.num_batches
             ),
-            num_steps=jnp.where(step, numerics.safe_increment(state.num_steps), state.num_steps),
+            num_steps=jnp.where(step, optax.safe_increment(state.num_steps), state.num_steps),
             num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
             last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
             last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
             num_skipped=jnp.where(
-                finite | ~drew, state.num_skipped, numerics.safe_increment(state.num_skipped)
+                finite | ~drew, state.num_skipped, optax.safe_increment(state.num_skipped)
             ),
             stepped=step,
             value_mean=value_mean,
