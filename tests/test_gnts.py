@@ -1,4 +1,5 @@
-"""GNTS: decision rule, ties, draw cap, schedules, jit/scan/chain/inject_hyperparams."""
+"""GNTS: decision rule, ties, draw cap, schedules (the Optax invariants of every
+controller: tests/test_invariants.py)."""
 
 import chex
 import jax
@@ -100,75 +101,6 @@ def test_changing_the_threshold_does_not_recompile():
         _, s = update(grads, s)
         results.append(bool(s.stepped))
     assert results == [False, True]
-
-
-def test_inject_hyperparams_gives_identical_results_and_does_not_recompile():
-    params = params_like()
-    grads = random_grads(9, 12, scale=0.5)
-    plain = gqc_jax.gnts(optax.adam(1e-2), 1.2, max_draws=4)
-    injected = optax.inject_hyperparams(gqc_jax.gnts, static_args=("max_draws",))(
-        optax.adam(1e-2), threshold=1.2, max_draws=4
-    )
-    s_plain, s_inj = plain.init(params), injected.init(params)
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def update_injected(g, s):
-        return injected.update(g, s, params)
-
-    for g in grads:
-        u_plain, s_plain = plain.update(g, s_plain, params)
-        u_inj, s_inj = update_injected(g, s_inj)
-        chex.assert_trees_all_close(u_plain, u_inj, atol=1e-7)
-        assert bool(gqc_jax.stats(s_inj)["stepped"]) == bool(s_plain.stepped)
-    # A new value, written into the injected state, is used without retracing.
-    s_inj.hyperparams["threshold"] = jnp.asarray(1e9, jnp.float32)
-    _, s_inj = update_injected(grads[0], s_inj)
-    assert bool(gqc_jax.stats(s_inj)["stepped"])
-
-
-def test_inside_chain_and_scan():
-    params = params_like()
-    tx = optax.chain(optax.clip_by_global_norm(1.0), gqc_jax.gnts(optax.sgd(0.1), 0.4, max_draws=5))
-    state = tx.init(params)
-    grads = jax.tree.map(lambda *g: jnp.stack(g), *random_grads(10, 20, scale=0.5))
-
-    def body(carry, g):
-        p, s = carry
-        u, s = tx.update(g, s, p)
-        return (optax.apply_updates(p, u), s), gqc_jax.stats(s)["stepped"]
-
-    (p, final), stepped = jax.jit(lambda c, g: jax.lax.scan(body, c, g))((params, state), grads)
-    chex.assert_trees_all_equal_shapes_and_dtypes(final, state)
-    assert int(gqc_jax.stats(final)["num_steps"]) == int(stepped.sum()) >= 4
-    assert int(gqc_jax.stats(final)["num_batches"]) == 20
-
-
-def test_state_types_identical_after_init_and_update_with_and_without_jit():
-    params = params_like()
-    tx = gqc_jax.gnts(optax.adamw(1e-3), 0.5)
-    state = tx.init(params)
-    g = random_grads(11, 1)[0]
-    _, eager = tx.update(g, state, params)
-    _, jitted = jax.jit(tx.update)(g, state, params)
-    chex.assert_trees_all_equal_shapes_and_dtypes(state, eager)
-    chex.assert_trees_all_equal_shapes_and_dtypes(state, jitted)
-    chex.assert_trees_all_equal(eager, jitted)
-
-
-def test_unfoldable_cond_around_update_keeps_state_types():
-    params = params_like()
-    tx = gqc_jax.gnts(optax.adam(1e-3), 0.5)
-    state = tx.init(params)
-    g = random_grads(12, 1)[0]
-    pred = jax.random.bernoulli(jax.random.PRNGKey(0))
-    _, out = jax.lax.cond(
-        pred,
-        lambda s: tx.update(g, s, params),
-        lambda s: (jax.tree.map(jnp.zeros_like, g), s),
-        state,
-    )
-    chex.assert_trees_all_equal_shapes_and_dtypes(out, state)
 
 
 def test_controller_trains_a_regression():
