@@ -23,6 +23,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 import optax
 
@@ -51,8 +52,8 @@ def _checks_its_numbers(factory: Callable[..., Any]) -> Callable[..., Any]:
     def checked(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
-            if name not in kinds:
-                continue
+            if name not in kinds or isinstance(value, jax.Array):
+                continue  # arrays (from optax.inject_hyperparams) are checked downstream
             integral = kinds[name] in ("int", int)
             numeric = numbers.Integral if integral else numbers.Real
             if isinstance(value, bool) or not isinstance(value, (numeric, np.generic)):
