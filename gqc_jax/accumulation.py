@@ -397,9 +397,7 @@ def adaptive_accumulation(
         # A flush consumes no microbatch (a Python True here would make ~drew -2).
         drew = jnp.ones([], jnp.bool_) if flushing is None else ~flushing
         new_state = AdaptiveAccumulationState(
-            num_batches=jnp.where(
-                drew, optax.safe_increment(state.num_batches), state.num_batches
-            ),
+            num_batches=jnp.where(drew, optax.safe_increment(state.num_batches), state.num_batches),
             num_steps=jnp.where(step, optax.safe_increment(state.num_steps), state.num_steps),
             num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
             last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
