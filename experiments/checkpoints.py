@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-# The fields whose change makes a saved state meaningless for this run (the
-# budget, the data folder and bookkeeping may change on resume).
 # Orbax writes a checkpoint under NAME + this + a timestamp and renames it when
 # complete.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# The fields whose change makes a saved state meaningless for this run (the
+# budget, the data folder and bookkeeping may change on resume).
 MUST_MATCH = ("model", "data.dataset", "data.tokenizer", "data.microbatch_size", "gqc", "optim")
 
 

@@ -117,7 +117,7 @@ class TrainConfig:
     error; max_consecutive_skipped: this many non-finite microbatches in a row
     stop the run with an error (0 = never); spike_sigmas: skip a microbatch whose
     loss exceeds the running mean by this many running standard deviations
-    (0 = off; :func:`experiments.loss_spikes.skip_loss_spikes`)."""
+    (0 = off; :func:`gqc_jax.skip_loss_spikes`)."""
 
     out_dir: str = "runs/default"
     seed: int = 0

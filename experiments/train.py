@@ -245,8 +245,8 @@ class Trainer:
                 }
             )
             return
-        h["window_loss"].append(float(metrics["loss"]))
-        h["window_grad_norm"].append(float(metrics["grad_norm"]))
+        h["window_loss"].append(loss)
+        h["window_grad_norm"].append(grad_norm)
         if bool(metrics["stepped"]):
             self._on_step(microbatch, metrics)
 

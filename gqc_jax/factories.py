@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
 from gqc_jax import schedules
@@ -55,16 +54,11 @@ def _checks_its_numbers(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name not in kinds or isinstance(value, jax.Array):
                 continue  # arrays (from optax.inject_hyperparams) are checked downstream
             integral = kinds[name] in ("int", int)
+            # NumPy's scalars are registered as numbers.Integral / numbers.Real.
             numeric = numbers.Integral if integral else numbers.Real
-            if isinstance(value, bool) or not isinstance(value, (numeric, np.generic)):
+            if isinstance(value, bool) or not isinstance(value, numeric):
                 kind = "an int" if integral else "a real number"
                 raise TypeError(f"{name} must be {kind}, got {value!r}.")
-            if (
-                integral
-                and not np.issubdtype(type(value), np.integer)
-                and not isinstance(value, numbers.Integral)
-            ):
-                raise TypeError(f"{name} must be an int, got {value!r}.")
             if not math.isfinite(float(value)):
                 raise ValueError(f"{name} must be finite, got {value!r}.")
             if integral and value < 0:
