@@ -6,16 +6,15 @@ quality criterion passes, then step) and gradient rounding.
 """
 
 from gqc_jax import schedules
-from gqc_jax._hyperparams import ScalarOrSchedule
-from gqc_jax.accumulation import (
+from gqc_jax._accumulation import (
     AdaptiveAccumulationState,
     Criterion,
     Draw,
     adaptive_accumulation,
     current_mean,
 )
-from gqc_jax.clock import MicrobatchClockState, on_microbatch_clock
-from gqc_jax.factories import (
+from gqc_jax._clock import MicrobatchClockState, on_microbatch_clock
+from gqc_jax._factories import (
     gnr_with_cosine_annealing,
     gnr_with_cosine_annealing_conventional_lr,
     gns_default,
@@ -26,24 +25,25 @@ from gqc_jax.factories import (
     sbc_with_polynomial,
     sbc_with_polynomial_conventional_lr,
 )
-from gqc_jax.flush import flush
-from gqc_jax.gnr import GradientNormRescale, GradientNormRescaleState, gnr
-from gqc_jax.gns import GradientNoiseScale, GradientNoiseScaleState, gns
-from gqc_jax.gnts import (
+from gqc_jax._flush import flush
+from gqc_jax._gnr import GradientNormRescale, GradientNormRescaleState, gnr
+from gqc_jax._gns import GradientNoiseScale, GradientNoiseScaleState, gns
+from gqc_jax._gnts import (
     GradientNormThreshold,
     GradientNormThresholdState,
     RelativeGradientNormThreshold,
     RelativeGradientNormThresholdState,
     gnts,
 )
-from gqc_jax.loss_spikes import SkipLossSpikesState, loss_spike_stats, skip_loss_spikes
-from gqc_jax.mht import MetricHypothesisTest, MetricHypothesisTestState, mht
-from gqc_jax.microstep import microstep
+from gqc_jax._hyperparams import ScalarOrSchedule
+from gqc_jax._loss_spikes import SkipLossSpikesState, loss_spike_stats, skip_loss_spikes
+from gqc_jax._mht import MetricHypothesisTest, MetricHypothesisTestState, mht
+from gqc_jax._microstep import microstep
+from gqc_jax._sbc import ScheduledBatch, ScheduledBatchState, sbc
+from gqc_jax._snr import SignalToNoise, SignalToNoiseState, snr
+from gqc_jax._stats import find_controller_state, stats
+from gqc_jax._window import accumulate_window
 from gqc_jax.rounding import RoundGradientsState, round_gradients
-from gqc_jax.sbc import ScheduledBatch, ScheduledBatchState, sbc
-from gqc_jax.snr import SignalToNoise, SignalToNoiseState, snr
-from gqc_jax.stats import find_controller_state, stats
-from gqc_jax.window import accumulate_window
 
 __version__ = "0.1.0"
 

@@ -25,14 +25,14 @@ def _compare(tx, grads):
 
 def test_fused_path_matches_update_then_apply():
     tx = gqc_jax.gnts(optax.adamw(1e-2), 0.7, max_draws=5)
-    assert gqc_jax.accumulation.fused_update(tx) is not None
+    assert gqc_jax._accumulation.fused_update(tx) is not None
     final = _compare(tx, random_grads(13, 25, scale=0.4))
     assert 0 < int(final.num_steps) < 25
 
 
 def test_chained_controller_falls_back_to_update_then_apply():
     tx = optax.chain(optax.clip_by_global_norm(2.0), gqc_jax.sbc(optax.sgd(0.1), 3, 1))
-    assert gqc_jax.accumulation.fused_update(tx) is None
+    assert gqc_jax._accumulation.fused_update(tx) is None
     final = _compare(tx, random_grads(14, 9))
     assert int(gqc_jax.stats(final)["num_steps"]) == 3
 

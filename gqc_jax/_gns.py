@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
+from gqc_jax._accumulation import Draw, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import Moments, gather
-from gqc_jax.accumulation import Draw, adaptive_accumulation
 
 
 class GradientNoiseScaleState(NamedTuple):

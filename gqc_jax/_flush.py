@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import optax
 
-from gqc_jax.accumulation import FLUSH
-from gqc_jax.stats import find_controller_state
+from gqc_jax._accumulation import FLUSH
+from gqc_jax._stats import find_controller_state
 
 
 def flush(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from gqc_jax.accumulation import AdaptiveAccumulationState
+from gqc_jax._accumulation import AdaptiveAccumulationState
 
 
 def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationState:

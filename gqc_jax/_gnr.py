@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
+from gqc_jax._accumulation import Draw, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
-from gqc_jax.accumulation import Draw, adaptive_accumulation
 
 
 class GradientNormRescaleState(NamedTuple):

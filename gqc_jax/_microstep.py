@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from gqc_jax.accumulation import fused_update
+from gqc_jax._accumulation import fused_update
 
 
 def microstep(

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gqc_jax.microstep import microstep
-from gqc_jax.stats import find_controller_state
+from gqc_jax._microstep import microstep
+from gqc_jax._stats import find_controller_state
 
 
 def accumulate_window(

@@ -27,12 +27,12 @@ import jax
 import optax
 
 from gqc_jax import schedules
-from gqc_jax.clock import on_microbatch_clock
-from gqc_jax.gnr import gnr
-from gqc_jax.gns import gns
-from gqc_jax.gnts import gnts
-from gqc_jax.mht import mht
-from gqc_jax.sbc import sbc
+from gqc_jax._clock import on_microbatch_clock
+from gqc_jax._gnr import gnr
+from gqc_jax._gns import gns
+from gqc_jax._gnts import gnts
+from gqc_jax._mht import mht
+from gqc_jax._sbc import sbc
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
