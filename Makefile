@@ -23,31 +23,31 @@ demo: $(STAMP)
 
 # Study: relative thresholds and snr vs the reference thresholds (docs/results/scale_free.md).
 scale-free: $(STAMP)
-	$(PY) -m experiments.scale_free
+	$(PY) -m experiments.studies.scale_free
 
 # Study: the gradient-rounding experiment reproduced (docs/results/rounding.md).
 rounding-study: $(STAMP)
-	$(PY) -m experiments.rounding_study
+	$(PY) -m experiments.studies.rounding_study
 
 # Study: seed determinism, data-order sensitivity, weight growth (docs/results/training_dynamics.md).
 training-dynamics: $(STAMP)
-	$(PY) -m experiments.training_dynamics
+	$(PY) -m experiments.studies.training_dynamics
 
 # Study: every controller at equal tokens, small+GNTS vs large, repeated data, diagnostics.
 gqc-ablation: $(STAMP)
-	$(PY) -m experiments.gqc_ablation
+	$(PY) -m experiments.studies.gqc_ablation
 
 # Study: GNTS against its control under AdamW, Lion, Adafactor, SGD and Muon.
 optimizers: $(STAMP)
-	$(PY) -m experiments.optimizer_generality
+	$(PY) -m experiments.studies.optimizer_generality
 
 # Study: the critical batch size, and the batches GNTS and GNS choose.
 critical-batch: $(STAMP)
-	$(PY) -m experiments.critical_batch
+	$(PY) -m experiments.studies.critical_batch
 
 # Study: loss on a second corpus predicted from the training loss across model sizes.
 loss-to-loss: $(STAMP)
-	$(PY) -m experiments.loss_to_loss
+	$(PY) -m experiments.studies.loss_to_loss
 
 test: $(STAMP)
 	$(PY) -m ruff check .

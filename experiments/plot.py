@@ -11,28 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.run_log import read_metrics
+from experiments.run_log import read_metrics, threshold_key
 
 
 def _series(records, key):
     points = [(r["tokens"], r[key]) for r in records if isinstance(r.get(key), int | float)]
     return [p[0] for p in points], [p[1] for p in points]
-
-
-def threshold_key(records) -> str | None:
-    """The controller threshold recorded in ``records`` (the absolute one first)."""
-    for key in (
-        "gqc/effective_threshold",
-        "gqc/gradient_norm_threshold",
-        "gqc/noise_ratio",
-        "gqc/noise_tolerance",
-        "gqc/target_gradient_norm",
-        "gqc/percent_error_threshold",
-        "gqc/logical_batch_size",
-    ):
-        if any(key in r for r in records):
-            return key
-    return None
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:

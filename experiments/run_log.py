@@ -130,3 +130,19 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {str(run_dir)!r}: is it a run folder?")
     return [read_record(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def threshold_key(records) -> str | None:
+    """The controller threshold recorded in ``records`` (the absolute one first)."""
+    for key in (
+        "gqc/effective_threshold",
+        "gqc/gradient_norm_threshold",
+        "gqc/noise_ratio",
+        "gqc/noise_tolerance",
+        "gqc/target_gradient_norm",
+        "gqc/percent_error_threshold",
+        "gqc/logical_batch_size",
+    ):
+        if any(key in r for r in records):
+            return key
+    return None

@@ -39,8 +39,7 @@ from experiments.config import Config, parse_args
 from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
 from experiments.optimizer import build_optimizer, learning_rate
-from experiments.plot import threshold_key
-from experiments.run_log import RunLog, plain, read_record
+from experiments.run_log import RunLog, plain, read_record, threshold_key
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
 from models.sharding import batch_sharding, make_mesh

@@ -1,9 +1,9 @@
-"""experiments.loss_to_loss: the shifted power-law fit, and the CLI on a tiny budget."""
+"""experiments.studies.loss_to_loss: the shifted power-law fit, and the CLI on a tiny budget."""
 
 import numpy as np
 import pytest
 
-from experiments import loss_to_loss as ll
+from experiments.studies import loss_to_loss as ll
 
 
 def test_fit_recovers_a_shifted_power_law_and_extrapolates():

@@ -1,10 +1,10 @@
-"""experiments.gqc_ablation: the spike counter, and the whole study on a tiny budget."""
+"""experiments.studies.gqc_ablation: the spike counter, and the whole study on a tiny budget."""
 
 import json
 
 import pytest
 
-from experiments import gqc_ablation as ab
+from experiments.studies import gqc_ablation as ab
 
 
 def test_second_moment_jumps_are_counted_after_the_first_tenth(tmp_path):

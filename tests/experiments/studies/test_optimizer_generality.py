@@ -1,8 +1,8 @@
-"""experiments.optimizer_generality: the CLI on a tiny budget."""
+"""experiments.studies.optimizer_generality: the CLI on a tiny budget."""
 
 import pytest
 
-from experiments import optimizer_generality as og
+from experiments.studies import optimizer_generality as og
 
 
 def test_unknown_optimizer_is_refused(capsys):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from experiments.noise_scale import noise_scale
-from experiments.scale_free import late_noise_scale
+from experiments.studies.scale_free import late_noise_scale
 
 
 def test_noise_scale_is_a_ratio_of_means():

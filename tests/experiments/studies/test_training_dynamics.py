@@ -1,6 +1,6 @@
-"""experiments.training_dynamics: the whole study on a tiny model."""
+"""experiments.studies.training_dynamics: the whole study on a tiny model."""
 
-from experiments import training_dynamics as td
+from experiments.studies import training_dynamics as td
 
 
 def test_cli_runs_permutations_and_a_repeat_and_writes_the_page(tmp_path, data_dir):
@@ -25,6 +25,12 @@ def test_cli_runs_permutations_and_a_repeat_and_writes_the_page(tmp_path, data_d
     x0, y0 = td.eval_curve(runs / "adamw" / "perm0")
     x1, y1 = td.eval_curve(runs / "adamw" / "perm1")
     assert x0 == x1 and y0[0] == y1[0] and y0[-1] != y1[-1]
+    # The page is written from the run folders alone: a rerun trains nothing and
+    # writes the same bytes.
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.jsonl")}
+    assert td.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert (tmp_path / "d.md").read_text() == page
 
 
 def test_permutations_must_give_a_spread(capsys):

@@ -14,32 +14,24 @@ D. Diagnostics logged by the training program at every step: the cosine between
 Every run is an ``experiments.train`` run folder; ``docs/results/gqc_ablation.md``
 and its figure are written from those folders.
 
-    python -m experiments.gqc_ablation [--seeds 0,1,2] [--tokens 300000]
+    python -m experiments.studies.gqc_ablation [--seeds 0,1,2] [--tokens 300000]
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 from pathlib import Path
 
-from experiments.config import Config, DataConfig, apply_overrides
-from experiments.run_log import read_metrics
-from experiments.study import QUIET_RUN, machine
+from experiments.config import Config
+from experiments.studies import kit
+from experiments.studies.kit import evals, mean_std, steps
 from experiments.train import train_once
 
-GNTS_REFERENCE = {
-    "gqc.controller": "gnts",
-    "gqc.schedule": "reference",
-    "gqc.threshold": 0.95,
-    "gqc.final_threshold": 0.25,
-}
 ARMS = {
-    "adamw": {"gqc.controller": "none"},
-    "gnts-reference": GNTS_REFERENCE,
-    "gnts-relative": {**GNTS_REFERENCE, "gqc.relative": True},
+    "adamw": kit.ADAMW,
+    "gnts-reference": kit.GNTS_REFERENCE,
+    "gnts-relative": kit.GNTS_RELATIVE,
     "gns": {"gqc.controller": "gns"},
     "mht": {"gqc.controller": "mht"},
     "gnr": {"gqc.controller": "gnr"},
@@ -51,48 +43,24 @@ TUNED_FINALS = (0.1, 0.25, 0.5)  # GNTS relative final thresholds swept for "gnt
 
 
 def run_config(out: Path, args, seed: int, lr: float, arm: dict, **extra) -> Config:
-    total = args.tokens // (args.microbatch * args.seq_len)
-    settings = {
-        "model.preset": args.preset,
-        "model.seq_len": args.seq_len,
-        "data.data_dir": args.data_dir,
-        "data.microbatch_size": args.microbatch,
-        "data.seed": seed,
-        "optim.lr": lr,
-        "optim.warmup": max(1, total // 20),
-        "gqc.max_draws": args.max_draws,
-        "train.seed": seed,
-        "train.tokens": args.tokens,
-        "train.eval_every": max(1, total // 12),
-        "train.noise_probe": 0,
-        **QUIET_RUN,
-        "train.out_dir": str(out),
-        **arm,
-        **extra,
-    }
-    return apply_overrides(Config(), settings)
-
-
-def steps(run_dir: Path) -> list[dict]:
-    return [r for r in read_metrics(run_dir) if "train/loss" in r]
-
-
-def evals(run_dir: Path) -> list[dict]:
-    return [r for r in read_metrics(run_dir) if "eval/loss" in r]
-
-
-def _ms(values, digits=4) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return kit.run_config(
+        out,
+        {"gqc.max_draws": args.max_draws},
+        arm,
+        extra,
+        preset=args.preset,
+        seq_len=args.seq_len,
+        microbatch=args.microbatch,
+        tokens=args.tokens,
+        seed=seed,
+        evals=12,
+        data_dir=args.data_dir,
+        lr=lr,
+    )
 
 
 def figure(dirs: dict, arms: list[str], seeds: list[int], extra: dict, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = kit.pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(17, 9))
     ax = axes[0, 0]
     for arm in arms:
@@ -136,10 +104,7 @@ def figure(dirs: dict, arms: list[str], seeds: list[int], extra: dict, out: Path
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return kit.save_figure(fig, out)
 
 
 def spikes(run_dir: Path, factor: float = 1.5) -> tuple[int, float]:
@@ -152,11 +117,7 @@ def spikes(run_dir: Path, factor: float = 1.5) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.gqc_ablation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = kit.parser(__name__, __doc__, "runs/gqc_ablation", "docs/results/gqc_ablation.md")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tokens", type=int, default=300_000, help="token budget per run")
     parser.add_argument("--microbatch", type=int, default=8, help="sequences per microbatch")
@@ -166,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="AdamW sweep (first seed)")
     parser.add_argument("--max_draws", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=4, help="C: passes over the prefix")
-    parser.add_argument("--data_dir", default=DataConfig.data_dir)
-    parser.add_argument("--out", default="runs/gqc_ablation")
-    parser.add_argument("--page", default="docs/results/gqc_ablation.md")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = kit.parse_args(parser, argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     lrs = [float(v) for v in args.lrs.split(",")]
     root = Path(args.out)
@@ -249,18 +207,17 @@ def write_page(
 ) -> Path:
     every = [*sweep.values(), *gnts_sweep.values(), *results.values()]
     every += [r for _, r in large.values()] + [r for _, r in repeat.values()]
-    unique = {r["out_dir"]: r for r in every}
-    minutes = sum(r["elapsed_s"] for r in unique.values()) / 60
     small_params = results[(BASELINE, seeds[0])]["params"]
     large_params = large[seeds[0]][1]["params"]
     base_ppl = statistics.mean(results[(BASELINE, s)]["eval_ppl"] for s in seeds)
     lines = [
         "# Does GQC pay off? Controllers at equal tokens",
         "",
-        f"Generated by `python -m experiments.gqc_ablation --seeds={args.seeds} "
-        f"--tokens={args.tokens} --microbatch={args.microbatch} --preset={args.preset}`: "
-        f"{len(unique)} training runs, {minutes:.0f} min of training in all (the runs' own "
-        f"clocks), on {machine()}.",
+        kit.generated_by(
+            f"python -m experiments.studies.gqc_ablation --seeds={args.seeds} "
+            f"--tokens={args.tokens} --microbatch={args.microbatch} --preset={args.preset}",
+            every,
+        ),
         "",
         f"Model: `{args.preset}` GPT ({small_params:,} parameters, byte tokens, "
         f"{args.seq_len}-token sequences); data: the default corpus (Shakespeare); "
@@ -295,7 +252,7 @@ def write_page(
             max((r["gqc/draws"] for r in steps(dirs[(arm, s)])), default=1) for s in seeds
         )
         lines.append(
-            f"| {arm} | {_ms([r['eval_loss'] for r in rs])} | {ppl:.3f} | "
+            f"| {arm} | {mean_std([r['eval_loss'] for r in rs])} | {ppl:.3f} | "
             f"{ppl / base_ppl - 1:+.1%} | {statistics.mean(r['steps'] for r in rs):.0f} | "
             f"{statistics.mean(r['draws_per_step'] for r in rs):.2f} / {max_draws} | "
             f"{statistics.mean(r['elapsed_s'] for r in rs):.0f} |"
@@ -329,9 +286,9 @@ def write_page(
     small = [results[(GNTS_ARM, s)]["eval_loss"] for s in seeds]
     big = [large[s][1]["eval_loss"] for s in seeds]
     lines += [
-        f"| {args.preset} | {GNTS_ARM} | {small_params:,} | {_ms(small)} | "
+        f"| {args.preset} | {GNTS_ARM} | {small_params:,} | {mean_std(small)} | "
         f"{statistics.mean(math.exp(v) for v in small):.3f} |",
-        f"| {args.large_preset} | adamw | {large_params:,} | {_ms(big)} | "
+        f"| {args.large_preset} | adamw | {large_params:,} | {mean_std(big)} | "
         f"{statistics.mean(math.exp(v) for v in big):.3f} |",
         "",
         f"The {'small model with GNTS' if statistics.mean(small) < statistics.mean(big) else 'larger model without GNTS'} "
@@ -347,7 +304,7 @@ def write_page(
         rep = [repeat[(arm, s)][1]["eval_loss"] for s in seeds[:2]]
         fresh = [results[(arm, s)]["eval_loss"] for s in seeds[:2]]
         train_end = [steps(repeat[(arm, s)][0])[-1]["train/loss"] for s in seeds[:2]]
-        lines.append(f"| {arm} | {_ms(rep)} | {_ms(fresh)} | {_ms(train_end)} |")
+        lines.append(f"| {arm} | {mean_std(rep)} | {mean_std(fresh)} | {mean_std(train_end)} |")
     cost = {
         arm: statistics.mean(
             repeat[(arm, s)][1]["eval_loss"] - results[(arm, s)]["eval_loss"] for s in seeds[:2]
@@ -404,10 +361,7 @@ def write_page(
         f"{GNTS_ARM}.",
         "",
     ]
-    page = Path(args.page)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
-    return page
+    return kit.write_page(args.page, lines)
 
 
 if __name__ == "__main__":

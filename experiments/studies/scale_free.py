@@ -9,72 +9,45 @@ signal). Two microbatch sizes, chosen against the gradient noise scale measured
 during training. Every run is a ``experiments.train`` run folder; the page
 ``docs/results/scale_free.md`` and its figure are written from those folders.
 
-    python -m experiments.scale_free [--seeds 0,1,2] [--tokens 500000] [--microbatches 1,16]
+    python -m experiments.studies.scale_free [--seeds 0,1,2] [--tokens 500000] [--microbatches 1,16]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
-import sys
-import time
 from pathlib import Path
 
-from experiments.config import Config, apply_overrides
+from experiments.config import Config
 from experiments.noise_scale import noise_scale
 from experiments.run_log import read_metrics, read_record
-from experiments.study import QUIET_RUN, machine
+from experiments.studies import kit
+from experiments.studies.kit import mean_std
 from experiments.train import SUMMARY_FILE, train_once
 
 ARMS = {
-    "adamw": {"gqc.controller": "none"},
-    "gnts-reference": {
-        "gqc.controller": "gnts",
-        "gqc.schedule": "reference",
-        "gqc.threshold": 0.95,
-        "gqc.final_threshold": 0.25,
-        "gqc.max_draws": 64,
-    },
-    "gnts-relative": {
-        "gqc.controller": "gnts",
-        "gqc.relative": True,
-        "gqc.schedule": "reference",
-        "gqc.threshold": 0.95,
-        "gqc.final_threshold": 0.25,
-        "gqc.max_draws": 64,
-    },
+    "adamw": kit.ADAMW,
+    "gnts-reference": {**kit.GNTS_REFERENCE, "gqc.max_draws": 64},
+    "gnts-relative": {**kit.GNTS_RELATIVE, "gqc.max_draws": 64},
     "snr": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1, "gqc.max_draws": 64},
 }
 
 
-def run_config(
-    out: Path, microbatch: int, seed: int, lr: float, arm: str, tokens: int, seq_len: int
-):
-    total = tokens // (microbatch * seq_len)
-    settings = {
-        "model.preset": "ladder-xs",
-        "model.seq_len": seq_len,
-        "data.microbatch_size": microbatch,
-        "data.seed": seed,
-        "optim.lr": lr,
-        "optim.warmup": max(1, total // 20),
-        "train.seed": seed,
-        "train.tokens": tokens,
-        "train.eval_every": max(1, total // 10),
-        "train.noise_probe": max(8, 64 // microbatch),
-        **QUIET_RUN,
-        "train.out_dir": str(out),
-        **ARMS[arm],
-    }
-    return apply_overrides(Config(), settings)
-
-
-def _mean_std(values: list[float], digits: int = 4) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def run_config(out: Path, args, microbatch: int, seed: int, lr: float, arm: str) -> Config:
+    return kit.run_config(
+        out,
+        ARMS[arm],
+        preset="ladder-xs",
+        seq_len=args.seq_len,
+        microbatch=microbatch,
+        tokens=args.tokens,
+        seed=seed,
+        evals=10,
+        data_dir=args.data_dir,
+        lr=lr,
+        noise_probe=max(8, 64 // microbatch),
+    )
 
 
 def cap_fraction(run_dir: Path) -> float:
@@ -111,10 +84,7 @@ def late_noise_scale(run_dir: Path) -> float:
 
 
 def figure(dirs: dict, sizes: list[int], seeds: list[int], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = kit.pyplot()
 
     fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(5 * (len(sizes) + 1), 4))
     for ax, size in zip(axes, sizes, strict=False):
@@ -151,37 +121,27 @@ def figure(dirs: dict, sizes: list[int], seeds: list[int], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return kit.save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.scale_free",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = kit.parser(__name__, __doc__, "runs/scale_free", "docs/results/scale_free.md")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tokens", type=int, default=500_000)
     parser.add_argument("--microbatches", default="1,16", help="microbatch sizes in sequences")
     parser.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="AdamW sweep (seed 0)")
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--out", default="runs/scale_free")
-    parser.add_argument("--page", default="docs/results/scale_free.md")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = kit.parse_args(parser, argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     sizes = [int(s) for s in args.microbatches.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
     root = Path(args.out)
-    start = time.perf_counter()
 
     best_lr, sweep = {}, {}
     for size in sizes:
         for lr in lrs:
             out = root / f"mb{size}" / "lr-sweep" / f"lr{lr:g}"
-            cfg = run_config(out, size, seeds[0], lr, "adamw", args.tokens, args.seq_len)
+            cfg = run_config(out, args, size, seeds[0], lr, "adamw")
             sweep[(size, lr)] = train_once(cfg)["eval_loss"]
         best_lr[size] = min(lrs, key=lambda lr, size=size: sweep[(size, lr)])
 
@@ -192,26 +152,24 @@ def main(argv: list[str] | None = None) -> int:
                 out = root / f"mb{size}" / arm / f"s{seed}"
                 if arm == "adamw" and seed == seeds[0]:  # the sweep already ran it
                     out = root / f"mb{size}" / "lr-sweep" / f"lr{best_lr[size]:g}"
-                cfg = run_config(out, size, seed, best_lr[size], arm, args.tokens, args.seq_len)
+                cfg = run_config(out, args, size, seed, best_lr[size], arm)
                 results[(size, arm, seed)] = train_once(cfg)
                 dirs[(size, arm, seed)] = out
-    elapsed = time.perf_counter() - start
     fig = figure(dirs, sizes, seeds, Path(args.page).with_suffix(".png"))
-    page = write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elapsed)
+    page = write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig)
     print(page)
     return 0
 
 
-def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elapsed) -> Path:
-    del elapsed  # the page reports the runs' own training time
-    summaries = {str(d): r for d, r in zip(dirs.values(), results.values(), strict=True)}
+def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig) -> Path:
+    summaries = list(results.values())
     for d in Path(args.out).glob("mb*/lr-sweep/*"):
-        summaries.setdefault(str(d), read_record((d / SUMMARY_FILE).read_text()))
-    run_minutes = sum(r["elapsed_s"] for r in summaries.values()) / 60
+        summaries.append(read_record((d / SUMMARY_FILE).read_text()))
+    runs, run_minutes = kit.training_time(summaries)
     lines = [
         "# Scale-free GQC: relative thresholds and `snr` vs the reference thresholds",
         "",
-        "Generated by `python -m experiments.scale_free "
+        "Generated by `python -m experiments.studies.scale_free "
         + " ".join(
             f"--{k}={v}"
             for k, v in (
@@ -221,9 +179,9 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
                 ("lrs", args.lrs),
             )
         )
-        + f"`: {len(summaries)} training runs, "
+        + f"`: {runs} training runs, "
         f"{run_minutes:.0f} min of training in all (the runs' own clocks; a rerun reads finished "
-        f"runs back), on {machine()}.",
+        f"runs back), on {kit.machine()}.",
         "",
         f"Model: `ladder-xs` GPT (842,496 parameters, byte tokens, {args.seq_len}-token sequences); "
         f"data: the default corpus (Shakespeare); budget: {args.tokens:,} tokens per run; "
@@ -253,7 +211,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
             f"## Microbatch of {size} sequence{'s' if size > 1 else ''}",
             "",
             f"Gradient noise scale measured under AdamW (ratio of means over the evaluations of "
-            f"the second half of each run): {_mean_std(noise, 2)} sequences, i.e. "
+            f"the second half of each run): {mean_std(noise, 2)} sequences, i.e. "
             f"{statistics.mean(noise) / size:.2f} microbatches.",
             "",
             "| arm | val loss (mean ± std) | val ppl | opt steps | draws/step | steps at the cap "
@@ -266,7 +224,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
             losses[arm] = [r["eval_loss"] for r in rs]
             ppl = statistics.mean(math.exp(x) for x in losses[arm])
             lines.append(
-                f"| {arm} | {_mean_std(losses[arm])} | {ppl:.3f} | "
+                f"| {arm} | {mean_std(losses[arm])} | {ppl:.3f} | "
                 f"{statistics.mean(r['steps'] for r in rs):.0f} | "
                 f"{statistics.mean(r['draws_per_step'] for r in rs):.2f} | "
                 f"{statistics.mean(cap_fraction(dirs[(size, arm, s)]) for s in seeds):.0%} | "
@@ -312,10 +270,7 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig, elap
             f"- Microbatch {size} ({relation} the measured noise scale of {noise:.2f} sequences): "
             f"{best} wins, {second} next ({gap:.4f} nats, {clear})."
         )
-    page = Path(args.page)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
-    return page
+    return kit.write_page(args.page, lines)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""experiments.critical_batch: the crossing, the fit, and the CLI on a tiny budget."""
+"""experiments.studies.critical_batch: the crossing, the fit, and the CLI on a tiny budget."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments import critical_batch as cb
+from experiments.studies import critical_batch as cb
 
 
 def test_fit_recovers_a_known_critical_batch():

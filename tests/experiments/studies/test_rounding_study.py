@@ -1,9 +1,9 @@
-"""experiments.rounding_study: the study's metrics, a paired cell, the whole CLI."""
+"""experiments.studies.rounding_study: the study's metrics, a paired cell, the whole CLI."""
 
 import numpy as np
 import pytest
 
-from experiments import rounding_study as rs
+from experiments.studies import rounding_study as rs
 
 
 def test_l2_uses_the_shorter_curve_grid_unnormalised():
