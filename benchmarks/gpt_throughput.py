@@ -21,16 +21,20 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import optax
 from flax import nnx
 
 import gqc_jax
-from models.gpt import GPT, next_token_loss, preset
-from models.sharding import make_mesh
-from models.train_step import init_state, make_train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/ from the clone
+from models.gpt import GPT, next_token_loss, preset  # noqa: E402
+from models.sharding import make_mesh  # noqa: E402
+from models.train_step import init_state, make_train_step  # noqa: E402
 
 # Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}

@@ -328,7 +328,9 @@ def _is_bool_field(key: str) -> bool:
     return name in names and _field_type(cls, name) is bool
 
 
-def parse_args(argv: list[str], prog: str = "gqc-train", base: Config | None = None) -> Config:
+def parse_args(
+    argv: list[str], prog: str = "python -m experiments.train", base: Config | None = None
+) -> Config:
     """A ``Config`` from command-line arguments (``--help`` prints and exits)."""
     if "-h" in argv or "--help" in argv:
         print(help_text(prog))

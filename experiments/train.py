@@ -1,6 +1,6 @@
 """The training program: a GPT on a text data set, AdamW with or without a GQC controller.
 
-Run ``python -m experiments.train --help`` (or ``gqc-train --help``) for every
+Run ``python -m experiments.train --help`` for every
 option. One call of the jitted, sharded train step consumes one microbatch; the
 controller decides when the optimizer steps. Metrics are fetched one microbatch
 late so the host never stalls the device, except at evaluations and checkpoints.

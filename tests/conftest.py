@@ -1,6 +1,14 @@
 """Shared test set-up: 8 fake CPU devices, a bounded hypothesis profile."""
 
 import os
+from pathlib import Path
+
+# models/ and experiments/ are not installed (the wheel holds gqc_jax alone): they
+# import from the clone. Subprocesses and notebook kernels the tests start get it too.
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 # Before jax is imported: tests of sharded and shard_map use 8 fake CPU devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

@@ -66,7 +66,7 @@ def test_config_file_then_command_line(tmp_path, suffix):
 
 
 def test_help_lists_every_field_with_its_default():
-    text = help_text("gqc-train")
+    text = help_text("python -m experiments.train")
     for section, fields in Config().to_dict().items():
         for name, value in fields.items():
             assert f"--{section}.{name}={value!r}" in text
