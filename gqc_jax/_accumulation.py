@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, Literal, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,9 @@ from gqc_jax._tree import (
 
 # The extra argument that makes a controller's ``update`` a flush (gqc_jax.flush).
 FLUSH = "gqc_flush"
+
+# ``lr_scaling``: no scaling, a named rule, or the power p of (k / reference_draws)^p.
+LrScaling = Literal["sqrt", "linear"] | float | None
 
 
 class Draw(NamedTuple):
@@ -65,7 +68,7 @@ class Draw(NamedTuple):
     mean: optax.Updates
     mean_norm: jax.Array
     value: jax.Array | None
-    axis_name: Any = None
+    axis_name: Hashable | None = None
 
 
 class Criterion(Protocol):
@@ -114,6 +117,8 @@ class AdaptiveAccumulationState(NamedTuple):
       num_draws: ``int32[]`` finite microbatches in the current window.
       last_num_draws: ``int32[]`` window size of the last step (0 before it).
       last_grad_norm: ``float32[]`` norm of the window mean at the last step.
+      lr_factor: ``float32[]`` the factor ``lr_scaling`` applied to the last
+        step's update (1 before the first step and without ``lr_scaling``).
       num_skipped: ``int32[]`` non-finite microbatches skipped so far.
       stepped: ``bool[]`` whether the last ``update`` call stepped.
       value_mean: ``float32[]`` running mean of the window's losses (``value=``).
@@ -140,6 +145,7 @@ class AdaptiveAccumulationState(NamedTuple):
     num_draws: jax.Array
     last_num_draws: jax.Array
     last_grad_norm: jax.Array
+    lr_factor: jax.Array
     num_skipped: jax.Array
     stepped: jax.Array
     value_mean: jax.Array
@@ -199,7 +205,9 @@ def adaptive_accumulation(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = jnp.float32,
-    axis_name: Any = None,
+    axis_name: Hashable | None = None,
+    lr_scaling: LrScaling = None,
+    reference_draws: float = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Accumulates microbatch gradients until ``criterion`` passes, then steps.
 
@@ -224,6 +232,26 @@ def adaptive_accumulation(
     as they were, ``num_skipped`` is incremented, and the call returns zeros. The microbatch
     clock ``num_batches`` counts every call, skipped ones included.
 
+    Batch-aware stepping: a window of :math:`k` microbatches is a batch
+    :math:`k` times larger, and practitioners raise the learning rate with the
+    batch (the square-root rule for Adam-family optimizers, the linear rule for
+    SGD). With ``lr_scaling`` (the power :math:`p`: ``"sqrt"`` is 1/2,
+    ``"linear"`` 1) a step whose window holds :math:`k` finite microbatches
+    returns the inner update multiplied by
+
+    .. math::
+      f = (k / k_\text{ref})^p, \qquad k_\text{ref} = \text{reference\_draws},
+
+    reported as ``lr_factor`` by :func:`gqc_jax.stats`. For an optimizer whose
+    update is the learning rate times a direction computed without it (optax's
+    ``sgd`` with or without momentum, ``adam``, ``adamw`` with its weight decay,
+    ``lion``, ``contrib.muon``, ``adafactor`` without ``weight_decay_rate`` and
+    ``momentum``), this is the update the inner optimizer would give at learning
+    rate :math:`\eta f`: its state does not depend on the learning rate. For
+    others (a stateful stage after the learning rate, e.g. ``adafactor``'s
+    momentum, or weight decay added after it) the final update is scaled, which
+    is not the same as scaling their learning rate.
+
     Memory: one accumulator the size of the gradients, plus the criterion's
     O(``max_draws``) scalars. The accumulator is reset lazily (a step only zeroes
     the counter), so a non-step call is one fused pass over the gradients.
@@ -239,6 +267,11 @@ def adaptive_accumulation(
         statistics over it, and every device takes the same decision. Under plain
         ``jax.jit`` with sharded arrays leave it None: the arrays are global and
         norms are already the true global norms.
+      lr_scaling: None (the inner update as it is), ``"sqrt"``, ``"linear"`` or
+        a power :math:`p \ge 0`: scale each step's update by
+        :math:`(k / k_\text{ref})^p` for a window of :math:`k` microbatches.
+      reference_draws: :math:`k_\text{ref} > 0`, the window size at which the
+        inner optimizer's learning rate applies unscaled (``lr_scaling`` only).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is an
@@ -254,10 +287,21 @@ def adaptive_accumulation(
       ...     print(updates["w"])
       [0. 0.]
       [-2. -2.]
+
+      With the square-root rule, a window of 4 steps at twice the learning rate:
+
+      >>> tx = gqc_jax.sbc(optax.sgd(1.0), 4, 1, lr_scaling="sqrt")
+      >>> state = tx.init(params)
+      >>> for _ in range(4):
+      ...     updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+      >>> print(updates["w"], float(gqc_jax.stats(state)["lr_factor"]))
+      [-2. -2.] 2.0
     """
     inner = _check_inner(inner)
     _check_criterion(criterion)
     max_draws = _hyperparams.validate_max_draws(max_draws)
+    lr_power = _hyperparams.validate_lr_scaling(lr_scaling)
+    reference_draws = _hyperparams.validate_reference_draws(reference_draws)
     accumulator_dtype = jnp.dtype(accumulator_dtype)
     if not jnp.issubdtype(accumulator_dtype, jnp.floating):
         raise ValueError(f"accumulator_dtype must be a floating dtype, got {accumulator_dtype}.")
@@ -270,6 +314,7 @@ def adaptive_accumulation(
             num_draws=zero,
             last_num_draws=zero,
             last_grad_norm=jnp.zeros([], jnp.float32),
+            lr_factor=jnp.ones([], jnp.float32),
             num_skipped=zero,
             stepped=jnp.zeros([], jnp.bool_),
             value_mean=jnp.zeros([], jnp.float32),
@@ -366,6 +411,10 @@ def adaptive_accumulation(
             step_args["value"] = value_mean
 
         prepare = getattr(criterion, "prepare", None)
+        lr_factor = jnp.ones([], jnp.float32)
+        if lr_power is not None:
+            factor = _hyperparams.lr_factor(window, reference_draws, lr_power)
+            lr_factor = jnp.where(step, factor, state.lr_factor)
 
         def do_step(mean, inner_state, params):
             # XLA turns a conditional whose branches hold only elementwise ops
@@ -378,6 +427,8 @@ def adaptive_accumulation(
             updates, new_inner_state = inner.update(
                 optax.tree.cast_like(mean, grads), inner_state, params, **step_args
             )
+            if lr_power is not None:
+                updates = jax.tree.map(lambda u: (u * lr_factor).astype(u.dtype), updates)
             # As optax.MultiSteps does: the state keeps its dtypes (an inner
             # optimizer fed float32 gradients may promote bfloat16 moments).
             inner_state = optax.tree.cast_like(new_inner_state, inner_state)
@@ -402,6 +453,7 @@ def adaptive_accumulation(
             num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
             last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
             last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
+            lr_factor=lr_factor,
             num_skipped=jnp.where(
                 finite | ~drew, state.num_skipped, optax.safe_increment(state.num_skipped)
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, adaptive_accumulation
+from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import Moments, gather
@@ -93,7 +94,9 @@ def gns(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
-    axis_name=None,
+    axis_name: Hashable | None = None,
+    lr_scaling: LrScaling = None,
+    reference_draws: float = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Gradient noise scale controller (GNS).
 
@@ -119,6 +122,8 @@ def gns(
       accumulator_dtype: dtype of the running mean.
       axis_name: see :func:`gqc_jax.adaptive_accumulation`; each device's norm is
         gathered, as the reference's replicated mode does.
+      lr_scaling, reference_draws: couple the learning rate to the window size
+        (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -140,4 +145,6 @@ def gns(
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
+        lr_scaling=lr_scaling,
+        reference_draws=reference_draws,
     )

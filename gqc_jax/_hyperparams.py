@@ -47,6 +47,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 ScalarOrSchedule = float | int | jax.Array | Callable[[jax.Array], jax.typing.ArrayLike]
 
@@ -218,3 +219,59 @@ def validate_max_draws(max_draws: object) -> int:
     if max_draws < 1:
         raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
     return max_draws
+
+
+LR_SCALING_POWERS = {"sqrt": 0.5, "linear": 1.0}
+
+
+def _static_or_traced(name: str, value: object, expected: str) -> float | jax.Array:
+    """A concrete number as a float; a traced array (inject_hyperparams) as is."""
+    if isinstance(value, jax.core.Tracer):
+        if value.shape != ():
+            raise ValueError(f"{name} must be a scalar, got shape {value.shape}.")
+        return value
+    number = concrete_value(value)
+    if number is None:
+        raise TypeError(f"{name} must be {expected}, got {value!r}.")
+    return number
+
+
+def validate_lr_scaling(lr_scaling: object) -> float | jax.Array | None:
+    """The power ``p`` of ``lr_scaling`` (None: no scaling), or a clear error.
+
+    ``"sqrt"`` is 0.5 (the square-root rule for Adam-family optimizers),
+    ``"linear"`` 1.0 (the linear rule for SGD), a number is ``p`` itself, finite
+    and >= 0. A traced value (what ``optax.inject_hyperparams`` passes) is
+    returned as is and checked at run time by :func:`lr_factor`."""
+    if lr_scaling is None:
+        return None
+    expected = 'None, "sqrt", "linear" or a power p >= 0'
+    if isinstance(lr_scaling, str):
+        if lr_scaling not in LR_SCALING_POWERS:
+            raise ValueError(f"lr_scaling must be {expected}, got {lr_scaling!r}.")
+        return LR_SCALING_POWERS[lr_scaling]
+    power = _static_or_traced("lr_scaling", lr_scaling, expected)
+    if isinstance(power, float) and (not math.isfinite(power) or power < 0):
+        raise ValueError(f"lr_scaling must be {expected}, got {lr_scaling!r}.")
+    return power
+
+
+def validate_reference_draws(reference_draws: object) -> float | jax.Array:
+    """``reference_draws`` as a Python float (finite, > 0), or a clear error; a
+    traced value as is (checked at run time by :func:`lr_factor`)."""
+    expected = "a finite number > 0 (the window size at which the learning rate is as given)"
+    value = _static_or_traced("reference_draws", reference_draws, expected)
+    if isinstance(value, float) and (not math.isfinite(value) or value <= 0):
+        raise ValueError(f"reference_draws must be {expected}, got {reference_draws!r}.")
+    return value
+
+
+def lr_factor(window: jax.Array, reference_draws: ArrayLike, power: ArrayLike) -> jax.Array:
+    """``(window / reference_draws) ** power`` in float32. Values only known at run
+    time (injected) that are out of range or NaN, or a factor that is not finite
+    and positive, give 1: the update is left unscaled rather than corrupted."""
+    reference = jnp.asarray(reference_draws, jnp.float32)
+    power = jnp.asarray(power, jnp.float32)
+    factor = (window.astype(jnp.float32) / reference) ** power
+    valid = (reference > 0) & (power >= 0) & jnp.isfinite(factor) & (factor > 0)
+    return jnp.where(valid, factor, jnp.ones([], jnp.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, adaptive_accumulation
+from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._welford import Moments, gather
 from gqc_jax.student_t import t_quantile_at_most
@@ -138,7 +139,9 @@ def mht(
     update_beta: float = 0.01,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
-    axis_name=None,
+    axis_name: Hashable | None = None,
+    lr_scaling: LrScaling = None,
+    reference_draws: float = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Metric hypothesis test controller (MHT).
 
@@ -170,6 +173,8 @@ def mht(
       accumulator_dtype: dtype of the running mean of the gradients.
       axis_name: see :func:`gqc_jax.adaptive_accumulation`; every device's loss
         joins the judgement set, as in the reference's replicated mode.
+      lr_scaling, reference_draws: couple the learning rate to the window size
+        (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -194,4 +199,6 @@ def mht(
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
+        lr_scaling=lr_scaling,
+        reference_draws=reference_draws,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, adaptive_accumulation
+from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 
 
@@ -102,7 +103,9 @@ def sbc(
     *,
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
-    axis_name=None,
+    axis_name: Hashable | None = None,
+    lr_scaling: LrScaling = None,
+    reference_draws: float = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scheduled batch controller (SBC).
 
@@ -124,6 +127,8 @@ def sbc(
       accumulator_dtype: dtype of the running mean.
       axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`;
         each draw then brings ``physical_batch_size`` samples from every device.
+      lr_scaling, reference_draws: couple the learning rate to the window size
+        (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -145,4 +150,6 @@ def sbc(
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
+        lr_scaling=lr_scaling,
+        reference_draws=reference_draws,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, adaptive_accumulation
+from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import Moments, gather
@@ -159,7 +160,9 @@ def snr(
     max_draws: int = 64,
     smoothing: float = 0.0,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
-    axis_name=None,
+    axis_name: Hashable | None = None,
+    lr_scaling: LrScaling = None,
+    reference_draws: float = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scale-free controller: step when noise is at most ``noise_ratio`` of signal.
 
@@ -190,6 +193,8 @@ def snr(
       accumulator_dtype: dtype of the running mean.
       axis_name: see :func:`gqc_jax.adaptive_accumulation`; every device's
         microbatch counts as one sample of the estimators.
+      lr_scaling, reference_draws: couple the learning rate to the window size
+        (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -217,4 +222,6 @@ def snr(
         max_draws=max_draws,
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
+        lr_scaling=lr_scaling,
+        reference_draws=reference_draws,
     )

@@ -45,7 +45,8 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     Keys, as in the reference implementation: ``num_batches`` (update calls),
     ``num_steps`` (inner optimizer steps), ``num_draws`` (finite microbatches in the
     open window), ``last_num_draws`` and ``last_grad_norm`` (window size and norm of
-    the window mean at the last step; 0 before the first step), ``stepped``
+    the window mean at the last step; 0 before the first step), ``lr_factor``
+    (the ``lr_scaling`` factor of the last step's update; 1 without it), ``stepped``
     (whether the last call stepped), ``num_skipped`` (non-finite microbatches
     skipped), then the criterion's keys, e.g. ``gradient_norm_threshold``: every
     numeric scalar field of the criterion state (a ``NamedTuple``) under its own
@@ -62,7 +63,7 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
       >>> tx = optax.chain(optax.clip_by_global_norm(1.0), gqc_jax.gnts(optax.adam(1e-3)))
       >>> state = tx.init({"w": jnp.zeros(3)})
       >>> sorted(gqc_jax.stats(state))[:4]
-      ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'num_batches']
+      ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'lr_factor']
     """
     state = find_controller_state(opt_state)
     out = {
@@ -71,6 +72,7 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
         "num_draws": state.num_draws,
         "last_num_draws": state.last_num_draws,
         "last_grad_norm": state.last_grad_norm,
+        "lr_factor": state.lr_factor,
         "stepped": state.stepped,
         "num_skipped": state.num_skipped,
     }

@@ -13,6 +13,7 @@ SHARED_KEYS = {
     "num_draws",
     "last_num_draws",
     "last_grad_norm",
+    "lr_factor",
     "stepped",
     "num_skipped",
 }
@@ -28,6 +29,7 @@ def test_keys_and_values_after_a_step():
     assert all(isinstance(v, jax.Array) and v.shape == () for v in s.values())
     assert int(s["num_steps"]) == 1 and int(s["last_num_draws"]) == 1
     assert float(s["last_grad_norm"]) == pytest.approx(5.0)
+    assert float(s["lr_factor"]) == 1.0  # no lr_scaling
 
 
 @pytest.mark.parametrize(
