@@ -35,6 +35,7 @@ GROUPS = [
             "on_microbatch_clock",
         ],
     ),
+    ("Batch-size schedules", ["batch_size_warmup", "seesaw"]),
     (
         "Running and inspecting",
         [

@@ -13,6 +13,7 @@ from gqc_jax._accumulation import (
     adaptive_accumulation,
     current_mean,
 )
+from gqc_jax._batch_schedules import batch_size_warmup, seesaw
 from gqc_jax._clock import MicrobatchClockState, on_microbatch_clock
 from gqc_jax._factories import (
     gnr_with_cosine_annealing,
@@ -71,6 +72,7 @@ __all__ = [
     "ScheduledBatchState",
     "accumulate_window",
     "adaptive_accumulation",
+    "batch_size_warmup",
     "current_mean",
     "find_controller_state",
     "flush",
@@ -93,6 +95,7 @@ __all__ = [
     "sbc_with_polynomial",
     "sbc_with_polynomial_conventional_lr",
     "schedules",
+    "seesaw",
     "skip_loss_spikes",
     "snr",
     "stats",

@@ -29,6 +29,25 @@ CONTROLLERS = {
         functools.partial(gqc_jax.sbc, physical_batch_size=1, max_draws=4),
         {"logical_batch_size": 3.0},
     ),
+    "gnts_sqrt_lr": (
+        functools.partial(gqc_jax.gnts, max_draws=4, lr_scaling="sqrt"),
+        {"threshold": 0.4, "reference_draws": 2.0},
+    ),
+    "batch_size_warmup": (  # no float hyperparameter: inject passes the ints as they are
+        functools.partial(
+            gqc_jax.batch_size_warmup, total_microbatches=12, fractions=(0.2, 0.5), max_draws=4
+        ),
+        {},
+    ),
+    "seesaw": (
+        functools.partial(
+            gqc_jax.seesaw,
+            lr_schedule=optax.linear_schedule(1.0, 0.2, 12),
+            warmup_microbatches=1,
+            max_draws=4,
+        ),
+        {"peak_lr": 1.0},
+    ),
 }
 LOSS = jnp.float32(2.0)  # mht tests the loss; the others ignore it
 
@@ -96,7 +115,9 @@ def test_inject_hyperparams_gives_identical_results_with_one_trace(controller):
     grads = random_grads(9, 10, scale=0.5)
     plain = factory(optax.adam(1e-2), **hyper)
     names = inspect.signature(factory).parameters
-    static = [n for n in ("max_draws", "physical_batch_size", "min_draws") if n in names]
+    static = [
+        n for n in ("max_draws", "physical_batch_size", "min_draws", "lr_schedule") if n in names
+    ]
     injected = optax.inject_hyperparams(factory, static_args=static)(optax.adam(1e-2), **hyper)
     s_plain, s_inj = plain.init(params), injected.init(params)
 
