@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr")
+CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr", "batch_warmup", "seesaw")
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
 
@@ -83,7 +83,12 @@ class GQCConfig:
     threshold*warmup_multiplier, then quarter cosine to final_threshold);
     rounding: round every microbatch gradient before the controller; sbc: a logical
     batch of sbc_draws microbatches, or with sbc_final_draws > 0 the reference's
-    polynomial ramp (power 2, after optim.warmup) from sbc_draws to sbc_final_draws."""
+    polynomial ramp (power 2, after optim.warmup) from sbc_draws to sbc_final_draws;
+    lr_scaling: none | sqrt | linear | a power p: a window of k microbatches steps
+    at lr x (k / reference_draws)^p (every accumulating controller; batch_warmup and
+    seesaw default to sqrt when none); batch_warmup: the window doubles at each of
+    warmup_fractions (of the run); seesaw: the window doubles each time the
+    learning-rate schedule halves after its warmup."""
 
     controller: str = "none"
     max_draws: int = 16
@@ -103,6 +108,9 @@ class GQCConfig:
     rounding: str = "none"
     rounding_digits: int = 8
     rounding_stochastic: bool = False
+    lr_scaling: str = "none"
+    reference_draws: float = 1.0
+    warmup_fractions: str = "0.1,0.2,0.4"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +161,18 @@ class Config:
             raise ValueError(
                 f"gqc.controller must be one of {CONTROLLERS}, got {self.gqc.controller!r}."
             )
+        if lr_scaling_power(self.gqc.lr_scaling) is not None and self.gqc.controller in (
+            "none",
+            "gnr",
+        ):
+            raise ValueError(
+                f"gqc.lr_scaling={self.gqc.lr_scaling!r} needs an accumulating controller "
+                f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
+            )
+        if not self.gqc.reference_draws > 0:
+            raise ValueError(f"gqc.reference_draws must be > 0, got {self.gqc.reference_draws}.")
+        if self.gqc.controller == "batch_warmup":
+            warmup_fractions(self.gqc.warmup_fractions)
         if self.optim.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {self.optim.name!r}.")
         if self.gqc.rounding not in ROUNDING_MODES:
@@ -208,6 +228,41 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+
+def lr_scaling_power(text: str) -> str | float | None:
+    """``gqc.lr_scaling`` as ``gqc_jax`` takes it: None, "sqrt", "linear" or p."""
+    if text == "none":
+        return None
+    if text in ("sqrt", "linear"):
+        return text
+    try:
+        power = float(text)
+    except ValueError:
+        power = float("nan")
+    if not power >= 0 or power == float("inf"):
+        raise ValueError(
+            f"gqc.lr_scaling must be none, sqrt, linear or a power p >= 0, got {text!r}."
+        )
+    return power
+
+
+def warmup_fractions(text: str) -> tuple[float, ...]:
+    """``gqc.warmup_fractions``: increasing fractions in (0, 1), comma-separated."""
+    try:
+        fractions = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        fractions = ()
+    if (
+        not fractions
+        or any(not 0 < f < 1 for f in fractions)
+        or list(fractions) != sorted(set(fractions))
+    ):
+        raise ValueError(
+            "gqc.warmup_fractions must be increasing fractions in (0, 1), comma-separated, "
+            f"got {text!r}."
+        )
+    return fractions
 
 
 def _field_type(cls, name: str):

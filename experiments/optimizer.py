@@ -10,7 +10,7 @@ import optax
 import optax.contrib
 
 import gqc_jax
-from experiments.config import Config
+from experiments.config import Config, lr_scaling_power, warmup_fractions
 
 
 def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
@@ -71,13 +71,37 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
 
 def _controller(config: Config, inner, total: int):
     g = config.gqc
+    coupling = {
+        "lr_scaling": lr_scaling_power(g.lr_scaling),
+        "reference_draws": g.reference_draws,
+    }
+    if g.controller in ("batch_warmup", "seesaw"):
+        # Fixed batch schedules: the square-root rule unless another is asked for.
+        scaling = coupling["lr_scaling"] or "sqrt"
+        if g.controller == "batch_warmup":
+            fractions = warmup_fractions(g.warmup_fractions)
+            cap = max(g.max_draws, 2 ** len(fractions))
+            return gqc_jax.batch_size_warmup(
+                inner, total, fractions, lr_scaling=scaling, max_draws=cap
+            )
+        lr = learning_rate(config, total)
+        return gqc_jax.seesaw(
+            inner,
+            lr,
+            config.optim.lr,
+            warmup_microbatches=config.optim.warmup,
+            lr_scaling=scaling,
+            max_draws=g.max_draws,
+        )
     if g.controller == "gnts":
         threshold = g.threshold
         if g.schedule == "reference":
             threshold = gqc_jax.schedules.cosine_annealing_with_inverse_warmup(
                 g.threshold, g.final_threshold, config.optim.warmup, total, g.warmup_multiplier
             )
-        return gqc_jax.gnts(inner, threshold, max_draws=g.max_draws, relative=g.relative)
+        return gqc_jax.gnts(
+            inner, threshold, max_draws=g.max_draws, relative=g.relative, **coupling
+        )
     if g.controller == "sbc":
         size = config.data.microbatch_size
         logical = g.sbc_draws * size
@@ -86,11 +110,13 @@ def _controller(config: Config, inner, total: int):
                 logical, g.sbc_final_draws * size, config.optim.warmup, total
             )
         cap = max(g.max_draws, g.sbc_draws, g.sbc_final_draws)
-        return gqc_jax.sbc(inner, logical, size, max_draws=cap)
+        return gqc_jax.sbc(inner, logical, size, max_draws=cap, **coupling)
     if g.controller == "gns":
-        return gqc_jax.gns(inner, g.tolerance, max_draws=g.max_draws)
+        return gqc_jax.gns(inner, g.tolerance, max_draws=g.max_draws, **coupling)
     if g.controller == "gnr":
         return gqc_jax.gnr(inner, g.target_norm)
     if g.controller == "mht":
-        return gqc_jax.mht(inner, g.confidence, g.percent_error, max_draws=g.max_draws)
-    return gqc_jax.snr(inner, g.noise_ratio, min_draws=g.min_draws, max_draws=g.max_draws)
+        return gqc_jax.mht(inner, g.confidence, g.percent_error, max_draws=g.max_draws, **coupling)
+    return gqc_jax.snr(
+        inner, g.noise_ratio, min_draws=g.min_draws, max_draws=g.max_draws, **coupling
+    )

@@ -105,7 +105,8 @@ class Trainer:
         seq_len = config.model.seq_len or preset(config.model.preset).seq_len
         self.tokens_per_microbatch = config.data.microbatch_size * seq_len
         self.total = microbatches_in_budget(t.tokens, self.tokens_per_microbatch)
-        learning_rate(config, self.total)  # a warmup longer than the run fails here, early
+        # A warmup longer than the run fails here, early.
+        self.lr_schedule = learning_rate(config, self.total)
         self.data = TokenData(config.data, seq_len)
         self.model_config = model_config(config, self.data.vocab_size)
         model = GPT(self.model_config, rngs=nnx.Rngs(t.seed))
@@ -294,6 +295,7 @@ class Trainer:
             "train/loss": float(np.mean(h["window_loss"])),
             "train/grad_norm_microbatch": float(np.mean(h["window_grad_norm"])),
             "gqc/draws": len(h["window_loss"]),
+            "train/batch_sequences": len(h["window_loss"]) * self.config.data.microbatch_size,
             "perf/elapsed_s": elapsed,
             "perf/tokens_per_s": (tokens - self.start_tokens) / max(now - self.t_start, 1e-9),
         }
@@ -304,6 +306,11 @@ class Trainer:
                 if k not in ("loss", "grad_norm", "stepped", "num_draws")
             }
         )
+        # The learning rate this step applied: the schedule at the step's microbatch
+        # clock (a flush runs at the clock after the last microbatch) times the
+        # controller's lr_factor.
+        clock = microbatch if metrics.get("flushed") else microbatch - 1
+        record["optim/lr"] = float(self.lr_schedule(clock)) * float(metrics.get("lr_factor", 1.0))
         # How much of the microbatch gradients cancels in the window mean (1 for a
         # window of one).
         window_norm = (

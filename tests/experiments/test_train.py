@@ -53,6 +53,7 @@ def test_each_controller_trains_end_to_end(tmp_path, data_dir, controller):
         "perf",
         "weights",
         "diag",
+        "optim",
     }
     if controller != "none":
         assert "gqc/num_steps" in steps[-1] and steps[-1]["gqc/num_steps"] == len(steps)
@@ -60,6 +61,60 @@ def test_each_controller_trains_end_to_end(tmp_path, data_dir, controller):
     if config.train.tensorboard:
         events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "power"),
+    [
+        ({"gqc__controller": "gnts", "gqc__relative": True, "gqc__lr_scaling": "sqrt"}, 0.5),
+        ({"gqc__controller": "sbc", "gqc__sbc_draws": 3, "gqc__lr_scaling": "linear"}, 1.0),
+        ({"gqc__controller": "batch_warmup", "gqc__warmup_fractions": "0.25,0.5"}, 0.5),
+        ({"gqc__controller": "seesaw"}, 0.5),
+        ({"gqc__controller": "none"}, 0.0),
+    ],
+)
+def test_the_applied_learning_rate_and_batch_are_logged_per_step(
+    tmp_path, data_dir, settings, power
+):
+    from experiments.optimizer import learning_rate
+
+    config = tiny_config(tmp_path, data_dir, gqc__max_draws=8, **settings)
+    Trainer(config).fit()
+    steps = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+    schedule = learning_rate(config, 24)
+    for r in steps:
+        k = r["gqc/draws"]
+        clock = r["microbatch"] if r.get("gqc/flushed") else r["microbatch"] - 1
+        assert r["optim/lr"] == pytest.approx(float(schedule(clock)) * k**power, rel=1e-6)
+        assert r["train/batch_sequences"] == 8 * k
+        if "gqc/lr_factor" in r:
+            assert r["gqc/lr_factor"] == pytest.approx(k**power, rel=1e-6)
+    windows = [r["gqc/draws"] for r in steps]
+    if settings["gqc__controller"] == "batch_warmup":  # doubles at microbatches 6 and 12
+        assert windows == [1] * 6 + [2] * 3 + [4] * 3
+    if settings["gqc__controller"] == "seesaw":
+        assert windows[:4] == [1] * 4 and max(windows) > 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gqc__lr_scaling": "cubic"}, "gqc.lr_scaling must be none, sqrt, linear or a power"),
+        ({"gqc__lr_scaling": "-1"}, "got '-1'"),
+        ({"gqc__reference_draws": 0.0}, "gqc.reference_draws must be > 0, got 0.0"),
+        (
+            {"gqc__controller": "batch_warmup", "gqc__warmup_fractions": "0.5,0.2"},
+            "gqc.warmup_fractions must be increasing fractions in",
+        ),
+        (
+            {"gqc__controller": "gnr", "gqc__lr_scaling": "sqrt"},
+            "needs an accumulating controller",
+        ),
+    ],
+)
+def test_lr_coupling_settings_are_checked(tmp_path, data_dir, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, data_dir, **overrides)
 
 
 @pytest.mark.parametrize("controller", ["sbc", "gnts"])
