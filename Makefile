@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch loss-to-loss
+	gqc-ablation optimizers critical-batch loss-to-loss serial-steps
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ critical-batch: $(STAMP)
 # Study: loss on a second corpus predicted from the training loss across model sizes.
 loss-to-loss: $(STAMP)
 	$(PY) -m experiments.studies.loss_to_loss
+
+# Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md).
+serial-steps: $(STAMP)
+	$(PY) -m experiments.studies.serial_steps
 
 test: $(STAMP)
 	$(PY) -m ruff check .

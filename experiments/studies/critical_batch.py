@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import evals, steps
+from experiments.studies.kit import crossing, evals, steps
 from experiments.train import train_once
 
 CONTROLLERS = {
@@ -50,20 +50,6 @@ def run_config(out: Path, args, preset: str, batch: int, seed: int, extra: dict)
         data_dir=args.data_dir,
         lr=args.lr,
     )
-
-
-def crossing(run_dir: Path, target: float) -> tuple[float, float] | None:
-    """(optimizer steps, tokens) at which the eval loss first reaches ``target``,
-    linearly interpolated between evaluations; None if it never does."""
-    records = evals(run_dir)
-    for a, b in zip(records, records[1:], strict=False):
-        if b["eval/loss"] <= target:
-            f = (a["eval/loss"] - target) / max(a["eval/loss"] - b["eval/loss"], 1e-12)
-            return (
-                a["step"] + f * (b["step"] - a["step"]),
-                a["tokens"] + f * (b["tokens"] - a["tokens"]),
-            )
-    return None
 
 
 def fit_critical_batch(batches: list[int], step_counts: list[float]) -> tuple[float, float]:

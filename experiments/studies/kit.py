@@ -90,6 +90,20 @@ def evals(run_dir: Path) -> list[dict]:
     return [r for r in read_metrics(run_dir) if "eval/loss" in r]
 
 
+def crossing(run_dir: Path, target: float) -> tuple[float, float] | None:
+    """(optimizer steps, tokens) at which the eval loss first reaches ``target``,
+    linearly interpolated between evaluations; None if it never does."""
+    records = evals(run_dir)
+    for a, b in zip(records, records[1:], strict=False):
+        if b["eval/loss"] <= target:
+            f = (a["eval/loss"] - target) / max(a["eval/loss"] - b["eval/loss"], 1e-12)
+            return (
+                a["step"] + f * (b["step"] - a["step"]),
+                a["tokens"] + f * (b["tokens"] - a["tokens"]),
+            )
+    return None
+
+
 def mean_std(values: Iterable[float], digits: int = 4) -> str:
     """``mean ± sample std`` of ``values``; the value alone when there is one."""
     values = list(values)

@@ -1,6 +1,4 @@
-"""experiments.studies.critical_batch: the crossing, the fit, and the CLI on a tiny budget."""
-
-import json
+"""experiments.studies.critical_batch: the fit, and the CLI on a tiny budget."""
 
 import numpy as np
 import pytest
@@ -16,17 +14,6 @@ def test_fit_recovers_a_known_critical_batch():
     assert fit == pytest.approx((s_min, b_crit))
     assert cb.fit_critical_batch(batches, [10, 10, 11, 12, 13])[1] == 0.0  # no gain at all
     assert np.isinf(cb.fit_critical_batch([1, 2, 4], [100, 50, 25])[1])  # perfect scaling
-
-
-def test_crossing_interpolates_between_evaluations(tmp_path):
-    records = [
-        {"step": 0, "tokens": 0, "eval/loss": 5.0},
-        {"step": 10, "tokens": 1000, "eval/loss": 4.0},
-        {"step": 20, "tokens": 2000, "eval/loss": 3.0},
-    ]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert cb.crossing(tmp_path, 3.5) == pytest.approx((15.0, 1500.0))
-    assert cb.crossing(tmp_path, 2.0) is None
 
 
 @pytest.mark.slow

@@ -84,3 +84,14 @@ def test_scale_switches_the_defaults_and_explicit_flags_still_win():
     with pytest.raises(SystemExit):
         kit.parse_args(no_scale, ["--scale"])
     assert isinstance(kit.parse_args(no_scale, []), argparse.Namespace)
+
+
+def test_crossing_interpolates_between_evaluations(tmp_path):
+    records = [
+        {"step": 0, "tokens": 0, "eval/loss": 5.0},
+        {"step": 10, "tokens": 1000, "eval/loss": 4.0},
+        {"step": 20, "tokens": 2000, "eval/loss": 3.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert kit.crossing(tmp_path, 3.5) == pytest.approx((15.0, 1500.0))
+    assert kit.crossing(tmp_path, 2.0) is None
