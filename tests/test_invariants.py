@@ -137,3 +137,67 @@ def test_inject_hyperparams_gives_identical_results_with_one_trace(controller):
     for name, value in hyper.items():
         s_inj.hyperparams[name] = jnp.asarray(value * 0.9, jnp.float32)
     update_injected(grads[0], s_inj)
+
+
+# The reference's factories build their own inner optimizer (AdamW on the
+# microbatch clock): name -> kwargs.
+FACTORIES = {
+    "gnts_with_cosine_annealing": {"initial_threshold": 0.5, "final_threshold": 0.2},
+    "gnr_with_cosine_annealing": {"initial_norm": 1.0, "final_norm": 0.5},
+    "gns_with_cosine_annealing": {"initial_tolerance": 1.0, "final_tolerance": 0.5},
+    "gns_default": {"tolerance": 1.0},
+    "mht_with_warmup": {"confidence_level": 0.9, "percent_error_threshold": 0.1},
+    "sbc_with_polynomial": {
+        "physical_batch_size": 1,
+        "initial_batch_size": 2,
+        "final_batch_size": 4,
+    },
+}
+
+
+def _every_transformation():
+    for name, (factory, hyper) in sorted(CONTROLLERS.items()):
+        yield pytest.param(functools.partial(factory, optax.adam(1e-2), **hyper), id=name)
+    for name, kwargs in sorted(FACTORIES.items()):
+        steps = {"num_training_steps": 20, "num_warmup_steps": 2}
+        if name != "gnr_with_cosine_annealing":
+            steps["max_draws"] = 4
+        build = functools.partial(
+            getattr(gqc_jax, name), optax.adamw, learning_rate=1e-2, **kwargs, **steps
+        )
+        yield pytest.param(build, id=name)
+
+
+@pytest.mark.parametrize("build", list(_every_transformation()))
+def test_orbax_round_trip_mid_window_continues_bit_identically(build, tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    tx = build()
+    params = params_like()
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p, value=LOSS + _first(g)))
+    grads = random_grads(13, 12, scale=0.5)
+    state = tx.init(params)
+    drawn = 0
+    for g in grads[:10]:  # until a window is open (gnr never keeps one)
+        updates, state = update(g, state, params)
+        params = optax.apply_updates(params, updates)
+        drawn += 1
+        if int(gqc_jax.stats(state)["num_draws"]) > 0:
+            break
+    assert int(gqc_jax.stats(state)["num_draws"]) > 0 or isinstance(
+        gqc_jax.find_controller_state(state).criterion_state, gqc_jax.GradientNormRescaleState
+    )
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "ckpt", {"params": params, "opt_state": state})
+    checkpointer.wait_until_finished()
+    abstract = jax.eval_shape(lambda: {"params": params, "opt_state": tx.init(params)})
+    restored = checkpointer.restore(tmp_path / "ckpt", abstract)
+    chex.assert_trees_all_equal_structs(restored["opt_state"], state)
+    chex.assert_trees_all_equal(restored["opt_state"], state)
+    a, b = (params, state), (restored["params"], restored["opt_state"])
+    for g in grads[drawn:]:
+        ua, sa = update(g, a[1], a[0])
+        ub, sb = update(g, b[1], b[0])
+        chex.assert_trees_all_equal(ua, ub)
+        a, b = (optax.apply_updates(a[0], ua), sa), (optax.apply_updates(b[0], ub), sb)
+    chex.assert_trees_all_equal(a, b)
+    assert int(gqc_jax.stats(a[1])["num_batches"]) == 12
