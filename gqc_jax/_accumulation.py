@@ -61,7 +61,7 @@ class Draw(NamedTuple):
       True
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     num_draws: jax.Array
     max_draws: int
     grads: optax.Updates
@@ -301,7 +301,7 @@ def adaptive_accumulation(
     _check_criterion(criterion)
     max_draws = _hyperparams.validate_max_draws(max_draws)
     lr_power = _hyperparams.validate_lr_scaling(lr_scaling)
-    reference_draws = _hyperparams.validate_reference_draws(reference_draws)
+    lr_reference = _hyperparams.validate_reference_draws(reference_draws)
     accumulator_dtype = jnp.dtype(accumulator_dtype)
     if not jnp.issubdtype(accumulator_dtype, jnp.floating):
         raise ValueError(f"accumulator_dtype must be a floating dtype, got {accumulator_dtype}.")
@@ -413,7 +413,7 @@ def adaptive_accumulation(
         prepare = getattr(criterion, "prepare", None)
         lr_factor = jnp.ones([], jnp.float32)
         if lr_power is not None:
-            factor = _hyperparams.lr_factor(window, reference_draws, lr_power)
+            factor = _hyperparams.lr_factor(window, lr_reference, lr_power)
             lr_factor = jnp.where(step, factor, state.lr_factor)
 
         def do_step(mean, inner_state, params):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import typing
 from collections.abc import Callable
 
 import jax
@@ -126,8 +127,9 @@ class Hyperparameter:
             raise TypeError(
                 f"{name} must be {kind}{extra}, got {value!r} of type {type(value).__name__}."
             )
-        if np.ndim(value) != 0:
-            raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
+        shape = jnp.shape(typing.cast(ArrayLike, value))
+        if shape != ():
+            raise ValueError(f"{name} must be a scalar, got an array of shape {shape}.")
         if integer:
             dtype = np.asarray(value).dtype if not isinstance(value, jax.Array) else value.dtype
             if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
@@ -166,7 +168,7 @@ class Hyperparameter:
         value = self.value
         if self.schedule is not None:
             value = self.schedule(jnp.zeros([], jnp.int32))
-        return self._clamp(value, jnp.float32(self.low))[0]
+        return self._clamp(jnp.asarray(value), jnp.float32(self.low))[0]
 
     def current(
         self, stored: jax.Array | None = None, count: jax.Array | None = None

@@ -31,7 +31,7 @@ class SkipLossSpikesState(NamedTuple):
       inner_state: the wrapped transformation's state.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     mean: jax.Array
     variance: jax.Array
     num_spikes: jax.Array

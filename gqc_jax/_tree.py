@@ -62,7 +62,7 @@ def check_same_structure(grads: Any, reference: Any, what: str) -> None:
     """
     grads_def = jax.tree.structure(grads)
     ref_def = jax.tree.structure(reference)
-    if grads_def != ref_def:
+    if grads_def != ref_def:  # type: ignore[operator]  # PyTreeDef defines !=
         raise ValueError(
             f"The gradient tree does not match the {what} the optimizer state was "
             f"initialised with.\n  gradients: {grads_def}\n  expected:  {ref_def}"

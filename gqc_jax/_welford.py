@@ -11,7 +11,7 @@ import jax.numpy as jnp
 class Moments(NamedTuple):
     """``count`` samples with mean ``mean`` and sum of squared deviations ``m2``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     mean: jax.Array
     m2: jax.Array
 

@@ -29,7 +29,7 @@ import functools
 import numbers
 from collections.abc import Callable
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ import optax
 from gqc_jax._double_word import halves, sign_of_sum, two_prod
 
 MODES = ("decimals", "significant", "mantissa_bits")
+Mode = Literal["decimals", "significant", "mantissa_bits"]
 # Largest power of ten of the bfloat16 emulation: above it 10^d overflows
 # bfloat16 and the rule is the identity.
 _MAX_POW10 = 38
@@ -73,7 +74,7 @@ class RoundGradientsState(NamedTuple):
       (0.25, 0.5)
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     digits: jax.Array
     key: jax.Array
     fraction_zeroed: jax.Array
@@ -121,7 +122,8 @@ def _normalized_pow10(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             row.append(np.asarray(float(rest), dtype))
             rest -= Fraction(float(row[-1]))
         words.append(row)
-    return tuple(np.array(column) for column in zip(*words, strict=True))
+    hi, lo, lo2 = (np.array(column) for column in zip(*words, strict=True))
+    return hi, lo, lo2
 
 
 def _floor_log2_10(s):
@@ -495,7 +497,7 @@ def _check_digits(digits, mode):
 def round_gradients(
     digits: int | Callable[[jax.Array], jax.typing.ArrayLike],
     *,
-    mode: str = "decimals",
+    mode: Mode = "decimals",
     stochastic: bool = False,
     emulate_bf16: bool = False,
     seed: int = 0,

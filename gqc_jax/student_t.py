@@ -162,10 +162,10 @@ def t_quantile(confidence: jax.typing.ArrayLike, df: jax.typing.ArrayLike) -> ja
       >>> print(f"{float(t_quantile(0.95, 10)):.4f}")
       2.2281
     """
-    tail, safe_tail, df, refine, _ = _tails(confidence, df)
-    t = _expansion(safe_tail, df)
+    tail, safe_tail, dfs, refine, _ = _tails(confidence, df)
+    t = _expansion(safe_tail, dfs)
     t_safe = jnp.where(refine, t, 1.0)
-    df_safe = jnp.where(refine, df, 3.0)
+    df_safe = jnp.where(refine, dfs, 3.0)
     for _ in range(_NEWTON_STEPS):
         upper = _upper_tail(t_safe, df_safe)
         step = (upper - safe_tail) / jnp.exp(_log_pdf(t_safe, df_safe))
@@ -201,11 +201,11 @@ def t_quantile_at_most(
       >>> bool(t_quantile_at_most(0.95, 10, 2.23)), bool(t_quantile_at_most(0.95, 10, 2.22))
       (True, False)
     """
-    tail, safe_tail, df, refine, (bound,) = _tails(confidence, df, bound)
-    inside = refine & (bound > 0.0) & jnp.isfinite(bound)
+    tail, safe_tail, dfs, refine, (bounds,) = _tails(confidence, df, bound)
+    inside = refine & (bounds > 0.0) & jnp.isfinite(bounds)
     # Unrolled 4 deep: 10 loop trips, at about 1 s more compile time on a CPU.
-    upper = _upper_tail(jnp.where(inside, bound, 1.0), jnp.where(inside, df, 3.0), unroll=4)
-    exact = jnp.where(inside, upper <= safe_tail, bound == jnp.inf)  # q > 0 there
-    verdict = jnp.where(refine, exact, _expansion(safe_tail, df) <= bound)
-    verdict = jnp.where(tail >= 0.5, bound >= 0.0, verdict)
-    return jnp.where(tail <= 0.0, bound == jnp.inf, verdict)
+    upper = _upper_tail(jnp.where(inside, bounds, 1.0), jnp.where(inside, dfs, 3.0), unroll=4)
+    exact = jnp.where(inside, upper <= safe_tail, bounds == jnp.inf)  # q > 0 there
+    verdict = jnp.where(refine, exact, _expansion(safe_tail, dfs) <= bounds)
+    verdict = jnp.where(tail >= 0.5, bounds >= 0.0, verdict)
+    return jnp.where(tail <= 0.0, bounds == jnp.inf, verdict)
