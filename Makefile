@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 # Tests that need several devices fake them on the CPU.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-all bench lint format clean scale-free rounding-study training-dynamics \
+.PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
 	gqc-ablation optimizers critical-batch loss-to-loss serial-steps
 
 $(STAMP): pyproject.toml requirements.lock
@@ -70,6 +70,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+# The API reference from the docstrings (Sphinx), warnings as errors.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html -q docs/api docs/_build/html
 
 format: $(STAMP)
 	$(PY) -m ruff format .
