@@ -9,7 +9,7 @@ def test_no_private_optax_or_jax_imports():
     root = Path(gqc_jax.__file__).parent
     found = [
         f"{path.name}:{i}"
-        for path in sorted(root.glob("*.py"))
+        for path in sorted(root.rglob("*.py"))
         for i, line in enumerate(path.read_text().splitlines(), 1)
         if "optax._src" in line or "jax._src" in line
     ]

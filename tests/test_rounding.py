@@ -265,7 +265,7 @@ def test_significant_is_exact_at_every_near_tie(d):
 
 
 def _double_word_route(x, d):
-    from gqc_jax.rounding import _round_significant
+    from gqc_jax._rounding.significant import _round_significant
 
     out, valid = jax.jit(lambda v: _round_significant(v, d, None, independent_indices=True))(x)
     return jnp.where(valid, out, x)
@@ -397,7 +397,7 @@ def test_stochastic_rounding_where_the_scaled_value_has_no_fraction_bits(route):
     """0.93 to 7 places: the scaled value 9300000.07 lies in [2^23, 2^24), where a
     float32 word has no fraction bits; it must round up with probability 0.07
     (the fraction of the exact scaled value), not 1/2."""
-    from gqc_jax.rounding import _round_significant
+    from gqc_jax._rounding.significant import _round_significant
 
     n, x = 200_000, np.float32(0.93)
     q = Fraction(float(x)) * 10**7
@@ -550,7 +550,7 @@ def test_significant_lookup_strategies_agree_bit_for_bit(d):
 
 
 def _both_lookup_strategies(x, d):
-    from gqc_jax.rounding import _round_significant
+    from gqc_jax._rounding.significant import _round_significant
 
     return jax.device_get(
         [
