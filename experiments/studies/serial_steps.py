@@ -213,7 +213,8 @@ def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig
         f"noise band (the std of `{base}`'s final losses over seeds, {band:.4f}). Steps to "
         "target: the optimizer step at which an arm's validation curve first reaches it, "
         f"interpolated between its {args.evals} evaluations, mean over seeds; fewer steps: "
-        f"against `{base}`'s own steps to the same targets.",
+        f"against `{base}`'s own steps to the same targets. A sweep whose best rate is at "
+        "the edge of its grid is marked below: that arm may do better at a rate outside it.",
         "",
         "| arm | lr | val loss | opt steps | steps to target | fewer steps | "
         "batch/step (seqs) | wall-clock (s) |",
@@ -271,7 +272,14 @@ def verdict(rows: dict, base: str, band: float, seeds: list[int]) -> list[str]:
             f"final loss, "
             + (f"{f:.0%} fewer steps to target." if f is not None else "target not reached.")
         )
-    best = max(adaptive, key=fewer)
+    # Closest: the most steps saved among arms that reach every target, else the
+    # lowest final loss.
+    reaching = [n for n in adaptive if rows[n]["fewer"] is not None]
+    best = (
+        max(reaching, key=fewer)
+        if reaching
+        else min(adaptive, key=lambda n: statistics.mean(rows[n]["loss"]))
+    )
     best_fixed = max(SCHEDULES, key=fewer)
     reached = within(best) and fewer(best) >= 0.45 and fewer(best) > fewer(best_fixed)
     lines.append(
@@ -279,7 +287,8 @@ def verdict(rows: dict, base: str, band: float, seeds: list[int]) -> list[str]:
         + (
             f"{fewer(best):.0%} fewer steps to target"
             if rows[best]["fewer"] is not None
-            else f"it reaches the target in {len(rows[best]['to_target'])} of {len(seeds)} seeds"
+            else f"the lowest final loss of them; it reaches the target in "
+            f"{len(rows[best]['to_target'])} of {len(seeds)} seeds"
         )
         + f", final loss {statistics.mean(rows[best]['loss']):.4f} against {base_loss:.4f} "
         f"(band {band:.4f}). The goal (within the band, >= 45% fewer steps, ahead of "
