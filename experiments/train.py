@@ -43,7 +43,13 @@ from experiments.run_log import RunLog, plain, read_record, threshold_key
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
 from models.sharding import batch_sharding, make_mesh
-from models.train_step import init_state, make_eval_step, make_flush_step, make_train_step
+from models.train_step import (
+    OneStepLate,
+    init_state,
+    make_eval_step,
+    make_flush_step,
+    make_train_step,
+)
 
 SUMMARY_FILE = "summary.json"
 
@@ -371,7 +377,7 @@ class Trainer:
         self.start_tokens = start * self.tokens_per_microbatch
         self.t_start = time.perf_counter()
         next_checkpoint = (self.host["steps"] // t.checkpoint_every + 1) * t.checkpoint_every
-        pending: tuple[int, Any] | None = None
+        late = OneStepLate(self._on_metrics)  # (microbatch, metrics) of the last step
         done = start
         interrupted = preempted = False
         # Ctrl-C and SIGTERM set a flag that the loop checks between microbatches,
@@ -404,13 +410,11 @@ class Trainer:
                     break
                 tokens = self._batch(self.data.microbatch(i, self.rows))
                 self.state, metrics = self.step_fn(self.state, tokens)
-                if pending is not None:
-                    self._on_metrics(*jax.device_get(pending))
-                pending, done = (i + 1, metrics), i + 1
+                late.push(i + 1, metrics)
+                done = i + 1
                 eval_due = done % t.eval_every == 0 or done == self.total
                 if eval_due or self.host["steps"] >= next_checkpoint or done == stop:
-                    self._on_metrics(*jax.device_get(pending))
-                    pending = None
+                    late.drain()
                     if done == self.total:
                         self._flush(done)
                     if eval_due:
@@ -422,13 +426,11 @@ class Trainer:
                         ) * t.checkpoint_every
                 self._progress(done)
             if preempted:
-                if pending is not None:
-                    self._on_metrics(*jax.device_get(pending))
+                late.drain()
                 self._save(done)
         except KeyboardInterrupt:
             interrupted = True
-            if pending is not None:
-                self._on_metrics(*jax.device_get(pending))
+            late.drain()
             self._save(done)
         finally:
             for sig, handler in previous.items():

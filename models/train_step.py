@@ -173,6 +173,27 @@ def make_eval_step(graphdef, mesh: Mesh, shardings: TrainState):
     )
 
 
+class OneStepLate:
+    """Hands each step's metrics to ``on_metrics`` one step late, so reading them
+    never makes the host wait for the device: ``push`` a step's metrics (device
+    arrays, with anything else ``on_metrics`` takes) and the previous step's are
+    fetched and handed on; ``drain`` hands on the pending ones now (before an
+    evaluation, a checkpoint, the end)."""
+
+    def __init__(self, on_metrics: Callable[..., None]):
+        self._on_metrics = on_metrics
+        self._pending: tuple | None = None
+
+    def push(self, *metrics) -> None:
+        self.drain()
+        self._pending = metrics
+
+    def drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._on_metrics(*jax.device_get(pending))
+
+
 def run_steps(
     step: Callable[[TrainState, jax.Array], tuple[TrainState, dict]],
     state: TrainState,
@@ -180,13 +201,10 @@ def run_steps(
     on_metrics: Callable[[dict], None],
 ) -> TrainState:
     """Runs ``step`` over ``batches``, handing each step's metrics to ``on_metrics``
-    one step late, so reading them never makes the host wait for the device."""
-    pending = None
+    one step late (:class:`OneStepLate`)."""
+    late = OneStepLate(on_metrics)
     for tokens in batches:
         state, metrics = step(state, tokens)
-        if pending is not None:
-            on_metrics(jax.device_get(pending))
-        pending = metrics
-    if pending is not None:
-        on_metrics(jax.device_get(pending))
+        late.push(metrics)
+    late.drain()
     return state
