@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "the fitted curve (from the smaller sizes) is dashed and extends to the held-out size.",
         "",
     ]
-    page = Path(args.page)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
+    page = kit.write_page(args.page, lines)
     print(page.read_text())
     return 0
 

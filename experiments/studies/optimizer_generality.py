@@ -167,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "Right: the perplexity change of GNTS against its control.",
         "",
     ]
-    page = Path(args.page)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
+    page = kit.write_page(args.page, lines)
     print(page.read_text())
     return 0
 

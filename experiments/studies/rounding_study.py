@@ -353,7 +353,6 @@ def figures(a: dict, page: Path) -> list[Path]:
     plt = kit.pyplot()
 
     main, labels = a["main"], a["labels"]
-    page.parent.mkdir(parents=True, exist_ok=True)
     tokens = np.asarray(main[0]["eval_tokens"], float)
     colors = plt.cm.viridis(np.linspace(0, 0.95, len(labels) - 1)).tolist() + ["black"]
     paths = []
@@ -393,8 +392,7 @@ def figures(a: dict, page: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(page.with_name(page.stem + "_curves.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    kit.save_figure(fig, paths[-1])
 
     grid = a["grid"]
     sizes = sorted(grid, key=lambda s: grid[s]["params"])
@@ -434,8 +432,7 @@ def figures(a: dict, page: Path) -> list[Path]:
         fig.colorbar(im, ax=ax, fraction=0.02)
     fig.tight_layout()
     paths.append(page.with_name(page.stem + "_heatmaps.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    kit.save_figure(fig, paths[-1])
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     modes = [("decimals", main)] + ([("significant", a["significant"])] if a["significant"] else [])
@@ -458,8 +455,7 @@ def figures(a: dict, page: Path) -> list[Path]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(page.with_name(page.stem + "_modes.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    kit.save_figure(fig, paths[-1])
     return paths
 
 
@@ -611,9 +607,7 @@ def write_page(
         "setting, decimal places vs significant digits.",
         "",
     ]
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
-    return page
+    return kit.write_page(page, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,10 +80,10 @@ def batch_per_step(run_dir: Path, sequences_per_draw: int) -> float:
     return sum(r["gqc/draws"] for r in records) * sequences_per_draw / max(len(records), 1)
 
 
-def figure(dirs: dict, names: list[str], seeds: list[int], args, out: Path) -> Path:
+def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path) -> Path:
     plt = kit.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
-    for name in names:
+    for name, (m, _) in plan.items():
         curves = [evals(dirs[(name, s)]) for s in seeds]
         n = min(len(c) for c in curves)
         loss = [statistics.mean(c[i]["eval/loss"] for c in curves) for i in range(1, n)]
@@ -93,7 +93,7 @@ def figure(dirs: dict, names: list[str], seeds: list[int], args, out: Path) -> P
         axes[0].plot(step, loss, style, marker=".", ms=3, label=name)
         axes[1].plot(tokens, loss, style, marker=".", ms=3, label=name)
         records = steps(dirs[(name, seeds[0])])
-        size = args.microbatch * int(name[7:]) if name.startswith("adamw-b") else args.microbatch
+        size = args.microbatch * m
         axes[2].plot(
             [r["tokens"] for r in records],
             [r["gqc/draws"] * size for r in records],
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = root / name / f"s{seed}"
                 result = train_once(run_config(out, args, seed, lrs[name], m, arm))
             dirs[(name, seed)], results[(name, seed)] = out, result
-    fig = figure(dirs, list(plan), seeds, args, Path(args.page).with_suffix(".png"))
+    fig = figure(dirs, plan, seeds, args, Path(args.page).with_suffix(".png"))
     page = write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig)
     print(page.read_text())
     return 0

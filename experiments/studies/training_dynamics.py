@@ -23,7 +23,7 @@ from pathlib import Path
 from experiments.config import Config
 from experiments.run_log import read_metrics
 from experiments.studies import kit
-from experiments.studies.kit import steps
+from experiments.studies.kit import evals, steps
 from experiments.train import train_once
 
 # The arms of ``make demo``: AdamW, and AdamW under relative GNTS (at most 16 draws).
@@ -52,7 +52,7 @@ def _clockless(run_dir: Path) -> list[dict]:
 
 
 def eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    records = [r for r in read_metrics(run_dir) if "eval/loss" in r]
+    records = evals(run_dir)
     return [r["tokens"] for r in records], [r["eval/loss"] for r in records]
 
 
