@@ -16,6 +16,7 @@ import optax
 
 from gqc_jax import _hyperparams
 from gqc_jax._accumulation import LrScaling
+from gqc_jax._errors import ArgumentTypeError, is_int
 from gqc_jax._sbc import sbc
 
 
@@ -71,9 +72,11 @@ def batch_size_warmup(
       ([1, 1, 1, 1, 2, 2, 4, 4], 2.0)
     """
     if not isinstance(total_microbatches, jax.core.Tracer):  # injected: used as traced
-        total = _hyperparams.concrete_value(total_microbatches)
-        if total is None or total != int(total) or total < 1:
-            raise ValueError(f"total_microbatches must be an int >= 1, got {total_microbatches!r}.")
+        message = f"total_microbatches must be an int >= 1, got {total_microbatches!r}."
+        if not is_int(total_microbatches):
+            raise ArgumentTypeError(message)
+        if total_microbatches < 1:
+            raise ValueError(message)
     max_draws = _hyperparams.validate_max_draws(max_draws)
     fractions = tuple(float(f) for f in fractions)
     if any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(set(fractions)):
@@ -164,14 +167,17 @@ def seesaw(
     # Values injected by optax.inject_hyperparams arrive traced and are used as given.
     if not isinstance(peak_lr, jax.core.Tracer):
         peak = _hyperparams.concrete_value(peak_lr)
-        if peak is None or not math.isfinite(peak) or peak <= 0:
-            raise ValueError(f"peak_lr must be a finite number > 0, got {peak_lr!r}.")
+        message = f"peak_lr must be a finite number > 0, got {peak_lr!r}."
+        if peak is None:
+            raise ArgumentTypeError(message)
+        if not math.isfinite(peak) or peak <= 0:
+            raise ValueError(message)
     if not isinstance(warmup_microbatches, jax.core.Tracer):
-        warmup = _hyperparams.concrete_value(warmup_microbatches)
-        if warmup is None or warmup != int(warmup) or warmup < 0:
-            raise ValueError(
-                f"warmup_microbatches must be an int >= 0, got {warmup_microbatches!r}."
-            )
+        message = f"warmup_microbatches must be an int >= 0, got {warmup_microbatches!r}."
+        if not is_int(warmup_microbatches):
+            raise ArgumentTypeError(message)
+        if warmup_microbatches < 0:
+            raise ValueError(message)
     max_draws = _hyperparams.validate_max_draws(max_draws)
     largest = _largest_power_of_two_at_most(max_draws)
 

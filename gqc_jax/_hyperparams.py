@@ -12,8 +12,9 @@ optax-style schedule ``f(count) -> value``:
 - a schedule is evaluated at the microbatch clock (the number of ``update``
   calls before this one) and its value is stored likewise.
 
-Concrete values (numbers and concrete arrays) are checked at construction and a
-bad one raises a ``ValueError`` naming it. Values only known at run time
+Concrete values (numbers and concrete arrays) are checked at construction: a
+wrong type raises ``TypeError`` and a bad value ``ValueError``, naming it (the
+rule of ``gqc_jax._errors``). Values only known at run time
 (schedules, traced arrays, a written state) follow one documented rule: a value
 outside its range is clamped to the nearest value inside it, NaN keeps the value
 last in force, and the call is counted in the criterion's

@@ -26,7 +26,6 @@ which is returned; so is an element whose result would be subnormal.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gqc_jax._errors import ArgumentTypeError, is_int
 from gqc_jax._rounding.decimals import _round_decimals
 from gqc_jax._rounding.mantissa import _round_mantissa
 from gqc_jax._rounding.random_bits import _hash_bits, _mix32
@@ -78,8 +78,8 @@ class RoundGradientsState(NamedTuple):
 def _check_digits(digits, mode):
     if callable(digits):
         return
-    if isinstance(digits, bool) or not isinstance(digits, (numbers.Integral, np.integer)):
-        raise ValueError(
+    if not is_int(digits):
+        raise ArgumentTypeError(
             f"digits must be a non-negative int or a schedule f(count) -> int, got {digits!r}."
         )
     minimum = 0 if mode == "decimals" else 1
@@ -120,8 +120,9 @@ def round_gradients(
       An ``optax.GradientTransformation`` with a :class:`RoundGradientsState`.
 
     Raises:
-      ValueError: unknown ``mode``, negative or non-integer ``digits``,
-        ``emulate_bf16`` outside ``"decimals"`` mode.
+      TypeError: ``digits`` is neither an int nor a schedule.
+      ValueError: unknown ``mode``, negative ``digits``, ``emulate_bf16``
+        outside ``"decimals"`` mode.
 
     Example:
       >>> import jax.numpy as jnp, gqc_jax

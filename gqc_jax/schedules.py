@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from gqc_jax import _hyperparams
+from gqc_jax._errors import ArgumentTypeError, is_int
 
 
 def _check_steps(num_warmup_steps: int, num_training_steps: int | None = None) -> None:
@@ -36,7 +37,9 @@ def _check_steps(num_warmup_steps: int, num_training_steps: int | None = None) -
     ):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        if not is_int(value):
+            raise ArgumentTypeError(f"{name} must be an int >= 0, got {value!r}.")
+        if value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
 
 
