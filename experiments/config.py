@@ -15,6 +15,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import optax
+
+import gqc_jax
+
 CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr", "batch_warmup", "seesaw")
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
@@ -161,16 +165,12 @@ class Config:
             raise ValueError(
                 f"gqc.controller must be one of {CONTROLLERS}, got {self.gqc.controller!r}."
             )
-        if lr_scaling_power(self.gqc.lr_scaling) is not None and self.gqc.controller in (
-            "none",
-            "gnr",
-        ):
+        power = lr_scaling_power(self.gqc.lr_scaling, self.gqc.reference_draws)
+        if power is not None and self.gqc.controller in ("none", "gnr"):
             raise ValueError(
                 f"gqc.lr_scaling={self.gqc.lr_scaling!r} needs an accumulating controller "
                 f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
             )
-        if not self.gqc.reference_draws > 0:
-            raise ValueError(f"gqc.reference_draws must be > 0, got {self.gqc.reference_draws}.")
         if self.gqc.controller == "batch_warmup":
             warmup_fractions(self.gqc.warmup_fractions)
         if self.optim.name not in OPTIMIZERS:
@@ -230,38 +230,37 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def lr_scaling_power(text: str) -> str | float | None:
-    """``gqc.lr_scaling`` as ``gqc_jax`` takes it: None, "sqrt", "linear" or p."""
-    if text == "none":
-        return None
-    if text in ("sqrt", "linear"):
-        return text
+def lr_scaling_power(text: str, reference_draws: float = 1.0) -> str | float | None:
+    """``gqc.lr_scaling`` as ``gqc_jax`` takes it: None, "sqrt", "linear" or p;
+    it and ``gqc.reference_draws`` are checked by the library's own rule."""
+    value: str | float | None = None
+    if text != "none":
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
     try:
-        power = float(text)
-    except ValueError:
-        power = float("nan")
-    if not power >= 0 or power == float("inf"):
+        gqc_jax.gnts(optax.identity(), 0.0, lr_scaling=value, reference_draws=reference_draws)
+    except (TypeError, ValueError) as error:
         raise ValueError(
-            f"gqc.lr_scaling must be none, sqrt, linear or a power p >= 0, got {text!r}."
-        )
-    return power
+            f"gqc.lr_scaling={text!r}, gqc.reference_draws={reference_draws!r}: {error}"
+        ) from None
+    return value
 
 
 def warmup_fractions(text: str) -> tuple[float, ...]:
-    """``gqc.warmup_fractions``: increasing fractions in (0, 1), comma-separated."""
+    """``gqc.warmup_fractions``: comma-separated fractions, checked by
+    ``gqc_jax.batch_size_warmup``'s own rule."""
     try:
         fractions = tuple(float(v) for v in text.split(","))
     except ValueError:
-        fractions = ()
-    if (
-        not fractions
-        or any(not 0 < f < 1 for f in fractions)
-        or list(fractions) != sorted(set(fractions))
-    ):
         raise ValueError(
-            "gqc.warmup_fractions must be increasing fractions in (0, 1), comma-separated, "
-            f"got {text!r}."
-        )
+            f"gqc.warmup_fractions must be comma-separated numbers, got {text!r}."
+        ) from None
+    try:
+        gqc_jax.batch_size_warmup(optax.identity(), 1, fractions, max_draws=2 ** len(fractions))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"gqc.warmup_fractions={text!r}: {error}") from None
     return fractions
 
 

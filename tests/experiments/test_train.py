@@ -99,12 +99,22 @@ def test_the_applied_learning_rate_and_batch_are_logged_per_step(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"gqc__lr_scaling": "cubic"}, "gqc.lr_scaling must be none, sqrt, linear or a power"),
-        ({"gqc__lr_scaling": "-1"}, "got '-1'"),
-        ({"gqc__reference_draws": 0.0}, "gqc.reference_draws must be > 0, got 0.0"),
+        (
+            {"gqc__lr_scaling": "cubic"},
+            r"gqc.lr_scaling='cubic'.*lr_scaling must be None, \"sqrt\", \"linear\" or a power",
+        ),
+        ({"gqc__lr_scaling": "-1"}, r"gqc.lr_scaling='-1'.*got -1.0"),
+        (
+            {"gqc__reference_draws": 0.0},
+            r"gqc.reference_draws=0.0: reference_draws must be a finite number > 0",
+        ),
         (
             {"gqc__controller": "batch_warmup", "gqc__warmup_fractions": "0.5,0.2"},
-            "gqc.warmup_fractions must be increasing fractions in",
+            r"gqc.warmup_fractions='0.5,0.2': fractions must be strictly increasing",
+        ),
+        (
+            {"gqc__controller": "batch_warmup", "gqc__warmup_fractions": "half"},
+            "gqc.warmup_fractions must be comma-separated numbers, got 'half'",
         ),
         (
             {"gqc__controller": "gnr", "gqc__lr_scaling": "sqrt"},
