@@ -127,10 +127,13 @@ class Trainer:
             self.shardings,
             dropout_seed=t.seed,
             adam_b1=adam_b1,
+            lr_schedule=self.lr_schedule,
         )
         self.eval_fn = make_eval_step(self.graphdef, self.mesh, self.shardings)
         self.flush_fn = (
-            make_flush_step(self.tx, self.mesh, self.shardings, adam_b1=adam_b1)
+            make_flush_step(
+                self.tx, self.mesh, self.shardings, adam_b1=adam_b1, lr_schedule=self.lr_schedule
+            )
             if config.gqc.controller != "none"
             else None
         )
@@ -312,11 +315,6 @@ class Trainer:
                 if k not in ("loss", "grad_norm", "stepped", "num_draws")
             }
         )
-        # The learning rate this step applied: the schedule at the step's microbatch
-        # clock (a flush runs at the clock after the last microbatch) times the
-        # controller's lr_factor.
-        clock = microbatch if metrics.get("flushed") else microbatch - 1
-        record["optim/lr"] = float(self.lr_schedule(clock)) * float(metrics.get("lr_factor", 1.0))
         # How much of the microbatch gradients cancels in the window mean (1 for a
         # window of one).
         window_norm = (

@@ -90,6 +90,7 @@ def make_train_step(
     *,
     dropout_seed: int = 0,
     adam_b1: float | None = None,
+    lr_schedule: optax.Schedule | None = None,
 ):
     """``step(state, tokens) -> (state, metrics)``, jitted once, state donated.
 
@@ -98,7 +99,10 @@ def make_train_step(
     restored state continues the same stream. Metrics: the loss, the microbatch
     gradient norm, the controller's statistics, per-layer ``weights/`` norms and
     update ratios, and, given the Adam ``adam_b1``, its ``diag/`` diagnostics
-    (:func:`models.optimizer_diagnostics.adam_diagnostics`).
+    (:func:`models.optimizer_diagnostics.adam_diagnostics`), and, given the
+    ``lr_schedule`` on the microbatch clock, ``optim/lr``: the learning rate a
+    step applies (the schedule at this microbatch times the controller's
+    ``lr_factor``).
     """
     base_key = jax.random.key(dropout_seed)
 
@@ -110,7 +114,7 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        metrics.update(_step_metrics(state, params, opt_state, adam_b1))
+        metrics.update(_step_metrics(state, params, opt_state, adam_b1, lr_schedule))
         return TrainState(params, opt_state, state.microbatch + 1), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -122,8 +126,9 @@ def make_train_step(
     )
 
 
-def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None) -> dict:
-    """Per-layer weight metrics, Adam diagnostics and the controller's statistics."""
+def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None, lr_schedule) -> dict:
+    """Per-layer weight metrics, Adam diagnostics, the controller's statistics and
+    the learning rate at the clock ``state.microbatch``."""
     metrics = dict(weight_metrics(state.params, params))
     if adam_b1 is not None:
         metrics.update(adam_diagnostics(state.opt_state, opt_state, adam_b1))
@@ -134,6 +139,9 @@ def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None) -
     spikes = gqc_jax.loss_spike_stats(opt_state)  # under gqc_jax.skip_loss_spikes
     if spikes:
         metrics.update(spikes, stepped=metrics["stepped"] & ~spikes["loss_spike"])
+    if lr_schedule is not None:
+        lr = jnp.asarray(lr_schedule(state.microbatch), jnp.float32)
+        metrics["optim/lr"] = lr * metrics.get("lr_factor", jnp.ones([], jnp.float32))
     return metrics
 
 
@@ -143,6 +151,7 @@ def make_flush_step(
     shardings: TrainState,
     *,
     adam_b1: float | None = None,
+    lr_schedule: optax.Schedule | None = None,
 ):
     """``flush(state) -> (state, metrics)``: the controller steps on its open window
     (:func:`gqc_jax.flush`), jitted, state donated; no microbatch is consumed. The
@@ -151,7 +160,7 @@ def make_flush_step(
     def flush(state: TrainState):
         updates, opt_state = gqc_jax.flush(tx, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = _step_metrics(state, params, opt_state, adam_b1)
+        metrics = _step_metrics(state, params, opt_state, adam_b1, lr_schedule)
         return TrainState(params, opt_state, state.microbatch), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
