@@ -34,6 +34,7 @@ from experiments.data import TokenData
 from experiments.studies import kit
 from experiments.studies.kit import mean_std
 from models.gpt import GPT, GPTConfig, count_params, next_token_loss
+from models.paired_training import train_paired
 from models.train_step import split
 
 DECIMALS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
@@ -75,10 +76,6 @@ def model_config(depth: int, width: int, protocol: Protocol) -> GPTConfig:
     )
 
 
-def _stack(tree, n: int):
-    return jax.tree.map(lambda x: jnp.stack([x] * n), tree)
-
-
 def run_cell(
     depth: int,
     width: int,
@@ -95,7 +92,6 @@ def run_cell(
     model = GPT(model_config(depth, width, p), rngs=nnx.Rngs(seed))
     graphdef, params = split(model)
     labels = [str(d) for d in digits] + [CONTROL]
-    n = len(labels)
     setting_digits = jnp.asarray(list(digits) + [0], jnp.int32)
     is_control = jnp.asarray([False] * len(digits) + [True])
 
@@ -103,60 +99,41 @@ def run_cell(
     lr = optax.warmup_cosine_decay_schedule(0.0, p.peak_lr, p.warmup, p.steps, p.peak_lr * 0.1)
     adamw = optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-9, weight_decay=0.0)
 
-    def scaled_loss(params, tokens):
-        return p.loss_scale * next_token_loss(nnx.merge(graphdef, params), tokens)
+    def init_one(d, control):
+        return rounder.init(params)._replace(digits=d), adamw.init(params), control
 
-    def init_one(d):
-        return rounder.init(params)._replace(digits=d), adamw.init(params)
-
-    def step_one(params, round_state, adam_state, control, tokens):
-        loss, grads = jax.value_and_grad(scaled_loss)(params, tokens)
+    def update(grads, state, params, loss):
+        round_state, adam_state, control = state
         rounded, round_state = rounder.update(grads, round_state)
         rounded = jax.tree.map(lambda r, g: jnp.where(control, g, r), rounded, grads)
         updates, adam_state = adamw.update(rounded, adam_state, params)
         metrics = {
-            "train_loss": loss / p.loss_scale,
             "grad_norm": optax.tree.norm(rounded),
             "fraction_zeroed": jnp.where(control, 0.0, round_state.fraction_zeroed),
             "fraction_changed": jnp.where(control, 0.0, round_state.fraction_changed),
         }
-        return optax.apply_updates(params, updates), round_state, adam_state, metrics
+        return updates, (round_state, adam_state, control), metrics
 
-    step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, 0, None)), donate_argnums=(0, 1, 2))
-    evaluate = jax.jit(
-        jax.vmap(lambda q, t: next_token_loss(nnx.merge(graphdef, q), t), in_axes=(0, None))
-    )
-
-    @jax.jit
     def grad_quantiles(params, tokens):
         """|g| quantiles (10/50/90%) of the scaled loss's gradient, for the control."""
         control = jax.tree.map(lambda x: x[-1], params)
-        g = jnp.concatenate(
-            [jnp.abs(x).ravel() for x in jax.tree.leaves(jax.grad(scaled_loss)(control, tokens))]
-        )
+        scaled_loss = lambda q: p.loss_scale * next_token_loss(nnx.merge(graphdef, q), tokens)  # noqa: E731
+        grads = jax.grad(scaled_loss)(control)
+        g = jnp.concatenate([jnp.abs(x).ravel() for x in jax.tree.leaves(grads)])
         return jnp.quantile(g, jnp.asarray([0.1, 0.5, 0.9]))
 
-    stacked = _stack(params, n)
-    round_state, adam_state = jax.vmap(init_one)(setting_digits)
-    val = data.validation.sequential(p.eval_windows)
-    chunks = [jnp.asarray(val[i : i + 64]) for i in range(0, len(val), 64)]
-
-    def val_loss(params):
-        return sum(evaluate(params, c) * len(c) for c in chunks) / len(val)
-
-    evals, eval_steps, quantiles, per_step = [], [], [], []
-    for i in range(p.steps + 1):
-        if i % p.eval_every == 0 or i == p.steps:
-            evals.append(val_loss(stacked))
-            eval_steps.append(i)
-            quantiles.append(grad_quantiles(stacked, jnp.asarray(data.microbatch(i))))
-        if i == p.steps:
-            break
-        stacked, round_state, adam_state, metrics = step(
-            stacked, round_state, adam_state, is_control, jnp.asarray(data.microbatch(i))
-        )
-        per_step.append(metrics)
-    evals, quantiles, per_step = jax.device_get((evals, quantiles, per_step))
+    curves = train_paired(
+        graphdef,
+        params,
+        jax.vmap(init_one)(setting_digits, is_control),
+        update,
+        data.microbatch,
+        data.validation.sequential(p.eval_windows),
+        steps=p.steps,
+        eval_every=p.eval_every,
+        loss_scale=p.loss_scale,
+        probe=grad_quantiles,
+    )
     tokens_per_step = p.batch * p.seq_len
 
     def by_setting(rows):
@@ -171,13 +148,14 @@ def run_cell(
         "protocol": dataclasses.asdict(p),
         "settings": labels,
         "train_tokens": int(len(data.train.tokens)),
-        "eval_tokens": [s * tokens_per_step for s in eval_steps],
-        "val_loss": by_setting(evals),
-        "train_loss": by_setting([m["train_loss"] for m in per_step]),
-        "grad_norm": by_setting([m["grad_norm"] for m in per_step]),
-        "fraction_zeroed": by_setting([m["fraction_zeroed"] for m in per_step]),
-        "fraction_changed": by_setting([m["fraction_changed"] for m in per_step]),
-        "control_grad_quantiles": [[float(v) for v in q] for q in quantiles],
+        "eval_tokens": [s * tokens_per_step for s in curves["eval_steps"]],
+        "val_loss": by_setting(curves["val_loss"]),
+        "train_loss": by_setting(curves["train_loss"]),
+        **{
+            k: by_setting(curves["metrics"][k])
+            for k in ("grad_norm", "fraction_zeroed", "fraction_changed")
+        },
+        "control_grad_quantiles": [[float(v) for v in q] for q in curves["probes"]],
         "seconds": time.perf_counter() - start,
     }
 
