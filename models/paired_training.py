@@ -95,6 +95,9 @@ def train_paired(
         return sum(evaluate(stacked, c) * len(c) for c in chunks) / len(validation)
 
     stacked = stack(params, n)
+    # The step donates the states: give every leaf its own buffer (a vmapped init can
+    # return one array for two leaves that hold the same value).
+    states = jax.tree.map(jnp.copy, states)
     evals, eval_steps, probes, per_step = [], [], [], []
     for i in range(steps + 1):
         if i % eval_every == 0 or i == steps:
