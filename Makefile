@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch loss-to-loss serial-steps
+	gqc-ablation optimizers critical-batch loss-to-loss serial-steps low-bit
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ loss-to-loss: $(STAMP)
 # Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md).
 serial-steps: $(STAMP)
 	$(PY) -m experiments.studies.serial_steps
+
+# Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).
+low-bit: $(STAMP)
+	$(PY) -m experiments.studies.low_bit
 
 test: $(STAMP)
 	$(PY) -m ruff check .
