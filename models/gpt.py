@@ -27,6 +27,9 @@ class GPTConfig:
       norm: ``"layernorm"`` or ``"rmsnorm"``.
       dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
       param_dtype: parameter dtype.
+      attention: ``jax.nn.dot_product_attention``'s ``implementation``: None (JAX
+        chooses), ``"xla"`` or ``"cudnn"`` (fused flash attention on NVIDIA GPUs,
+        bfloat16/float16 only).
     """
 
     vocab_size: int = 256
@@ -40,6 +43,7 @@ class GPTConfig:
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: Literal["xla", "cudnn"] | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "depth", "width", "heads", "mlp_ratio"):
@@ -52,6 +56,8 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}.")
+        if self.attention not in (None, "xla", "cudnn"):
+            raise ValueError(f"attention must be None, 'xla' or 'cudnn', got {self.attention!r}.")
 
     def num_params(self) -> int:
         """Exact parameter count (see :func:`count_params` for a model's own)."""
@@ -150,7 +156,11 @@ class Block(nnx.Module):
         q, k, v = jnp.split(self.qkv(self.norm1(x)), 3, axis=-1)
         shape = (b, t, heads, w // heads)
         attn = jax.nn.dot_product_attention(
-            q.reshape(shape), k.reshape(shape), v.reshape(shape), is_causal=True
+            q.reshape(shape),
+            k.reshape(shape),
+            v.reshape(shape),
+            is_causal=True,
+            implementation=self.config.attention,
         )
         x = x + _dropout(self.proj(attn.reshape(b, t, w)), rate, k1)
         return x + _dropout(self.down(jax.nn.gelu(self.up(self.norm2(x)))), rate, k2)
