@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from experiments.offline_corpus import Windows, build_corpus, source_roots
+
+
+def test_files_are_deduplicated_and_split_by_content(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    texts = [f"x = {i}\n".encode() * 20 for i in range(300)]
+    for i, t in enumerate(texts):
+        (tmp_path / "a" / f"m{i:03}.py").write_bytes(t)
+    (tmp_path / "b" / "copy.py").write_bytes(texts[0])  # the same file installed twice
+    (tmp_path / "b" / "notes.txt").write_text("not python")
+    corpus = build_corpus(roots=[tmp_path / "a", tmp_path / "b"])
+    s = corpus.stats
+    assert s["files"] == 300 and s["duplicate_files"] == 1
+    assert s["duplicate_bytes"] == len(texts[0])
+    assert s["bytes"] == sum(len(t) for t in texts)
+    # Every file lands in one split, with two newlines after it.
+    assert s["train_tokens"] + s["validation_tokens"] == s["bytes"] + 2 * 300
+    assert 0 < s["validation_tokens"] < s["train_tokens"]
+    again = build_corpus(roots=[tmp_path / "a", tmp_path / "b"])
+    np.testing.assert_array_equal(again.validation, corpus.validation)
+    capped = build_corpus(max_bytes=1000, roots=[tmp_path / "a"])
+    assert 1000 <= capped.stats["bytes"] < 1000 + len(texts[0]) + 10
+
+
+def test_source_roots_hold_python_source():
+    roots = source_roots()
+    assert roots and any((root / "os.py").is_file() for root in roots)
+
+
+def test_windows_cover_each_epoch_once_in_a_seeded_order():
+    tokens = np.arange(41, dtype=np.uint8)
+    w = Windows(tokens, seq_len=4, seed=0)  # 10 windows of 5 tokens
+    first = np.concatenate([w.batch(i, 2) for i in range(5)])
+    assert sorted(first[:, 0]) == list(range(0, 40, 4))
+    np.testing.assert_array_equal(first[:, 1:], first[:, :-1] + 1)
+    second = np.concatenate([w.batch(i, 2) for i in range(5, 10)])
+    assert sorted(second[:, 0]) == sorted(first[:, 0]) and not np.array_equal(second, first)
+    np.testing.assert_array_equal(Windows(tokens, 4, seed=0).batch(3, 2), w.batch(3, 2))
+    assert w.epochs(25) == 2.5
+    with pytest.raises(ValueError, match="holds no window of 9"):
+        Windows(tokens[:5], seq_len=8, seed=0)
