@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch loss-to-loss serial-steps low-bit
+	gqc-ablation optimizers critical-batch loss-to-loss serial-steps low-bit gpu-pack
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ serial-steps: $(STAMP)
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).
 low-bit: $(STAMP)
 	$(PY) -m experiments.studies.low_bit
+
+# One GPU: throughput/MFU at gpt2-124m, a ~50M headline run, benchmarks (<= 9 min).
+gpu-pack: $(STAMP)
+	$(PY) -m experiments.gpu_pack --out runs/gpu_pack
 
 test: $(STAMP)
 	$(PY) -m ruff check .

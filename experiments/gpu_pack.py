@@ -1,0 +1,459 @@
+"""The GPU pack: one command that measures throughput and tests the headline claim.
+
+Three parts, each with a time budget; a part stops cleanly at its budget and
+the pack writes what it has (``DIR/gpu_pack.json`` and ``DIR/gpu_pack.md``)
+after every part:
+
+(a) **throughput**: tokens/s and MFU of the jitted, donated train step at
+    ``gpt2-124m`` (seq 1024, bf16 compute) for AdamW and each controller of the
+    training program, and AdamW with cuDNN attention; MFU counts
+    ``GPTConfig.flops_per_token`` (6 N + 12 L d T per token, N non-embedding
+    parameters) against the device's dense bf16 peak.
+(b) **headline**: a ~50M-parameter byte-level GPT on the offline corpus
+    (:mod:`experiments.offline_corpus`: this machine's own Python source), AdamW
+    against GNTS with the reference schedule and against Seesaw (the
+    batch-aware arm that held the loss with fewer steps in
+    docs/results/serial_steps.md), at equal tokens: as many as the part's budget
+    fits, set from AdamW's measured rate. Validation loss and perplexity.
+(c) **benchmarks**: ``benchmarks/controller_overhead.py`` and
+    ``benchmarks/rounding.py`` on the device, their output verbatim.
+
+    python -m experiments.gpu_pack --out DIR [--scale gpu|smoke] [--commit SHA]
+
+``--scale smoke`` runs every part at toy sizes on a CPU in under two minutes
+(the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.config import Config, apply_overrides
+from experiments.offline_corpus import Windows, build_corpus
+from experiments.optimizer import build_optimizer
+from models.gpt import GPT, GPTConfig, next_token_loss, preset
+from models.sharding import make_mesh
+from models.train_step import init_state, make_flush_step, make_train_step
+
+# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+ADAMW = {"gqc.controller": "none"}
+GNTS_REFERENCE = {
+    "gqc.controller": "gnts",
+    "gqc.schedule": "reference",
+    "gqc.threshold": 0.95,
+    "gqc.final_threshold": 0.25,
+}
+# The training program's controllers, as its flags set them.
+THROUGHPUT_ARMS: dict[str, dict[str, Any]] = {
+    "adamw": ADAMW,
+    "gnts": GNTS_REFERENCE,
+    "gns": {"gqc.controller": "gns"},
+    "mht": {"gqc.controller": "mht"},
+    "sbc": {"gqc.controller": "sbc", "gqc.sbc_draws": 4},
+    "snr": {"gqc.controller": "snr"},
+    "seesaw": {"gqc.controller": "seesaw"},
+}
+HEADLINE_ARMS: dict[str, dict[str, Any]] = {
+    "adamw": ADAMW,
+    "gnts_reference": GNTS_REFERENCE,
+    "seesaw": {"gqc.controller": "seesaw"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Sizes and budgets (seconds) of the three parts."""
+
+    throughput_model: GPTConfig
+    throughput_batch: int
+    throughput_steps: int
+    headline_model: GPTConfig
+    headline_batch: int
+    headline_lr: float
+    headline_min_tokens: int
+    headline_max_tokens: int
+    eval_windows: int
+    corpus_bytes: int
+    budgets: dict[str, float]
+    benchmark_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+SCALES = {
+    "gpu": Scale(
+        throughput_model=preset("gpt2-124m"),
+        throughput_batch=16,
+        throughput_steps=20,
+        # ~50M parameters at bytes: 10 blocks of width 640, 64-wide heads.
+        headline_model=GPTConfig(
+            vocab_size=256, seq_len=1024, depth=10, width=640, heads=10, dtype=jnp.bfloat16
+        ),
+        headline_batch=32,
+        headline_lr=1e-3,
+        headline_min_tokens=10_000_000,
+        headline_max_tokens=500_000_000,
+        eval_windows=256,
+        corpus_bytes=600_000_000,
+        budgets={"throughput": 150.0, "headline": 270.0, "benchmarks": 90.0},
+    ),
+    "smoke": Scale(
+        throughput_model=preset("tiny", seq_len=32),
+        throughput_batch=2,
+        throughput_steps=3,
+        headline_model=GPTConfig(vocab_size=256, seq_len=32, depth=1, width=32, heads=2),
+        headline_batch=4,
+        headline_lr=3e-3,
+        headline_min_tokens=4_096,
+        headline_max_tokens=4_096,
+        eval_windows=8,
+        corpus_bytes=2_000_000,
+        budgets={"throughput": 35.0, "headline": 40.0, "benchmarks": 25.0},
+        benchmark_args={
+            "controller_overhead.py": ["--params=100000", "--samples=1", "--calls=1"],
+            "rounding.py": ["--elements=100000", "--repeats=1"],
+        },
+    ),
+}
+
+
+def peak_flops(device_kind: str) -> float | None:
+    for name, peak in PEAK_FLOPS.items():
+        if name in device_kind:
+            return peak
+    return None
+
+
+def _config(overrides: dict[str, Any], lr: float, tokens: int, microbatch: int) -> Config:
+    return apply_overrides(
+        Config(),
+        {
+            **overrides,
+            "optim.lr": lr,
+            "optim.warmup": 0 if tokens < 1_000_000 else 100,
+            "train.tokens": tokens,
+            "data.microbatch_size": microbatch,
+        },
+    )
+
+
+def _setup(model_config: GPTConfig, overrides: dict, lr: float, tokens: int, batch: int):
+    config = _config(overrides, lr, tokens, batch)
+    total = max(1, tokens // (batch * model_config.seq_len))
+    tx = build_optimizer(config, total)
+    mesh = make_mesh("data=1", jax.devices()[:1])  # one chip
+    model = GPT(model_config, rngs=nnx.Rngs(0))
+    graphdef, state, shardings = init_state(model, tx, mesh)
+    step = make_train_step(graphdef, tx, mesh, shardings)
+    flush = make_flush_step(tx, mesh, shardings) if config.gqc.controller != "none" else None
+    return graphdef, state, step, flush
+
+
+def throughput(scale: Scale, deadline: float) -> dict[str, Any]:
+    """Part (a): tokens/s and MFU per arm on random tokens (the rate does not
+    depend on the data)."""
+    m, b, n = scale.throughput_model, scale.throughput_batch, scale.throughput_steps
+    device = jax.devices()[0]
+    peak = peak_flops(device.device_kind)
+    arms = [(name, overrides, m) for name, overrides in THROUGHPUT_ARMS.items()]
+    if device.platform == "gpu":
+        arms.append(("adamw+cudnn", ADAMW, dataclasses.replace(m, attention="cudnn")))
+    rng = np.random.default_rng(0)
+    batches = [
+        jnp.asarray(rng.integers(0, m.vocab_size, (b, m.seq_len + 1)), jnp.int32) for _ in range(4)
+    ]
+    rows: dict[str, Any] = {}
+    last = 0.0  # the previous arm's seconds: an arm that would overrun is not started
+    for name, overrides, model_config in arms:
+        arm_start = time.perf_counter()
+        if arm_start + last > deadline:
+            rows[name] = {"skipped": "part budget reached"}
+            continue
+        try:
+            _, state, step, _ = _setup(model_config, overrides, 3e-4, 10**9, b)
+            start = time.perf_counter()
+            state, metrics = step(state, batches[0])
+            jax.block_until_ready(metrics)
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            for i in range(n):
+                state, metrics = step(state, batches[i % len(batches)])
+            jax.block_until_ready((state, metrics))
+            seconds = time.perf_counter() - start
+        except Exception as error:  # noqa: BLE001 - a variant the device lacks is recorded
+            rows[name] = {"error": f"{type(error).__name__}: {error}"[:300]}
+            continue
+        tokens_per_s = n * b * m.seq_len / seconds
+        rows[name] = {
+            "tokens_per_s": tokens_per_s,
+            "ms_per_step": 1e3 * seconds / n,
+            "compile_s": compile_s,
+            "mfu": tokens_per_s * model_config.flops_per_token() / peak if peak else None,
+        }
+        del state
+        last = time.perf_counter() - arm_start
+    base = rows.get("adamw", {}).get("tokens_per_s")
+    for row in rows.values():
+        if base and "tokens_per_s" in row:
+            row["vs_adamw"] = row["tokens_per_s"] / base
+    return {
+        "model": _describe(m),
+        "batch": b,
+        "steps_timed": n,
+        "flops_per_token": m.flops_per_token(),
+        "peak_flops": peak,
+        "arms": rows,
+    }
+
+
+def _describe(m: GPTConfig) -> dict[str, Any]:
+    return {
+        "depth": m.depth,
+        "width": m.width,
+        "heads": m.heads,
+        "seq_len": m.seq_len,
+        "vocab_size": m.vocab_size,
+        "params": m.num_params(),
+        "dtype": jnp.dtype(m.dtype).name,
+    }
+
+
+def headline(scale: Scale, deadline: float) -> dict[str, Any]:
+    """Part (b): AdamW vs GNTS (reference schedule) vs Seesaw at equal tokens."""
+    m, b = scale.headline_model, scale.headline_batch
+    start = time.perf_counter()
+    corpus = build_corpus(scale.corpus_bytes)
+    corpus_s = time.perf_counter() - start
+    train = Windows(corpus.train, m.seq_len, seed=0)
+    val = Windows(corpus.validation, m.seq_len, seed=1).batch(0, scale.eval_windows)
+    result: dict[str, Any] = {"model": _describe(m), "batch": b, "corpus": corpus.stats}
+    result["corpus"]["seconds"] = corpus_s
+    # AdamW's measured rate and compile time set the equal token budget.
+    compile_s, rate = _calibrate(m, b, scale, train)
+    per_arm = (deadline - time.perf_counter()) / len(HEADLINE_ARMS)
+    per_step = b * m.seq_len
+    tokens = int(rate * max(per_arm - 1.5 * compile_s, 0.0) * 0.8)
+    tokens = min(max(tokens, scale.headline_min_tokens), scale.headline_max_tokens)
+    tokens = max(per_step, tokens // per_step * per_step)
+    result.update(
+        calibration={"compile_s": compile_s, "tokens_per_s": rate},
+        tokens=tokens,
+        epochs=train.epochs(tokens // m.seq_len),
+    )
+    arms: dict[str, Any] = {}
+    for name, overrides in HEADLINE_ARMS.items():
+        arm_deadline = time.perf_counter() + per_arm
+        arms[name] = _train_arm(m, b, scale, overrides, tokens, train, val, arm_deadline)
+    result["arms"] = arms
+    return result
+
+
+def _calibrate(m: GPTConfig, b: int, scale: Scale, train: Windows) -> tuple[float, float]:
+    """AdamW's compile seconds and training tokens/s at the headline size."""
+    _, state, step, _ = _setup(m, ADAMW, scale.headline_lr, 10**9, b)
+    start = time.perf_counter()
+    state, metrics = step(state, jnp.asarray(train.batch(0, b)))
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(1, 6):
+        state, metrics = step(state, jnp.asarray(train.batch(i, b)))
+    jax.block_until_ready((state, metrics))
+    return compile_s, 5 * b * m.seq_len / (time.perf_counter() - start)
+
+
+def _train_arm(m, b, scale, overrides, tokens, train, val, deadline) -> dict[str, Any]:
+    graphdef, state, step, flush = _setup(m, overrides, scale.headline_lr, tokens, b)
+    total = tokens // (b * m.seq_len)
+    start = time.perf_counter()
+    steps, done, pending = 0, 0, None
+    for i in range(total):
+        if time.perf_counter() > deadline:
+            break
+        state, metrics = step(state, jnp.asarray(train.batch(i, b)))
+        if pending is not None:  # one step late: no host sync on the step just queued
+            steps += int(pending["stepped"])
+        pending, done = metrics, i + 1
+    if pending is not None:
+        steps += int(pending["stepped"])
+    if flush is not None and done == total:  # the open window steps, as in the training program
+        state, metrics = flush(state)
+        steps += int(metrics["stepped"])
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    evaluate = jax.jit(lambda p, t: next_token_loss(nnx.merge(graphdef, p), t))
+    chunk = max(1, min(len(val), 4 * b))
+    losses = [
+        float(evaluate(state.params, jnp.asarray(val[i : i + chunk])))
+        for i in range(0, len(val) - chunk + 1, chunk)
+    ]
+    loss = float(np.mean(losses))
+    return {
+        "microbatches": done,
+        "tokens": done * b * m.seq_len,
+        "optimizer_steps": steps,
+        "stopped_at_budget": done < total,
+        "seconds": seconds,
+        "val_loss": loss,
+        "val_perplexity": math.exp(loss),
+        "bits_per_byte": loss / math.log(2),
+    }
+
+
+def benchmarks(scale: Scale, deadline: float) -> dict[str, Any]:
+    """Part (c): the benchmark scripts, each stopped at the part's deadline."""
+    root = Path(__file__).resolve().parents[1]
+    out: dict[str, Any] = {}
+    for script in ("controller_overhead.py", "rounding.py"):
+        left = deadline - time.perf_counter()
+        if left <= 1:
+            out[script] = {"skipped": "part budget reached"}
+            continue
+        try:
+            done = subprocess.run(
+                [sys.executable, str(root / "benchmarks" / script)]
+                + scale.benchmark_args.get(script, []),
+                capture_output=True,
+                text=True,
+                timeout=left,
+                cwd=root,
+                # The library from this clone, whether or not it is installed.
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+                },
+            )
+            out[script] = {"returncode": done.returncode, "output": done.stdout + done.stderr}
+        except subprocess.TimeoutExpired as error:
+            partial = error.stdout or b""
+            text = partial.decode() if isinstance(partial, bytes) else partial
+            out[script] = {"timed_out": True, "output": text}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The pack's tables."""
+    lines = [
+        f"# GPU pack: {result['device']}",
+        "",
+        f"Command: `{result['command']}`; commit {result['commit']}; jax {result['jax']}; "
+        f"{result['seconds']:.0f} s in all.",
+        "",
+    ]
+    a = result.get("throughput")
+    if a:
+        m = a["model"]
+        lines += [
+            f"## (a) Throughput: depth {m['depth']}, width {m['width']}, seq {m['seq_len']}, "
+            f"vocab {m['vocab_size']}, {m['dtype']}, batch {a['batch']}, "
+            f"{a['flops_per_token'] / 1e6:.0f} MFLOP/token",
+            "",
+            "| arm | tokens/s | ms/step | vs AdamW | MFU | compile s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in a["arms"].items():
+            if "tokens_per_s" not in row:
+                lines.append(f"| {name} | {row.get('error') or row.get('skipped')} | | | | |")
+                continue
+            mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+            lines.append(
+                f"| {name} | {row['tokens_per_s']:,.0f} | {row['ms_per_step']:.1f} | "
+                f"{row.get('vs_adamw', float('nan')):.3f} | {mfu} | {row['compile_s']:.1f} |"
+            )
+        lines.append("")
+    b = result.get("headline")
+    if b and "arms" in b:
+        m, c = b["model"], b["corpus"]
+        lines += [
+            f"## (b) Headline: {m['params'] / 1e6:.1f}M-parameter byte-level GPT, "
+            f"{b['tokens']:,} tokens per arm ({b['epochs']:.2f} epochs)",
+            "",
+            f"Corpus: {c['files']:,} unique .py files, {c['bytes'] / 1e6:.0f} MB "
+            f"({c['duplicate_files']:,} duplicate files, {c['duplicate_bytes'] / 1e6:.0f} MB, "
+            f"dropped); {c['train_tokens'] / 1e6:.0f}M train / "
+            f"{c['validation_tokens'] / 1e6:.1f}M validation byte tokens.",
+            "",
+            "| arm | tokens | optimizer steps | val loss | perplexity | bits/byte | s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in b["arms"].items():
+            cut = " (budget)" if row["stopped_at_budget"] else ""
+            lines.append(
+                f"| {name} | {row['tokens']:,}{cut} | {row['optimizer_steps']:,} | "
+                f"{row['val_loss']:.4f} | {row['val_perplexity']:.3f} | "
+                f"{row['bits_per_byte']:.4f} | {row['seconds']:.0f} |"
+            )
+        lines.append("")
+    for script, row in (result.get("benchmarks") or {}).items():
+        lines += [f"## (c) `benchmarks/{script}`", "", "```"]
+        lines += [row.get("skipped") or row.get("output", "").rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _commit(given: str) -> str:
+    if given:
+        return given
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.gpu_pack", description=__doc__)
+    parser.add_argument("--out", required=True, help="folder for gpu_pack.json and .md")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
+    parser.add_argument("--parts", default="throughput,headline,benchmarks")
+    parser.add_argument("--commit", default="", help="the commit to record (default: git's)")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    device = jax.devices()[0]
+    result: dict[str, Any] = {
+        "command": "python -m experiments.gpu_pack "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "commit": _commit(args.commit),
+        "device": f"{device.device_kind} ({device.platform}, {jax.device_count()} device(s))",
+        "host": f"{platform.machine()}, {platform.system()}",
+        "jax": jax.__version__,
+        "scale": args.scale,
+        "budgets_s": scale.budgets,
+    }
+    parts = {"throughput": throughput, "headline": headline, "benchmarks": benchmarks}
+    for name in args.parts.split(","):
+        part_start = time.perf_counter()
+        deadline = part_start + scale.budgets[name]
+        print(f"[gpu_pack] {name} (budget {scale.budgets[name]:.0f} s) ...", flush=True)
+        try:
+            result[name] = parts[name](scale, deadline)
+        except Exception as error:  # noqa: BLE001 - the other parts still run and are written
+            result[name] = {"error": f"{type(error).__name__}: {error}"[:1000]}
+        result[f"{name}_s"] = time.perf_counter() - part_start
+        result["seconds"] = time.perf_counter() - start
+        (out / "gpu_pack.json").write_text(json.dumps(result, indent=2))
+        (out / "gpu_pack.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
