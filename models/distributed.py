@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -26,7 +28,7 @@ def initialize(
     that sends no heartbeat for ``peer_timeout_s`` counts as dead, and the others
     stop.
     """
-    timeouts = {
+    timeouts: dict[str, Any] = {
         "heartbeat_timeout_seconds": peer_timeout_s,
         "shutdown_timeout_seconds": peer_timeout_s,
     }

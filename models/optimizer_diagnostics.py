@@ -4,6 +4,8 @@ second moment, whose jumps mark anomalous batches."""
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -17,7 +19,8 @@ def adam_state(opt_state: optax.OptState) -> optax.ScaleByAdamState | None:
 
 
 def _dot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return typing.cast(jax.Array, sum(jnp.vdot(x, y) for x, y in pairs))
 
 
 def adam_diagnostics(old: optax.OptState, new: optax.OptState, b1: float) -> dict[str, jax.Array]:
@@ -49,5 +52,5 @@ def adam_diagnostics(old: optax.OptState, new: optax.OptState, b1: float) -> dic
     g = jax.tree.map(lambda m1, m0: (m1 - b1 * m0) / (1 - b1), after.mu, before.mu)
     norms = jnp.sqrt(_dot(g, g) * _dot(before.mu, before.mu))
     cos = _dot(g, before.mu) / jnp.maximum(norms, jnp.finfo(jnp.float32).tiny)
-    second = sum(jnp.sum(v) for v in jax.tree.leaves(after.nu))
+    second = typing.cast(jax.Array, sum(jnp.sum(v) for v in jax.tree.leaves(after.nu)))
     return {"diag/grad_momentum_cos": cos, "diag/second_moment": second}

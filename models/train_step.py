@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gqc_jax
 from models.gpt import GPT, next_token_loss
@@ -40,9 +40,10 @@ def split(model: GPT):
 
 
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
-    """Parameters by the rules; optimizer leaves shaped like a parameter follow it."""
+    """Parameters by the rules; optimizer leaves shaped like a parameter follow it.
+    The result is a ``TrainState`` of ``NamedSharding`` leaves, not arrays."""
     param_specs = tree_specs(state.params, mesh)
-    by_shape = {}
+    by_shape: dict[tuple[int, ...], PartitionSpec] = {}
     for leaf, spec in zip(
         jax.tree.leaves(state.params), jax.tree.leaves(param_specs, is_leaf=_is_spec), strict=True
     ):
@@ -56,7 +57,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
     return TrainState(
         params=jax.tree.map(to_sharding, param_specs, is_leaf=_is_spec),
         opt_state=jax.tree.map(lambda x: to_sharding(opt_spec(x)), state.opt_state),
-        microbatch=to_sharding(replicated),
+        microbatch=to_sharding(replicated),  # type: ignore[arg-type]  # a tree of shardings
     )
 
 
