@@ -123,7 +123,7 @@ SCALES = {
         headline_max_tokens=4_096,
         eval_windows=8,
         corpus_bytes=2_000_000,
-        budgets={"throughput": 35.0, "headline": 40.0, "benchmarks": 25.0},
+        budgets={"throughput": 25.0, "headline": 35.0, "benchmarks": 20.0},
         benchmark_args={
             "controller_overhead.py": ["--params=100000", "--samples=1", "--calls=1"],
             "rounding.py": ["--elements=100000", "--repeats=1"],
