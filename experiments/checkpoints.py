@@ -60,7 +60,7 @@ def _quiet_closed_event_loop() -> None:
             return
         previous(unraisable)
 
-    hook._drops_closed_loop = True
+    hook._drops_closed_loop = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 

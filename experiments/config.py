@@ -233,7 +233,7 @@ class Config:
 def lr_scaling_power(text: str, reference_draws: float = 1.0) -> str | float | None:
     """``gqc.lr_scaling`` as ``gqc_jax`` takes it: None, "sqrt", "linear" or p;
     it and ``gqc.reference_draws`` are checked by the library's own rule."""
-    value: str | float | None = None
+    value: Any = None  # the library checks it
     if text != "none":
         try:
             value = float(text)

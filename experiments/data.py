@@ -227,6 +227,8 @@ class TokenData:
         size = self.config.microbatch_size
         rows = rows or slice(0, size)
         windows = self.second if second else self.validation
+        if windows is None:
+            raise DataError("no second evaluation corpus is configured (data.second_eval).")
         every = windows.sequential(self.config.eval_batches * size)
         return [
             every[b * size + rows.start : b * size + rows.stop] for b in range(len(every) // size)

@@ -19,12 +19,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config, apply_overrides
 from experiments.plot import plot_runs
 from experiments.train import train
 
-ARMS = {
+ARMS: dict[str, dict[str, Any]] = {
     "adamw": {"gqc.controller": "none"},
     "adamw+gnts": {
         "gqc.controller": "gnts",

@@ -34,7 +34,7 @@ class Corpus:
 def source_roots() -> list[Path]:
     """The standard library and the installed packages (purelib and platlib)."""
     paths = sysconfig.get_paths()
-    roots = []
+    roots: list[Path] = []
     for key in ("stdlib", "purelib", "platlib"):
         root = Path(paths[key])
         if root.is_dir() and all(root != r and root not in r.parents for r in roots):

@@ -4,7 +4,9 @@ the configuration."""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
+from typing import Any
 
 import optax
 import optax.contrib
@@ -61,7 +63,9 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
         tx = _controller(config, inner, total_microbatches)
     if g.rounding != "none":
         rounding = gqc_jax.round_gradients(
-            g.rounding_digits, mode=g.rounding, stochastic=g.rounding_stochastic
+            g.rounding_digits,
+            mode=typing.cast(gqc_jax.rounding.Mode, g.rounding),
+            stochastic=g.rounding_stochastic,
         )
         tx = optax.chain(rounding, tx)
     if config.train.spike_sigmas > 0:
@@ -71,13 +75,13 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
 
 def _controller(config: Config, inner, total: int):
     g = config.gqc
-    coupling = {
+    coupling: dict[str, Any] = {
         "lr_scaling": lr_scaling_power(g.lr_scaling),
         "reference_draws": g.reference_draws,
     }
     if g.controller in ("batch_warmup", "seesaw"):
         # Fixed batch schedules: the square-root rule unless another is asked for.
-        scaling = coupling["lr_scaling"] or "sqrt"
+        scaling: Any = coupling["lr_scaling"] or "sqrt"
         if g.controller == "batch_warmup":
             fractions = warmup_fractions(g.warmup_fractions)
             cap = max(g.max_draws, 2 ** len(fractions))

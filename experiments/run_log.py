@@ -102,6 +102,7 @@ class RunLog:
         if not self.enabled:
             return
         record = plain(record)
+        assert self._file is not None  # opened whenever enabled
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:

@@ -23,8 +23,11 @@ END_OF_TEXT = "<|endoftext|>"
 
 
 class Tokenizer(Protocol):
-    vocab_size: int
-    fingerprint: str
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
     def encode(self, text: str) -> np.ndarray: ...
 

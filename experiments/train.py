@@ -143,14 +143,14 @@ class Trainer:
             else None
         )
         self.checkpoints = Checkpoints(self.out_dir / "checkpoints", t.keep_checkpoints)
-        self.host = {
+        self.host: dict[str, Any] = {
             "steps": 0,
             "flushed_draws": 0,
             "elapsed": 0.0,
             "window_loss": [],
             "window_grad_norm": [],
         }
-        self.noise = {"microbatch": [], "signal": [], "noise": []}
+        self.noise: dict[str, list[float]] = {"microbatch": [], "signal": [], "noise": []}
         self.last_eval: dict[str, float] = {}
         self.saved_at = -1
         self.last_record: dict[str, Any] | None = None

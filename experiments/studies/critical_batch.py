@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from experiments.studies import kit
 from experiments.studies.kit import crossing, evals, steps
 from experiments.train import train_once
 
-CONTROLLERS = {
+CONTROLLERS: dict[str, dict[str, Any]] = {
     "gnts-relative": {**kit.GNTS_RELATIVE, "gqc.max_draws": 32},
     "gns": {"gqc.controller": "gns", "gqc.max_draws": 32},
 }
@@ -93,14 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         best = min(evals(fixed[(preset, b)])[-1]["eval/loss"] for b in batches)
         for depth in TARGET_DEPTHS:
             target = start - depth * (start - best)
-            reached = {b: crossing(fixed[(preset, b)], target) for b in batches}
-            usable = [b for b in batches if reached[b] is not None]
+            crossings = {b: crossing(fixed[(preset, b)], target) for b in batches}
+            reached = {b: c for b, c in crossings.items() if c is not None}
+            usable = [b for b in batches if b in reached]
             fit = (
                 fit_critical_batch(usable, [reached[b][0] for b in usable])
                 if len(usable) >= 3
                 else (float("nan"), float("nan"))
             )
-            fits[(preset, depth)] = (target, reached, fit)
+            fits[(preset, depth)] = (target, crossings, fit)
     fig = figure(args, presets, batches, fits, chosen, Path(args.page).with_suffix(".png"))
     write_page(args, presets, batches, fits, chosen, summaries, fig)
     print(Path(args.page).read_text())

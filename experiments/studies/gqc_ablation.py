@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
 from experiments.studies.kit import evals, mean_std, steps
 from experiments.train import train_once
 
-ARMS = {
+ARMS: dict[str, dict[str, Any]] = {
     "adamw": kit.ADAMW,
     "gnts-reference": kit.GNTS_REFERENCE,
     "gnts-relative": kit.GNTS_RELATIVE,
@@ -324,7 +325,8 @@ def write_page(
         "windows of 2+ | second-moment jumps > 1.5x per step | largest jump |",
         "|---|---|---|---|---|",
     ]
-    med, multi = {}, {}
+    med: dict[str, float] = {}
+    multi: dict[str, list[dict[str, Any]]] = {}
     for arm in (BASELINE, GNTS_ARM):
         records = steps(dirs[(arm, seeds[0])])[1:]
         med[arm] = statistics.median(r["diag/grad_momentum_cos"] for r in records)
@@ -336,9 +338,11 @@ def write_page(
             f"{f'{statistics.median(ratios):.3f}' if ratios else '– (windows of one)'} | "
             f"{n} of {len(records)} | {worst:.2f}x |"
         )
-    multi = multi[GNTS_ARM]
-    ratio = statistics.median(r["diag/mean_over_microbatch_norm"] for r in multi) if multi else 1
-    draws = statistics.median(r["gqc/draws"] for r in multi) if multi else 1
+    windows = multi[GNTS_ARM]
+    ratio = (
+        statistics.median(r["diag/mean_over_microbatch_norm"] for r in windows) if windows else 1
+    )
+    draws = statistics.median(r["gqc/draws"] for r in windows) if windows else 1
     lines += [
         "",
         f"Under {GNTS_ARM}, over its windows of two or more microbatches ({len(multi)} steps, "

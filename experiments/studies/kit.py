@@ -15,6 +15,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config, DataConfig, apply_overrides
 from experiments.run_log import read_metrics
@@ -27,15 +28,15 @@ QUIET_RUN = {
 }
 
 # The arms several studies share (``gqc.*`` keys of ``python -m experiments.train``).
-ADAMW = {"gqc.controller": "none"}
+ADAMW: dict[str, Any] = {"gqc.controller": "none"}
 # GNTS with the reference's schedule: cosine-annealed threshold 0.95 -> 0.25.
-GNTS_REFERENCE = {
+GNTS_REFERENCE: dict[str, Any] = {
     "gqc.controller": "gnts",
     "gqc.schedule": "reference",
     "gqc.threshold": 0.95,
     "gqc.final_threshold": 0.25,
 }
-GNTS_RELATIVE = {**GNTS_REFERENCE, "gqc.relative": True}
+GNTS_RELATIVE: dict[str, Any] = {**GNTS_REFERENCE, "gqc.relative": True}
 
 
 def run_config(

@@ -48,7 +48,7 @@ def fit_shifted_power_law(l1, l2, grid: int = 60) -> tuple[float, float, float, 
     for each (E1, E2) on a grid below the observed minima, the best by squared error
     of L2."""
     l1, l2 = np.asarray(l1, float), np.asarray(l2, float)
-    best = None
+    best: tuple[float, float, float, float, float] | None = None
     for e1 in np.linspace(0.0, l1.min() * 0.98, grid):
         for e2 in np.linspace(0.0, l2.min() * 0.98, grid):
             x, y = np.log(l1 - e1), np.log(l2 - e2)
@@ -57,6 +57,7 @@ def fit_shifted_power_law(l1, l2, grid: int = 60) -> tuple[float, float, float, 
             err = float(np.sum((pred - l2) ** 2))
             if best is None or err < best[0]:
                 best = (err, float(np.exp(log_k)), float(kappa), float(e1), float(e2))
+    assert best is not None  # the grid is never empty
     return best[1:]
 
 
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--second_eval", default="python-stdlib")
     args = kit.parse_args(parser, argv, SCALE)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes: list[tuple[int, int]] = []
+    for text in args.sizes.split(","):
+        depth, width = (int(v) for v in text.split("x"))
+        sizes.append((depth, width))
     if len(sizes) < 3:
         parser.error(f"--sizes needs at least 3 sizes (2 to fit, 1 held out), got {args.sizes!r}.")
     runs = {}

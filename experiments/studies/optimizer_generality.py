@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 from experiments.config import OPTIMIZERS, Config
 from experiments.studies import kit
@@ -22,7 +23,7 @@ from experiments.train import train_once
 
 # Centre of each optimizer's learning-rate sweep (x 1/3, 1, 3).
 BASE_LR = {"adamw": 3e-3, "lion": 3e-4, "adafactor": 1e-2, "sgd": 0.1, "muon": 0.02}
-ARMS = {"control": kit.ADAMW, "gnts": kit.GNTS_RELATIVE}
+ARMS: dict[str, dict[str, Any]] = {"control": kit.ADAMW, "gnts": kit.GNTS_RELATIVE}
 
 
 SCALE = {"preset": "ladder-s", "tokens": 20_000_000, "microbatch": 32, "seeds": "0,1,2"}
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 out,
                 train_once(run_config(out, args, name, seeds[0], lr, "control")),
             )
-        best[name] = min(grid, key=lambda lr, name=name: sweeps[(name, lr)][1]["eval_loss"])
+        losses = {lr: sweeps[(name, lr)][1]["eval_loss"] for lr in grid}
+        best[name] = min(grid, key=losses.__getitem__)
         for arm in ARMS:
             for seed in seeds:
                 if arm == "control" and seed == seeds[0]:

@@ -20,6 +20,7 @@ import itertools
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
@@ -33,6 +34,7 @@ from experiments.config import DataConfig
 from experiments.data import TokenData
 from experiments.studies import kit
 from experiments.studies.kit import mean_std
+from gqc_jax.rounding import Mode
 from models.gpt import GPT, GPTConfig, count_params, next_token_loss
 from models.paired_training import train_paired
 from models.train_step import split
@@ -95,7 +97,7 @@ def run_cell(
     setting_digits = jnp.asarray(list(digits) + [0], jnp.int32)
     is_control = jnp.asarray([False] * len(digits) + [True])
 
-    rounder = gqc_jax.round_gradients(1, mode=mode)
+    rounder = gqc_jax.round_gradients(1, mode=typing.cast(Mode, mode))
     lr = optax.warmup_cosine_decay_schedule(0.0, p.peak_lr, p.warmup, p.steps, p.peak_lr * 0.1)
     adamw = optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-9, weight_decay=0.0)
 
@@ -207,10 +209,10 @@ class Cell:
 def plan(seeds: list[int], sizes, significant_seeds: list[int]) -> list[Cell]:
     """Decimal places at the default (last) size for every seed; the other sizes at
     the first seed; significant digits at the default size for its seeds."""
-    *others, default = sizes
-    cells = [Cell(*default, "decimals", s) for s in seeds]
-    cells += [Cell(*size, "decimals", seeds[0]) for size in others]
-    cells += [Cell(*default, "significant", s) for s in significant_seeds]
+    *others, (depth, width) = sizes
+    cells = [Cell(depth, width, "decimals", s) for s in seeds]
+    cells += [Cell(d, w, "decimals", seeds[0]) for d, w in others]
+    cells += [Cell(depth, width, "significant", s) for s in significant_seeds]
     return cells
 
 
@@ -610,9 +612,9 @@ def main(argv: list[str] | None = None) -> int:
             warmup=min(protocol.warmup, max(1, args.steps // 10)),
             eval_every=min(protocol.eval_every, max(1, args.steps // 4)),
         )
-    sizes = SCALE_SIZES if args.scale else DEFAULT_SIZES
+    sizes: tuple[tuple[int, int], ...] = SCALE_SIZES if args.scale else DEFAULT_SIZES
     if args.sizes:
-        sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.sizes.split(","))
+        sizes = tuple((int(s.split("x")[0]), int(s.split("x")[1])) for s in args.sizes.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     sig_seeds = [int(s) for s in args.significant_seeds.split(",") if s]
     results = run_all(plan(seeds, sizes, sig_seeds), protocol, Path(args.out), args.data_dir)

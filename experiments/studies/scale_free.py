@@ -18,6 +18,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config
 from experiments.noise_scale import noise_scale
@@ -26,7 +27,7 @@ from experiments.studies import kit
 from experiments.studies.kit import mean_std
 from experiments.train import SUMMARY_FILE, train_once
 
-ARMS = {
+ARMS: dict[str, dict[str, Any]] = {
     "adamw": kit.ADAMW,
     "gnts-reference": {**kit.GNTS_REFERENCE, "gqc.max_draws": 64},
     "gnts-relative": {**kit.GNTS_RELATIVE, "gqc.max_draws": 64},
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             out = root / f"mb{size}" / "lr-sweep" / f"lr{lr:g}"
             cfg = run_config(out, args, size, seeds[0], lr, "adamw")
             sweep[(size, lr)] = train_once(cfg)["eval_loss"]
-        best_lr[size] = min(lrs, key=lambda lr, size=size: sweep[(size, lr)])
+        losses = {lr: sweep[(size, lr)] for lr in lrs}
+        best_lr[size] = min(lrs, key=losses.__getitem__)
 
     results, dirs = {}, {}
     for size in sizes:
@@ -264,10 +266,11 @@ def write_page(args, sizes, seeds, lrs, sweep, best_lr, results, dirs, fig) -> P
         "",
     ]
     lines += ["## Summary", ""]
-    for size, best, second, gap, clear, noise in verdicts:
-        relation = "below" if size < noise else "above"
+    for size, best, second, gap, clear, b_noise in verdicts:
+        relation = "below" if size < b_noise else "above"
         lines.append(
-            f"- Microbatch {size} ({relation} the measured noise scale of {noise:.2f} sequences): "
+            f"- Microbatch {size} ({relation} the measured noise scale of {b_noise:.2f} "
+            "sequences): "
             f"{best} wins, {second} next ({gap:.4f} nats, {clear})."
         )
     return kit.write_page(args.page, lines)

@@ -28,18 +28,19 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
 from experiments.studies.kit import crossing, evals, mean_std, steps
 from experiments.train import train_once
 
-CONTROLLERS = {
+CONTROLLERS: dict[str, dict[str, Any]] = {
     "gnts-relative": {**kit.GNTS_RELATIVE},
     "gns": {"gqc.controller": "gns"},
     "snr": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1},
 }
-SCHEDULES = {
+SCHEDULES: dict[str, dict[str, Any]] = {
     "batch-warmup": {"gqc.controller": "batch_warmup"},
     "seesaw": {"gqc.controller": "seesaw"},
 }
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         for lr in grid:
             out = root / name / "lr-sweep" / f"lr{lr:.3g}"
             swept[(name, lr)] = (out, train_once(run_config(out, args, seeds[0], lr, m, arm)))
-        lrs[name] = min(grid, key=lambda lr, name=name: swept[(name, lr)][1]["eval_loss"])
+        losses = {lr: swept[(name, lr)][1]["eval_loss"] for lr in grid}
+        lrs[name] = min(grid, key=losses.__getitem__)
         for seed in seeds:
             if seed == seeds[0]:
                 out, result = swept[(name, lrs[name])]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 from experiments.config import Config
 from experiments.run_log import read_metrics
@@ -27,7 +28,10 @@ from experiments.studies.kit import evals, steps
 from experiments.train import train_once
 
 # The arms of ``make demo``: AdamW, and AdamW under relative GNTS (at most 16 draws).
-ARMS = {"adamw": kit.ADAMW, "adamw+gnts": {**kit.GNTS_RELATIVE, "gqc.max_draws": 16}}
+ARMS: dict[str, dict[str, Any]] = {
+    "adamw": kit.ADAMW,
+    "adamw+gnts": {**kit.GNTS_RELATIVE, "gqc.max_draws": 16},
+}
 
 
 def run_config(out: Path, arm: str, permutation: int, args: argparse.Namespace) -> Config:
