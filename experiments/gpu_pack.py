@@ -6,7 +6,8 @@ after every part:
 
 (a) **throughput**: tokens/s and MFU of the jitted, donated train step at
     ``gpt2-124m`` (seq 1024, bf16 compute) for AdamW and each controller of the
-    training program, and AdamW with cuDNN attention; MFU counts
+    training program, and AdamW without the per-layer weight metrics and with
+    cuDNN attention; MFU counts
     ``GPTConfig.flops_per_token`` (6 N + 12 L d T per token, N non-embedding
     parameters) against the device's dense bf16 peak.
 (b) **headline**: a ~50M-parameter byte-level GPT on the offline corpus
@@ -152,14 +153,21 @@ def _config(overrides: dict[str, Any], lr: float, tokens: int, microbatch: int) 
     )
 
 
-def _setup(model_config: GPTConfig, overrides: dict, lr: float, tokens: int, batch: int):
+def _setup(
+    model_config: GPTConfig,
+    overrides: dict,
+    lr: float,
+    tokens: int,
+    batch: int,
+    layer_metrics: bool = True,
+):
     config = _config(overrides, lr, tokens, batch)
     total = max(1, tokens // (batch * model_config.seq_len))
     tx = build_optimizer(config, total)
     mesh = make_mesh("data=1", jax.devices()[:1])  # one chip
     model = GPT(model_config, rngs=nnx.Rngs(0))
     graphdef, state, shardings = init_state(model, tx, mesh)
-    step = make_train_step(graphdef, tx, mesh, shardings)
+    step = make_train_step(graphdef, tx, mesh, shardings, layer_metrics=layer_metrics)
     flush = make_flush_step(tx, mesh, shardings) if config.gqc.controller != "none" else None
     return graphdef, state, step, flush
 
@@ -170,22 +178,26 @@ def throughput(scale: Scale, deadline: float) -> dict[str, Any]:
     m, b, n = scale.throughput_model, scale.throughput_batch, scale.throughput_steps
     device = jax.devices()[0]
     peak = peak_flops(device.device_kind)
-    arms = [(name, overrides, m) for name, overrides in THROUGHPUT_ARMS.items()]
+    arms = [(name, overrides, m, True) for name, overrides in THROUGHPUT_ARMS.items()]
+    # The per-layer weight metrics' share of a step.
+    arms.insert(1, ("adamw-no-layer-metrics", ADAMW, m, False))
     if device.platform == "gpu":
-        arms.append(("adamw+cudnn", ADAMW, dataclasses.replace(m, attention="cudnn")))
+        cudnn = dataclasses.replace(m, attention="cudnn")
+        arms.append(("adamw+cudnn", ADAMW, cudnn, True))
+        arms.append(("adamw+cudnn-no-layer-metrics", ADAMW, cudnn, False))
     rng = np.random.default_rng(0)
     batches = [
         jnp.asarray(rng.integers(0, m.vocab_size, (b, m.seq_len + 1)), jnp.int32) for _ in range(4)
     ]
     rows: dict[str, Any] = {}
     last = 0.0  # the previous arm's seconds: an arm that would overrun is not started
-    for name, overrides, model_config in arms:
+    for name, overrides, model_config, layer_metrics in arms:
         arm_start = time.perf_counter()
         if arm_start + last > deadline:
             rows[name] = {"skipped": "part budget reached"}
             continue
         try:
-            _, state, step, _ = _setup(model_config, overrides, 3e-4, 10**9, b)
+            _, state, step, _ = _setup(model_config, overrides, 3e-4, 10**9, b, layer_metrics)
             start = time.perf_counter()
             state, metrics = step(state, batches[0])
             jax.block_until_ready(metrics)

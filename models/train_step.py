@@ -92,6 +92,7 @@ def make_train_step(
     dropout_seed: int = 0,
     adam_b1: float | None = None,
     lr_schedule: optax.Schedule | None = None,
+    layer_metrics: bool = True,
 ):
     """``step(state, tokens) -> (state, metrics)``, jitted once, state donated.
 
@@ -103,7 +104,8 @@ def make_train_step(
     (:func:`models.optimizer_diagnostics.adam_diagnostics`), and, given the
     ``lr_schedule`` on the microbatch clock, ``optim/lr``: the learning rate a
     step applies (the schedule at this microbatch times the controller's
-    ``lr_factor``).
+    ``lr_factor``). ``layer_metrics=False`` leaves out the per-layer
+    ``weights/`` metrics (a pass over the parameters and the update per step).
     """
     base_key = jax.random.key(dropout_seed)
 
@@ -115,7 +117,7 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        metrics.update(_step_metrics(state, params, opt_state, adam_b1, lr_schedule))
+        metrics.update(_step_metrics(state, params, opt_state, adam_b1, lr_schedule, layer_metrics))
         return TrainState(params, opt_state, state.microbatch + 1), metrics
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -127,10 +129,12 @@ def make_train_step(
     )
 
 
-def _step_metrics(state: TrainState, params, opt_state, adam_b1: float | None, lr_schedule) -> dict:
+def _step_metrics(
+    state: TrainState, params, opt_state, adam_b1: float | None, lr_schedule, layers=True
+) -> dict:
     """Per-layer weight metrics, Adam diagnostics, the controller's statistics and
     the learning rate at the clock ``state.microbatch``."""
-    metrics = dict(weight_metrics(state.params, params))
+    metrics = dict(weight_metrics(state.params, params)) if layers else {}
     if adam_b1 is not None:
         metrics.update(adam_diagnostics(state.opt_state, opt_state, adam_b1))
     try:  # the controller's statistics: stepped, num_draws, its threshold, ...

@@ -12,8 +12,10 @@ def test_smoke_runs_every_part_and_writes_what_it_has(tmp_path, capsys):
         # A part overruns its budget by at most one arm's work.
         assert result[f"{part}_s"] < result["budgets_s"][part] + 30
     arms = result["throughput"]["arms"]
-    assert set(arms) == set(gpu_pack.THROUGHPUT_ARMS)  # no cuDNN variant on a CPU
+    # No cuDNN variant on a CPU.
+    assert set(arms) == {*gpu_pack.THROUGHPUT_ARMS, "adamw-no-layer-metrics"}
     assert arms["adamw"]["tokens_per_s"] > 0 and arms["adamw"]["vs_adamw"] == 1.0
+    assert arms["adamw-no-layer-metrics"]["tokens_per_s"] > 0  # the second arm always runs
     for row in arms.values():
         assert "tokens_per_s" in row or row == {"skipped": "part budget reached"}
     h = result["headline"]
