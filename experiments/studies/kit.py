@@ -9,6 +9,7 @@ studies would otherwise repeat lives here, and no study imports another.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -123,6 +124,25 @@ def training_time(summaries: Iterable[dict]) -> tuple[int, float]:
     (the runs' own clocks; a run listed twice counts once)."""
     unique = {s["out_dir"]: s for s in summaries}
     return len(unique), sum(s["elapsed_s"] for s in unique.values()) / 60
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """The command line that ran the study ``module`` with ``argv`` (None: sys.argv)."""
+    return " ".join(["python -m " + module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def with_steps(protocol: Any, steps: int | None) -> Any:
+    """A protocol dataclass (fields ``steps``, ``warmup``, ``eval_every``) shortened or
+    lengthened to ``steps``: warmup at most a tenth of them, an eval at least every
+    quarter. None keeps it as it is."""
+    if not steps:
+        return protocol
+    return dataclasses.replace(
+        protocol,
+        steps=steps,
+        warmup=min(protocol.warmup, max(1, steps // 10)),
+        eval_every=min(protocol.eval_every, max(1, steps // 4)),
+    )
 
 
 def generated_by(command: str, summaries: Iterable[dict]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -513,14 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", action="store_true", help="the larger protocol (4x256, 2000 steps): for a GPU"
     )
     args = kit.parse_args(parser, argv)
-    protocol = SCALE_PROTOCOL if args.scale else Protocol()
-    if args.steps:
-        protocol = dataclasses.replace(
-            protocol,
-            steps=args.steps,
-            warmup=min(protocol.warmup, max(1, args.steps // 10)),
-            eval_every=min(protocol.eval_every, max(1, args.steps // 4)),
-        )
+    protocol = kit.with_steps(SCALE_PROTOCOL if args.scale else Protocol(), args.steps)
     if args.size:
         depth, width = (int(v) for v in args.size.split("x"))
         protocol = dataclasses.replace(protocol, depth=depth, width=width)
@@ -529,11 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(placements, seeds, protocol, Path(args.out), args.data_dir)
     analysis = analyse(results)
     page = Path(args.page)
-    command = "python -m experiments.studies.low_bit " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = kit.command("experiments.studies.low_bit", argv)
     fig = figure(analysis, page)
-    write_page(analysis, results, protocol, command.strip(), page, fig)
+    write_page(analysis, results, protocol, command, page, fig)
     print(page.read_text())
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import sys
 import time
 import typing
 from pathlib import Path
@@ -604,14 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", help="model sizes as depth x width, the default (main) size last: 1x32,2x64"
     )
     args = kit.parse_args(parser, argv)
-    protocol = SCALE_PROTOCOL if args.scale else Protocol()
-    if args.steps:
-        protocol = dataclasses.replace(
-            protocol,
-            steps=args.steps,
-            warmup=min(protocol.warmup, max(1, args.steps // 10)),
-            eval_every=min(protocol.eval_every, max(1, args.steps // 4)),
-        )
+    protocol = kit.with_steps(SCALE_PROTOCOL if args.scale else Protocol(), args.steps)
     sizes: tuple[tuple[int, int], ...] = SCALE_SIZES if args.scale else DEFAULT_SIZES
     if args.sizes:
         sizes = tuple((int(s.split("x")[0]), int(s.split("x")[1])) for s in args.sizes.split(","))
@@ -620,11 +612,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(plan(seeds, sizes, sig_seeds), protocol, Path(args.out), args.data_dir)
     analysis = analyse(results, sizes)
     page = Path(args.page)
-    command = "python -m experiments.studies.rounding_study " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = kit.command("experiments.studies.rounding_study", argv)
     figs = figures(analysis, page)
-    write_page(analysis, results, protocol, command.strip(), page, figs)
+    write_page(analysis, results, protocol, command, page, figs)
     print(page.read_text())
     return 0
 
