@@ -65,7 +65,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow" --durations=15
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
