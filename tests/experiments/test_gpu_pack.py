@@ -15,7 +15,6 @@ def test_smoke_runs_every_part_and_writes_what_it_has(tmp_path, capsys):
     # No cuDNN variant on a CPU.
     assert set(arms) == {*gpu_pack.THROUGHPUT_ARMS, "adamw-no-layer-metrics"}
     assert arms["adamw"]["tokens_per_s"] > 0 and arms["adamw"]["vs_adamw"] == 1.0
-    assert arms["adamw-no-layer-metrics"]["tokens_per_s"] > 0  # the second arm always runs
     for row in arms.values():
         assert "tokens_per_s" in row or row == {"skipped": "part budget reached"}
     h = result["headline"]
