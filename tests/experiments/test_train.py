@@ -321,7 +321,13 @@ def uninterrupted(tmp_path_factory, data_dir):
 
 
 @pytest.mark.parametrize(
-    ("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 0)]
+    ("sig", "code"),
+    [
+        (signal.SIGKILL, -9),
+        # Ctrl-C saves like SIGTERM does (below); kept out of the default suite for time.
+        pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
+        (signal.SIGTERM, 0),
+    ],
 )
 def test_killed_interrupted_or_preempted_run_resumes_to_the_same_parameters(
     tmp_path, data_dir, uninterrupted, sig, code
@@ -347,6 +353,7 @@ def test_killed_interrupted_or_preempted_run_resumes_to_the_same_parameters(
     _assert_same(done.read_state(TOTAL), reference.read_state(TOTAL))
 
 
+@pytest.mark.slow  # 97 s; tests/test_multihost.py checks two processes against one in the suite
 def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     """Two processes with 4 CPU devices each, each reading only its own rows of every
     microbatch, end with the parameters of one process with 8 devices."""
