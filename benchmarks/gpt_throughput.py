@@ -32,19 +32,9 @@ from flax import nnx
 import gqc_jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/ from the clone
-from models.gpt import GPT, next_token_loss, preset  # noqa: E402
+from models.gpt import GPT, next_token_loss, peak_flops, preset  # noqa: E402
 from models.sharding import make_mesh  # noqa: E402
 from models.train_step import init_state, make_train_step  # noqa: E402
-
-# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}
-
-
-def peak_flops(device_kind: str) -> float | None:
-    for name, peak in PEAK_FLOPS.items():
-        if name in device_kind:
-            return peak
-    return None
 
 
 def fast_path(config, graphdef, tx, mesh, batches, max_draws, rounds):

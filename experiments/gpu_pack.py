@@ -47,12 +47,9 @@ from flax import nnx
 from experiments.config import Config, apply_overrides
 from experiments.offline_corpus import Windows, build_corpus
 from experiments.optimizer import build_optimizer
-from models.gpt import GPT, GPTConfig, next_token_loss, preset
+from models.gpt import GPT, GPTConfig, next_token_loss, peak_flops, preset
 from models.sharding import make_mesh
 from models.train_step import init_state, make_flush_step, make_train_step
-
-# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 ADAMW = {"gqc.controller": "none"}
 GNTS_REFERENCE = {
@@ -131,13 +128,6 @@ SCALES = {
         },
     ),
 }
-
-
-def peak_flops(device_kind: str) -> float | None:
-    for name, peak in PEAK_FLOPS.items():
-        if name in device_kind:
-            return peak
-    return None
 
 
 def _config(overrides: dict[str, Any], lr: float, tokens: int, microbatch: int) -> Config:

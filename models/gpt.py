@@ -91,6 +91,18 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
+# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts), for MFU.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+    """The dense bf16 peak of a device kind (``jax.Device.device_kind``), or None."""
+    for name, peak in PEAK_FLOPS.items():
+        if name in device_kind:
+            return peak
+    return None
+
+
 def preset(name: str, **overrides) -> GPTConfig:
     """A named configuration, with fields overridden."""
     if name not in PRESETS:
