@@ -49,7 +49,7 @@ def tiny_config(out_dir, data_dir: str, **overrides) -> Config:
         "train.tokens": 8 * 32 * 24,
         "train.eval_every": 8,
         "train.noise_probe": 2,
-        "train.checkpoint_every": 2,
+        "train.checkpoint_every": 8,
         "train.progress": False,
         "train.tensorboard": False,
     }
