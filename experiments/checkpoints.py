@@ -38,6 +38,9 @@ TMP_SUFFIX = ".orbax-checkpoint-tmp"
 # The fields whose change makes a saved state meaningless for this run (the
 # budget, the data folder and bookkeeping may change on resume).
 MUST_MATCH = ("model", "data.dataset", "data.tokenizer", "data.microbatch_size", "gqc", "optim")
+# What a branch (a new run from another run's checkpoint) must share with it: the
+# model and the data position; its optimizer and controller settings may differ.
+BRANCH_MUST_MATCH = MUST_MATCH[:4]
 
 
 class ChecksumError(ValueError):
@@ -137,12 +140,32 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every configuration key that must match."""
+def layout_differences(saved: Any, current: Any) -> list[str]:
+    """``path: saved -> current`` for every leaf whose shape or dtype differs, or
+    that only one of the two trees has (leaves: arrays or orbax metadata)."""
+
+    def layout(tree: Any) -> dict[str, str]:
+        return {
+            _path_name(path): f"{jnp.dtype(x.dtype).name}{list(x.shape)}"
+            for path, x in jax.tree_util.tree_leaves_with_path(tree)
+        }
+
+    a, b = layout(saved), layout(current)
+    return [
+        f"{key}: {a.get(key, '<absent>')} -> {b.get(key, '<absent>')}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    ]
+
+
+def config_differences(
+    saved: dict, current: dict, must_match: tuple[str, ...] = MUST_MATCH
+) -> list[str]:
+    """``key: saved -> current`` for every configuration key under ``must_match``."""
     a, b = _flatten(saved), _flatten(current)
     out = []
     for key in sorted(set(a) | set(b)):
-        if not any(key == m or key.startswith(m + ".") for m in MUST_MATCH):
+        if not any(key == m or key.startswith(m + ".") for m in must_match):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             out.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
@@ -152,14 +175,17 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 class Checkpoints:
     """Save / restore of the train state under ``directory``, keeping the last ``keep``."""
 
-    def __init__(self, directory: str | Path, keep: int):
+    def __init__(self, directory: str | Path, keep: int, read_only: bool = False):
+        """``read_only``: another run's checkpoints (a branch reads them): nothing
+        is created, rotated or cleaned up there, even while that run writes."""
         self.directory = Path(directory).absolute()
         self.keep = keep
+        self.read_only = read_only
         _quiet_closed_event_loop()
         self._finite: dict[int, bool] = {}
         unfinished = (
             sorted(p.name for p in self.directory.glob(f"*{TMP_SUFFIX}*"))
-            if self.directory.is_dir()
+            if self.directory.is_dir() and not read_only
             else []
         )
         if unfinished and jax.process_index() == 0:
@@ -175,8 +201,8 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=None,
                 enable_async_checkpointing=False,
-                create=True,
-                cleanup_tmp_directories=True,
+                create=not read_only,
+                cleanup_tmp_directories=not read_only,
             ),
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
@@ -190,6 +216,8 @@ class Checkpoints:
     def save(self, microbatch: int, state: Any, run: dict) -> None:
         """Writes ``state`` (any pytree of arrays) and the JSON record ``run`` (to
         which the state's checksums and finiteness are added), then rotates."""
+        if self.read_only:
+            raise CheckpointError(f"{str(self.directory)!r} is another run's: it is only read.")
         checksums, finite = fingerprint(state)
         run = {**run, "checksums": checksums, "finite": finite}
         self.manager.save(
@@ -252,16 +280,25 @@ class Checkpoints:
             raise self._unreadable(microbatch, e) from e
         return out.run
 
-    def restore(self, microbatch: int | None, like: Any, shardings: Any, config: dict):
+    def restore(
+        self,
+        microbatch: int | None,
+        like: Any,
+        shardings: Any,
+        config: dict,
+        must_match: tuple[str, ...] = MUST_MATCH,
+    ):
         """(state, run record) of checkpoint ``microbatch``; if None, of the newest
         readable one: an unreadable newer checkpoint (truncated, garbage, changed
         on disk) is named in a warning on stderr and the next older one is tried.
-        An explicitly chosen checkpoint that cannot be read raises.
+        An explicitly chosen checkpoint that cannot be read raises, and so does
+        one whose state is laid out otherwise than ``like``.
 
         Args:
           like: a state with the target structure, shapes and dtypes.
           shardings: the target shardings (same structure as ``like``).
           config: the current run's configuration, checked against the saved one.
+          must_match: the configuration keys (and sections) that must be equal.
         """
         steps = self.steps()
         if not steps:
@@ -272,11 +309,11 @@ class Checkpoints:
                     f"no checkpoint for microbatch {microbatch} in {str(self.directory)!r}; "
                     f"available: {steps}."
                 )
-            return self._restore(microbatch, like, shardings, config)
+            return self._restore(microbatch, like, shardings, config, must_match)
         newest_first = steps[::-1]
         for step, older in zip(newest_first, [*newest_first[1:], None], strict=True):
             try:
-                return self._restore(step, like, shardings, config)
+                return self._restore(step, like, shardings, config, must_match)
             except UnreadableCheckpointError as e:
                 if older is None:
                     raise
@@ -287,15 +324,32 @@ class Checkpoints:
                     flush=True,
                 )
 
-    def _restore(self, microbatch: int, like: Any, shardings: Any, config: dict):
+    def _restore(self, microbatch: int, like: Any, shardings: Any, config: dict, must_match: tuple):
         run = self.read_run(microbatch)
-        differences = config_differences(run.get("config", {}), config)
+        differences = config_differences(run.get("config", {}), config, must_match)
         if differences:
             raise CheckpointError(
                 f"checkpoint {microbatch} in {str(self.directory)!r} was written by a run with "
                 "a different configuration: "
                 + "; ".join(differences)
-                + ". Resume with the same settings, or start a new --train.out_dir."
+                + (
+                    ". Resume with the same settings, or start a new --train.out_dir."
+                    if must_match == MUST_MATCH
+                    else ". A branch keeps the model and data settings of the run it starts from."
+                )
+            )
+        try:
+            saved = self.manager.item_metadata(microbatch)["state"]
+        except Exception as e:
+            raise self._unreadable(microbatch, e) from e
+        layout = layout_differences(saved, like)
+        if layout:
+            shown = "; ".join(layout[:4]) + (
+                f"; and {len(layout) - 4} more" if len(layout) > 4 else ""
+            )
+            raise CheckpointError(
+                f"checkpoint {microbatch} in {str(self.directory)!r} holds a state laid out "
+                f"otherwise than this run's ({shown}): another optimizer or controller wrote it."
             )
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), like, shardings

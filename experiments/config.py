@@ -129,7 +129,12 @@ class TrainConfig:
     error; max_consecutive_skipped: this many non-finite microbatches in a row
     stop the run with an error (0 = never); spike_sigmas: skip a microbatch whose
     loss exceeds the running mean by this many running standard deviations
-    (0 = off; :func:`gqc_jax.skip_loss_spikes`)."""
+    (0 = off; :func:`gqc_jax.skip_loss_spikes`); branch_from: start a new run from
+    a checkpoint of another run (its out_dir), at branch_step (none: its newest):
+    its parameters, optimizer and controller state and data position, trained on
+    under this run's settings (model and data must match; the optimizer and
+    controller may change their hyperparameters, such as the learning rate or a
+    window size, but not which ones run)."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -150,6 +155,8 @@ class TrainConfig:
     peer_timeout_s: int = 60
     max_consecutive_skipped: int = 100
     spike_sigmas: float = 0.0
+    branch_from: str = ""
+    branch_step: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +214,11 @@ class Config:
                 f"{self.train.noise_probe}."
             )
         t = self.train
+        if t.branch_step is not None and not t.branch_from:
+            raise ValueError(
+                f"train.branch_step={t.branch_step} needs train.branch_from (the run to branch "
+                "from)."
+            )
         if t.num_processes < 1 or not 0 <= t.process_id < t.num_processes:
             raise ValueError(
                 f"train.process_id must be in [0, train.num_processes={t.num_processes}), "
@@ -228,6 +240,12 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, sections: dict[str, dict[str, Any]]) -> Config:
+        """The configuration ``to_dict`` wrote (a run's ``config.json``)."""
+        flat = {f"{s}.{k}": v for s, fields in sections.items() for k, v in fields.items()}
+        return apply_overrides(cls(), flat)
 
 
 def lr_scaling_power(text: str, reference_draws: float = 1.0) -> str | float | None:

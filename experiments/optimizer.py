@@ -8,6 +8,9 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import optax.contrib
 
@@ -123,4 +126,45 @@ def _controller(config: Config, inner, total: int):
         return gqc_jax.mht(inner, g.confidence, g.percent_error, max_draws=g.max_draws, **coupling)
     return gqc_jax.snr(
         inner, g.noise_ratio, min_draws=g.min_draws, max_draws=g.max_draws, **coupling
+    )
+
+
+def with_own_hyperparameters(
+    restored: optax.OptState, fresh: optax.OptState, parent: Config, config: Config, total: int
+) -> optax.OptState:
+    """``restored`` (another run's optimizer state) with the controller
+    hyperparameters of ``config`` where they differ from ``parent``'s.
+
+    A controller keeps its scalar hyperparameters (sbc's logical batch, GNTS's
+    threshold, ...) in its state, so restoring a state restores them too. A branch
+    that changes one of them takes it from ``fresh`` (its own initial state):
+    every criterion-state scalar whose initial value under ``parent``'s settings
+    differs from that under ``config``'s. Statistics and counters stay restored.
+    """
+    if parent.gqc.controller == "none" or config.gqc.controller == "none":
+        return restored
+    probe = {"w": jnp.zeros([], jnp.float32)}  # the criterion's scalars do not depend on it
+
+    def initial(cfg: Config):
+        state = build_optimizer(cfg, total).init(probe)
+        return gqc_jax.find_controller_state(state).criterion_state
+
+    before, after = initial(parent), initial(config)
+    changed = [
+        name
+        for name in after._fields
+        if not np.array_equal(np.asarray(getattr(before, name)), np.asarray(getattr(after, name)))
+    ]
+    if not changed:
+        return restored
+    own = gqc_jax.find_controller_state(fresh).criterion_state
+
+    def swap(node):
+        if not isinstance(node, gqc_jax.AdaptiveAccumulationState):
+            return node
+        values = {name: getattr(own, name) for name in changed}
+        return node._replace(criterion_state=node.criterion_state._replace(**values))
+
+    return jax.tree.map(
+        swap, restored, is_leaf=lambda x: isinstance(x, gqc_jax.AdaptiveAccumulationState)
     )

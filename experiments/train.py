@@ -12,7 +12,10 @@ bit-identically (parameters, optimizer and controller state, data position and
 dropout stream are all in it). Ctrl-C saves a checkpoint before it exits (130);
 SIGTERM, a preemption notice, saves one at the next microbatch boundary, on
 every process at the same microbatch, and exits 0. A run stopped either way has
-no ``summary.json`` until it is resumed to its end.
+no ``summary.json`` until it is resumed to its end. ``--train.branch_from=DIR``
+starts a new run from a checkpoint of the run in DIR (``--train.branch_step``,
+default its newest) under new optimizer or controller settings, e.g. a larger
+window from a point of a small-batch run.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from experiments.checkpoints import CheckpointError, Checkpoints
+from experiments.checkpoints import BRANCH_MUST_MATCH, CheckpointError, Checkpoints
 from experiments.config import Config, parse_args
 from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
-from experiments.optimizer import build_optimizer, learning_rate
+from experiments.optimizer import build_optimizer, learning_rate, with_own_hyperparameters
 from experiments.run_log import RunLog, plain, read_record, threshold_key
 from models import distributed
 from models.gpt import GPT, GPTConfig, count_params, preset
@@ -153,6 +156,7 @@ class Trainer:
         self.noise: dict[str, list[float]] = {"microbatch": [], "signal": [], "noise": []}
         self.last_eval: dict[str, float] = {}
         self.saved_at = -1
+        self.branched_at: int | None = None
         self.last_record: dict[str, Any] | None = None
 
     # Placement of host batches on the mesh (each process gives its own rows).
@@ -177,7 +181,7 @@ class Trainer:
                     f"{str(self.out_dir)!r} already holds checkpoints {self.checkpoints.steps()}; "
                     "pass --train.resume to continue that run, or choose a new --train.out_dir."
                 )
-            return 0
+            return self._branch() if t.branch_from else 0
         self.state, run = self.checkpoints.restore(
             t.resume_step, self.state, self.shardings, self.config.to_dict()
         )
@@ -188,6 +192,42 @@ class Trainer:
         # the corrupted checkpoint that made the user pick an older step).
         self.checkpoints.drop_after(self.saved_at)
         return self.saved_at
+
+    def _branch(self) -> int:
+        """Starts from another run's checkpoint (``train.branch_from``): its state and
+        data position under this run's settings. The other run is only read."""
+        t = self.config.train
+        directory = Path(t.branch_from) / "checkpoints"
+        if not directory.is_dir():
+            raise CheckpointError(
+                f"train.branch_from={t.branch_from!r}: no checkpoints folder in that run "
+                f"({str(directory)!r} does not exist)."
+            )
+        parent = Checkpoints(directory, keep=1, read_only=True)
+        fresh = self.state
+        try:
+            state, run = parent.restore(
+                t.branch_step,
+                self.state,
+                self.shardings,
+                self.config.to_dict(),
+                must_match=BRANCH_MUST_MATCH,
+            )
+        finally:
+            parent.close()
+        opt_state = with_own_hyperparameters(
+            state.opt_state,
+            fresh.opt_state,
+            Config.from_dict(run["config"]),
+            self.config,
+            self.total,
+        )
+        self.state = state._replace(opt_state=opt_state)
+        # The optimizer steps so far carry over; the clock counts this run alone.
+        self.host = {**run["host"], "elapsed": 0.0}
+        self.noise = run["noise"]
+        self.branched_at = int(run["microbatch"])
+        return self.branched_at
 
     def _save(self, microbatch: int) -> None:
         if microbatch == self.saved_at:
@@ -396,8 +436,8 @@ class Trainer:
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, on_signal) for sig in handled} if main_thread else {}
         try:
-            if start == 0:
-                self._evaluate(0)
+            if start == 0 or start == self.branched_at:
+                self._evaluate(start)
             for i in range(start, stop):
                 if signal.SIGINT in requested:
                     raise KeyboardInterrupt

@@ -38,6 +38,8 @@ def test_unknown_keys_are_named_with_a_suggestion():
 def test_invalid_values_are_rejected_with_the_value():
     with pytest.raises(ValueError, match="gqc.controller must be one of .* got 'gnt'"):
         parse_args(["--gqc.controller=gnt"])
+    with pytest.raises(ValueError, match="train.branch_step=40 needs train.branch_from"):
+        parse_args(["--train.branch_step=40"])
     with pytest.raises(ValueError, match="data.microbatch_size must be >= 1, got 0"):
         parse_args(["--data.microbatch_size=0"])
     with pytest.raises(ValueError, match="noise_probe"):
@@ -90,3 +92,8 @@ def test_a_config_file_that_does_not_parse_is_named(tmp_path, suffix, text):
     path.write_text(text)
     with pytest.raises(ValueError, match=rf"config file '{path}' does not parse: "):
         from_file(path)
+
+
+def test_a_run_config_reads_back_from_its_dict():
+    config = parse_args(["--gqc.controller=sbc", "--gqc.sbc_draws=4", "--train.branch_from=x"])
+    assert Config.from_dict(config.to_dict()) == config

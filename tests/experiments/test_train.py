@@ -272,6 +272,72 @@ def test_corrupted_checkpoint_is_reported_and_older_ones_restore(tmp_path, data_
         kept.read_state(step)
 
 
+def _files(directory: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(directory.rglob("*"))}
+
+
+def test_a_branch_continues_another_run_under_its_own_settings(tmp_path, data_dir):
+    """A small-batch run (windows of one microbatch), then branches from its
+    checkpoint 8: one with the same settings continues it bit for bit, one with
+    windows of 4 steps every 4 microbatches at lr x 2 (square-root rule); the
+    run branched from is only read."""
+    window = {"gqc__controller": "sbc", "gqc__lr_scaling": "sqrt"}
+    ref = tmp_path / "ref"
+    Trainer(
+        tiny_config(
+            ref,
+            data_dir,
+            **window,
+            gqc__sbc_draws=1,
+            train__checkpoint_every=4,
+            train__keep_checkpoints=10,
+        )
+    ).fit()
+    before = _files(ref)
+    ref_evals = {r["microbatch"]: r["eval/loss"] for r in read_metrics(ref) if "eval/loss" in r}
+    ref_lr = {r["microbatch"]: r["optim/lr"] for r in read_metrics(ref) if "train/loss" in r}
+
+    def branch(out, draws, **extra):
+        return tiny_config(
+            tmp_path / out,
+            data_dir,
+            **{
+                **window,
+                "gqc__sbc_draws": draws,
+                "train__branch_from": str(ref),
+                "train__branch_step": 8,
+                "train__stop_after": 8,
+                **extra,
+            },
+        )
+
+    same = Trainer(branch("same", 1))
+    same.fit()
+    np.testing.assert_equal(
+        Checkpoints(tmp_path / "same" / "checkpoints", keep=3).read_state(16)["params"],
+        Checkpoints(ref / "checkpoints", keep=10).read_state(16)["params"],
+    )
+    assert {
+        r["microbatch"]: r["eval/loss"] for r in read_metrics(tmp_path / "same") if "eval/loss" in r
+    } == {8: ref_evals[8], 16: ref_evals[16]}
+
+    Trainer(branch("wide", 4)).fit()
+    steps = [r for r in read_metrics(tmp_path / "wide") if "train/loss" in r]
+    assert [(r["microbatch"], r["gqc/draws"]) for r in steps] == [(12, 4), (16, 4)]
+    for r in steps:  # the run's schedule at that microbatch, times sqrt(4)
+        assert r["optim/lr"] == pytest.approx(2 * ref_lr[r["microbatch"]], rel=1e-6)
+    assert steps[0]["step"] == 8 + 1  # the optimizer steps so far carry over
+    assert _files(ref) == before
+
+    with pytest.raises(CheckpointError, match="laid out otherwise.*criterion_state"):
+        Trainer(branch("gnts", 1, gqc__controller="gnts")).fit()
+    with pytest.raises(CheckpointError, match="model.depth.*A branch keeps the model"):
+        Trainer(branch("deeper", 1, model__depth=3)).fit()
+    with pytest.raises(CheckpointError, match="no checkpoints folder"):
+        Trainer(branch("nowhere", 1, train__branch_from=str(tmp_path / "missing"))).fit()
+    assert _files(ref) == before
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
