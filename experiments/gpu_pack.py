@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.arms import ADAMW, GNTS_REFERENCE
 from experiments.config import Config, apply_overrides
 from experiments.offline_corpus import Windows, build_corpus
 from experiments.optimizer import build_optimizer
@@ -51,13 +52,6 @@ from models.gpt import GPT, GPTConfig, next_token_loss, peak_flops, preset
 from models.sharding import make_mesh
 from models.train_step import init_state, make_flush_step, make_train_step
 
-ADAMW = {"gqc.controller": "none"}
-GNTS_REFERENCE = {
-    "gqc.controller": "gnts",
-    "gqc.schedule": "reference",
-    "gqc.threshold": 0.95,
-    "gqc.final_threshold": 0.25,
-}
 # The training program's controllers, as its flags set them.
 THROUGHPUT_ARMS: dict[str, dict[str, Any]] = {
     "adamw": ADAMW,

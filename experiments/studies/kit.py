@@ -18,6 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+# The arms several studies share, re-exported: a study names them ``kit.ADAMW``.
+from experiments.arms import ADAMW as ADAMW
+from experiments.arms import GNTS_REFERENCE as GNTS_REFERENCE
+from experiments.arms import GNTS_RELATIVE as GNTS_RELATIVE
 from experiments.config import Config, DataConfig, apply_overrides
 from experiments.run_log import read_metrics
 
@@ -27,17 +31,6 @@ QUIET_RUN = {
     "train.progress": False,
     "train.tensorboard": False,
 }
-
-# The arms several studies share (``gqc.*`` keys of ``python -m experiments.train``).
-ADAMW: dict[str, Any] = {"gqc.controller": "none"}
-# GNTS with the reference's schedule: cosine-annealed threshold 0.95 -> 0.25.
-GNTS_REFERENCE: dict[str, Any] = {
-    "gqc.controller": "gnts",
-    "gqc.schedule": "reference",
-    "gqc.threshold": 0.95,
-    "gqc.final_threshold": 0.25,
-}
-GNTS_RELATIVE: dict[str, Any] = {**GNTS_REFERENCE, "gqc.relative": True}
 
 
 def run_config(
