@@ -41,7 +41,7 @@ gqc-ablation: $(STAMP)
 optimizers: $(STAMP)
 	$(PY) -m experiments.studies.optimizer_generality
 
-# Study: the critical batch size, and the batches GNTS and GNS choose.
+# Study: the critical batch size by branching, and the batches controllers choose.
 critical-batch: $(STAMP)
 	$(PY) -m experiments.studies.critical_batch
 

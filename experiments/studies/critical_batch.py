@@ -1,18 +1,27 @@
-"""Study: the critical batch size, and the batch sizes GNTS and GNS choose.
+"""Study: the critical batch size measured by branching, and the batches the
+controllers choose.
 
-For each model size, plain AdamW trains at fixed batch sizes ``B`` (sequences per
-optimizer step) on one token budget. For a target loss, ``S(B)`` is the number
-of optimizer steps and ``E(B) = B S(B)`` the sequences needed to reach it; the
-empirical trade-off ``S = S_min (1 + B_crit / B)`` (McCandlish et al., 2018) is
-fitted by least squares, giving the critical batch ``B_crit = E_min / S_min``,
-the knee between perfect scaling and wasted data. Targets at several depths of
-training show how ``B_crit`` moves as the loss falls; the sizes show how it
-moves with the model. GNTS (relative thresholds) and GNS run on the smallest
-batch as microbatch, and their windows (draws x microbatch) are the batch sizes
-they choose by themselves. Every run is an ``experiments.train`` run folder;
-``docs/results/critical_batch.md`` and its figure are written from them.
+The critical batch at a point of training is the largest batch that still
+trains as well per token as a small one, with the learning rate scaled to the
+batch (the square-root rule for Adam). It is measured the way Merrill et al.
+(2025, "Critical Batch Size Revisited") do, by branching: one reference run per
+seed trains AdamW on windows of one microbatch of ``B`` sequences and saves
+checkpoints; from its checkpoints at several points, branches
+(``--train.branch_from``) continue the same run on the same data and the same
+learning-rate schedule with windows of ``k`` microbatches (a batch of ``kB``
+sequences) at lr x sqrt(k), for ``delta`` microbatches. ``L_k`` is a branch's
+validation loss at the end; the reference itself is the ``k = 1`` branch (a
+branch with the reference's settings continues it bit for bit). The critical
+batch at that point is the largest ``kB`` for which every ``j <= k`` has
+``L_j <= L_1 + epsilon``.
 
-    python -m experiments.studies.critical_batch [--batches 8,16,32,64,128] [--tokens 400000]
+GNTS (relative), GNS and ``snr``, each with ``lr_scaling="sqrt"``, train from
+scratch on the same microbatches; the batches they choose per step over
+training are set against the measured critical batch. Every run is an
+``experiments.train`` run folder; ``docs/results/critical_batch.md`` and its
+figure are written from them.
+
+    python -m experiments.studies.critical_batch [--seeds 0,1,2] [--windows 1,2,4,8,16,32]
 """
 
 from __future__ import annotations
@@ -21,146 +30,197 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import crossing, evals, steps
+from experiments.studies.kit import evals, steps
 from experiments.train import train_once
 
+# The reference and its branches: windows of k microbatches at lr x sqrt(k).
+WINDOW = {"gqc.controller": "sbc", "gqc.lr_scaling": "sqrt"}
 CONTROLLERS: dict[str, dict[str, Any]] = {
-    "gnts-relative": {**kit.GNTS_RELATIVE, "gqc.max_draws": 32},
-    "gns": {"gqc.controller": "gns", "gqc.max_draws": 32},
+    "gnts-relative+sqrt": {**kit.GNTS_RELATIVE, "gqc.lr_scaling": "sqrt"},
+    "gns+sqrt": {"gqc.controller": "gns", "gqc.lr_scaling": "sqrt"},
+    "snr+sqrt": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1, "gqc.lr_scaling": "sqrt"},
 }
-TARGET_DEPTHS = (0.6, 0.8, 0.9)  # fractions of the way from the initial to the best final loss
+SCALE = {
+    "preset": "ladder-s",
+    "tokens": 20_480_000,
+    "microbatch": 32,
+    "seq_len": 256,
+    "points": "256,640,1280,1792",
+    "delta": 512,
+    "windows": "1,2,4,8,16,32,64",
+    "checkpoint_every": 128,
+    "eval_every": 128,
+}
 
 
-SCALE = {"presets": "ladder-s,ladder-m", "batches": "8,16,32,64,128,256", "tokens": 20_000_000}
-
-
-def run_config(out: Path, args, preset: str, batch: int, seed: int, extra: dict) -> Config:
+def _config(out: Path, args, seed: int, *extra: dict) -> Config:
     return kit.run_config(
         out,
-        extra,
-        preset=preset,
+        {"gqc.max_draws": max(_ints(args.windows)), "train.eval_every": args.eval_every},
+        *extra,
+        preset=args.preset,
         seq_len=args.seq_len,
-        microbatch=batch,
+        microbatch=args.microbatch,
         tokens=args.tokens,
         seed=seed,
-        evals=24,
+        evals=1,
         data_dir=args.data_dir,
         lr=args.lr,
     )
 
 
-def fit_critical_batch(batches: list[int], step_counts: list[float]) -> tuple[float, float]:
-    """(S_min, B_crit) of S = S_min + S_min B_crit / B by least squares in (1/B, S);
-    B_crit is 0 where steps do not fall as the batch grows (no gain from larger
-    batches at all), inf where S_min <= 0 (no saturation in the measured range)."""
-    x = 1.0 / np.asarray(batches, float)
-    slope, intercept = np.polyfit(x, np.asarray(step_counts, float), 1)
-    if intercept <= 0:
-        return float(intercept), float("inf")
-    return float(intercept), max(float(slope / intercept), 0.0)
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def critical_batch(losses: dict[int, float], epsilon: float, microbatch: int) -> int:
+    """The largest ``k * microbatch`` for which every window ``j <= k`` has a loss
+    within ``epsilon`` of the window of one (``losses[1]``)."""
+    best = 1
+    for k in sorted(losses):
+        if losses[k] > losses[1] + epsilon:
+            break
+        best = k
+    return best * microbatch
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = kit.parser(__name__, __doc__, "runs/critical_batch", "docs/results/critical_batch.md")
-    parser.add_argument("--batches", default="8,16,32,64,128", help="sequences per step")
-    parser.add_argument("--presets", default="tiny,ladder-xs", help="model sizes")
-    parser.add_argument("--tokens", type=int, default=400_000)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--tokens", type=int, default=409_600)
+    parser.add_argument("--microbatch", type=int, default=8, help="B: sequences per microbatch")
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--points", default="40,120,200,280", help="branch points (microbatches)")
+    parser.add_argument("--delta", type=int, default=96, help="microbatches of each branch")
+    parser.add_argument("--windows", default="1,2,4,8,16,32", help="k: microbatches per step")
+    parser.add_argument("--epsilon", type=float, default=0.02, help="loss tolerance (nats)")
+    parser.add_argument("--checkpoint_every", type=int, default=40)
+    parser.add_argument("--eval_every", type=int, default=8)
     args = kit.parse_args(parser, argv, SCALE)
-    batches = [int(b) for b in args.batches.split(",")]
-    presets = args.presets.split(",")
+    seeds, points, windows = _ints(args.seeds), _ints(args.points), _ints(args.windows)
+    total = args.tokens // (args.microbatch * args.seq_len)
+    problems = [
+        f"--windows must start with 1, got {args.windows!r}" * (windows[0] != 1),
+        f"--delta={args.delta} must be a multiple of every window"
+        * bool(args.delta % max(windows)),
+    ] + [
+        f"point {p}: must be a multiple of --checkpoint_every={args.checkpoint_every}, "
+        f"point + --delta a multiple of --eval_every={args.eval_every} and at most the "
+        f"run's {total} microbatches"
+        for p in points
+        if p % args.checkpoint_every or (p + args.delta) % args.eval_every or p + args.delta > total
+    ]
+    if any(problems):
+        parser.error("; ".join(filter(None, problems)))
     root = Path(args.out)
-    fixed, chosen, summaries = {}, {}, {}
-    for preset in presets:
-        for b in batches:
-            out = root / preset / f"batch{b}"
-            summaries[out] = train_once(run_config(out, args, preset, b, args.seed, {}))
-            fixed[(preset, b)] = out
+    summaries: dict[Path, dict] = {}
+    refs: dict[int, Path] = {}
+    branches: dict[tuple[int, int, int], Path] = {}  # (seed, point, k) -> run folder
+    chosen: dict[tuple[int, str], Path] = {}
+    for seed in seeds:
+        ref = root / f"seed{seed}" / "reference"
+        keep = {
+            "gqc.sbc_draws": 1,
+            "train.checkpoint_every": args.checkpoint_every,
+            "train.keep_checkpoints": total // args.checkpoint_every + 1,  # every one
+        }
+        summaries[ref] = train_once(_config(ref, args, seed, WINDOW, keep))
+        refs[seed] = ref
+        for point in points:
+            for k in windows[1:]:
+                out = root / f"seed{seed}" / f"from{point}" / f"window{k}"
+                branch = {
+                    "gqc.sbc_draws": k,
+                    "train.branch_from": str(ref),
+                    "train.branch_step": point,
+                    "train.stop_after": args.delta,
+                }
+                summaries[out] = train_once(_config(out, args, seed, WINDOW, branch))
+                branches[(seed, point, k)] = out
         for name, settings in CONTROLLERS.items():
-            out = root / preset / name
-            cfg = run_config(out, args, preset, batches[0], args.seed, settings)
-            summaries[out] = train_once(cfg)
-            chosen[(preset, name)] = out
+            out = root / f"seed{seed}" / name
+            summaries[out] = train_once(_config(out, args, seed, settings))
+            chosen[(seed, name)] = out
 
-    fits = {}
-    for preset in presets:
-        start = evals(fixed[(preset, batches[0])])[0]["eval/loss"]
-        best = min(evals(fixed[(preset, b)])[-1]["eval/loss"] for b in batches)
-        for depth in TARGET_DEPTHS:
-            target = start - depth * (start - best)
-            crossings = {b: crossing(fixed[(preset, b)], target) for b in batches}
-            reached = {b: c for b, c in crossings.items() if c is not None}
-            usable = [b for b in batches if b in reached]
-            fit = (
-                fit_critical_batch(usable, [reached[b][0] for b in usable])
-                if len(usable) >= 3
-                else (float("nan"), float("nan"))
-            )
-            fits[(preset, depth)] = (target, crossings, fit)
-    fig = figure(args, presets, batches, fits, chosen, Path(args.page).with_suffix(".png"))
-    write_page(args, presets, batches, fits, chosen, summaries, fig)
-    print(Path(args.page).read_text())
+    losses = {}  # (seed, point) -> {k: loss after delta}
+    for seed in seeds:
+        at = {r["microbatch"]: r["eval/loss"] for r in evals(refs[seed])}
+        for point in points:
+            end = point + args.delta
+            losses[(seed, point)] = {1: at[end]} | {
+                k: _loss_at(branches[(seed, point, k)], end)
+                for k in windows
+                if (seed, point, k) in branches
+            }
+    crit = {
+        key: critical_batch(values, args.epsilon, args.microbatch) for key, values in losses.items()
+    }
+    page = Path(args.page)
+    fig = figure(args, seeds, points, windows, losses, crit, chosen, page.with_suffix(".png"))
+    write_page(args, seeds, points, windows, losses, crit, chosen, refs, summaries, fig, argv)
+    print(page.read_text())
     return 0
 
 
-def _window_batches(run_dir: Path, microbatch: int) -> list[tuple[int, int]]:
-    return [(r["tokens"], r["gqc/draws"] * microbatch) for r in steps(run_dir)]
+def _loss_at(run_dir: Path, microbatch: int) -> float:
+    return next(r["eval/loss"] for r in evals(run_dir) if r["microbatch"] == microbatch)
 
 
-def figure(args, presets, batches, fits, chosen, out: Path) -> Path:
+def _batches(run_dir: Path, microbatch: int) -> list[tuple[int, int]]:
+    """(microbatch at the step, sequences in the step's window) of every step."""
+    return [(r["microbatch"], r["gqc/draws"] * microbatch) for r in steps(run_dir)]
+
+
+def _mean_batch(run_dir: Path, microbatch: int, start: int, stop: int) -> float:
+    """Sequences per step over the steps that end in ``(start, stop]``."""
+    inside = [b for m, b in _batches(run_dir, microbatch) if start < m <= stop]
+    return statistics.mean(inside) if inside else float("nan")
+
+
+def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Path:
     plt = kit.pyplot()
-
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for k, preset in enumerate(presets):
-        for j, depth in enumerate(TARGET_DEPTHS):
-            target, reached, (s_min, b_crit) = fits[(preset, depth)]
-            usable = [b for b in batches if reached[b] is not None]
-            s = [reached[b][0] for b in usable]
-            e = [reached[b][1] / args.seq_len for b in usable]
-            axes[0].plot(
-                e,
-                s,
-                marker="o",
-                color=f"C{k}",
-                alpha=0.4 + 0.3 * j,
-                label=f"{preset}, loss {target:.2f}: B_crit {b_crit:.0f}",
-            )
-            if np.isfinite(b_crit):
-                grid = np.geomspace(min(usable), max(usable) * 2, 50)
-                axes[0].plot(
-                    grid * s_min * (1 + b_crit / grid),
-                    s_min * (1 + b_crit / grid),
-                    ls=":",
-                    color=f"C{k}",
-                    alpha=0.6,
-                )
+    sizes = [k * args.microbatch for k in windows]
+    for j, point in enumerate(points):
+        rises = [
+            statistics.mean(losses[(s, point)][k] - losses[(s, point)][1] for s in seeds)
+            for k in windows
+        ]
+        axes[0].plot(sizes, rises, marker="o", color=f"C{j}", label=f"from microbatch {point}")
+    axes[0].axhline(args.epsilon, color="k", ls="--", lw=0.8, label=f"epsilon {args.epsilon:g}")
     axes[0].set(
-        title="steps vs sequences to a target loss (fixed batches; dotted: fit)",
-        xlabel="sequences",
-        ylabel="optimizer steps",
+        title=f"loss after {args.delta} microbatches, minus the batch of {args.microbatch}",
+        xlabel="sequences per step (lr x sqrt(batch / B))",
+        ylabel="val loss rise (nats, mean of seeds)",
         xscale="log",
-        yscale="log",
     )
-    axes[0].legend(fontsize=6)
-    for k, preset in enumerate(presets):
-        for name, style in zip(CONTROLLERS, (".", "x"), strict=False):
-            points = _window_batches(chosen[(preset, name)], batches[0])
-            axes[1].plot(
-                *zip(*points, strict=True), style, ms=3, color=f"C{k}", label=f"{preset} {name}"
-            )
-        b_crit = fits[(preset, TARGET_DEPTHS[-1])][2][1]
-        if np.isfinite(b_crit):
-            axes[1].axhline(b_crit, color=f"C{k}", ls="--", lw=0.8)
+    axes[0].legend(fontsize=7)
+    seed = seeds[0]
+    for c, (name, marker) in enumerate(zip(CONTROLLERS, ".x+", strict=True)):
+        points_ = _batches(chosen[(seed, name)], args.microbatch)
+        axes[1].plot(*zip(*points_, strict=True), marker, ms=4, ls="", color=f"C{c}", label=name)
+    mids = [p + args.delta / 2 for p in points]
+    measured = [[crit[(s, p)] for s in seeds] for p in points]
+    axes[1].errorbar(
+        mids,
+        [statistics.mean(m) for m in measured],
+        yerr=[
+            [statistics.mean(m) - min(m) for m in measured],
+            [max(m) - statistics.mean(m) for m in measured],
+        ],
+        fmt="s",
+        color="k",
+        capsize=3,
+        label="critical batch (mean, range of seeds)",
+    )
     axes[1].set(
-        title="batch chosen per step (draws x microbatch); dashed: B_crit",
-        xlabel="tokens",
-        ylabel="sequences",
+        title=f"batch per step (seed {seed}) and the measured critical batch",
+        xlabel="microbatch",
+        ylabel="sequences per step",
         yscale="log",
     )
     axes[1].legend(fontsize=7)
@@ -170,79 +230,90 @@ def figure(args, presets, batches, fits, chosen, out: Path) -> Path:
     return kit.save_figure(fig, out)
 
 
-def write_page(args, presets, batches, fits, chosen, summaries, fig) -> Path:
+def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summaries, fig, argv):
+    sizes = [k * args.microbatch for k in windows]
     lines = [
-        "# Critical batch size, and the batches GNTS and GNS choose",
+        "# Critical batch size by branching, and the batches the controllers choose",
         "",
         kit.generated_by(
-            f"python -m experiments.studies.critical_batch --batches={args.batches} "
-            f"--presets={args.presets} --tokens={args.tokens}",
-            summaries.values(),
+            kit.command("experiments.studies.critical_batch", argv), summaries.values()
         ),
         "",
-        f"Plain AdamW (lr {args.lr:g}, warmup 5% then cosine to 10% over the budget, clip 1.0, "
-        f"weight decay 0.1) at a fixed batch of B sequences of {args.seq_len} tokens per step, "
-        f"{args.tokens:,} tokens per run, seed {args.seed}, default corpus. A target loss lies "
-        "a fraction (depth) of the way from the initial loss to the best final loss over the "
-        "batch sizes; S(B) is the interpolated step count at which the eval loss first reaches "
-        "it. Fit: S = S_min (1 + B_crit / B) by least squares in 1/B, on the batch sizes that "
-        "reached the target (at least 3). Note that every run's learning-rate schedule spans "
-        "its own budget, so a larger batch also decays its rate in fewer steps.",
+        f"Model: `{args.preset}` GPT, byte tokens, {args.seq_len}-token sequences; data: the "
+        f"default corpus; seeds {args.seeds} (a seed sets the initialisation and the data "
+        f"order). The reference run of each seed trains AdamW (lr {args.lr:g}, b1 0.9, b2 "
+        "0.95, weight decay 0.1, clip 1.0, warmup 5% then cosine to 10%, on the microbatch "
+        f"clock) on windows of one microbatch of B = {args.microbatch} sequences for "
+        f"{args.tokens:,} tokens. From its checkpoints at microbatches {args.points}, "
+        f"branches (`--train.branch_from`) train {args.delta} microbatches more on the same "
+        "data and schedule with windows of k microbatches (`sbc`), a batch of kB sequences at "
+        'lr x sqrt(k) (`lr_scaling="sqrt"`). L_k: a branch\'s validation loss at the end; '
+        "the reference is the k = 1 branch. Critical batch: the largest kB for which every "
+        f"j <= k has L_j <= L_1 + epsilon, epsilon = {args.epsilon:g} nats.",
         "",
-        "| model | depth | target loss | steps to target per B ("
-        + ", ".join(map(str, batches))
-        + ") | S_min | B_crit (sequences) |",
-        "|---|---|---|---|---|---|",
+        "## Loss rise of each batch against the batch of B (mean ± std over seeds, nats)",
+        "",
+        "| from microbatch | tokens | "
+        + " | ".join(f"{b} seqs" for b in sizes)
+        + " | critical batch per seed | mean |",
+        "|---|---|" + "---|" * len(sizes) + "---|---|",
     ]
-    for preset in presets:
-        for depth in TARGET_DEPTHS:
-            target, reached, (s_min, b_crit) = fits[(preset, depth)]
-            cells = ", ".join(f"{reached[b][0]:.0f}" if reached[b] else "–" for b in batches)
-            lines.append(
-                f"| {preset} | {depth:.2f} | {target:.3f} | {cells} | {s_min:.0f} | {b_crit:.1f} |"
-            )
+    tokens_per_microbatch = args.microbatch * args.seq_len
+    for point in points:
+        cells = [
+            kit.mean_std((losses[(s, point)][k] - losses[(s, point)][1] for s in seeds), 3)
+            for k in windows
+        ]
+        per_seed = [crit[(s, point)] for s in seeds]
+        lines.append(
+            f"| {point} | {point * tokens_per_microbatch:,} | "
+            + " | ".join(cells)
+            + f" | {', '.join(map(str, per_seed))} | {statistics.mean(per_seed):.1f} |"
+        )
+    means = [statistics.mean(crit[(s, p)] for s in seeds) for p in points]
+    grows = means[-1] > means[0]
     lines += [
+        "",
+        f"The critical batch {'grows' if grows else 'does not grow'} over training here: "
+        + " -> ".join(f"{m:.0f}" for m in means)
+        + f" sequences from microbatch {points[0]} to {points[-1]}.",
         "",
         "## The batches the controllers choose",
         "",
-        f"Both run with microbatches of {batches[0]} sequences and at most 32 draws; a step's "
-        "batch is draws x microbatch.",
+        f'Each controller trains from scratch with `lr_scaling="sqrt"`, microbatches of '
+        f"{args.microbatch} sequences and at most {max(windows)} per step, at lr {args.lr:g}. "
+        "Cells: mean sequences per step over the steps that end within each branch interval "
+        "(mean over seeds), against the critical batch measured there.",
         "",
-        "| model | controller | val loss | batch per step: first quarter | last quarter | "
-        "B_crit at the final target |",
-        "|---|---|---|---|---|---|",
+        "| controller | val loss | "
+        + " | ".join(f"{p}-{p + args.delta}" for p in points)
+        + " | above the critical batch |",
+        "|---|---|" + "---|" * len(points) + "---|",
     ]
-    for preset in presets:
-        b_crit = fits[(preset, TARGET_DEPTHS[-1])][2][1]
-        for name in CONTROLLERS:
-            points = _window_batches(chosen[(preset, name)], batches[0])
-            end = points[-1][0]
-            first = [b for t, b in points if t <= end / 4] or [points[0][1]]
-            last = [b for t, b in points if t >= 3 * end / 4] or [points[-1][1]]
-            loss = evals(chosen[(preset, name)])[-1]["eval/loss"]
-            lines.append(
-                f"| {preset} | {name} | {loss:.4f} | {statistics.mean(first):.1f} | "
-                f"{statistics.mean(last):.1f} | {b_crit:.1f} |"
+    for name in CONTROLLERS:
+        loss = kit.mean_std(evals(chosen[(s, name)])[-1]["eval/loss"] for s in seeds)
+        chosen_means = [
+            statistics.mean(
+                _mean_batch(chosen[(s, name)], args.microbatch, p, p + args.delta) for s in seeds
             )
-    finite = {
-        p: [fits[(p, d)][2][1] for d in TARGET_DEPTHS if np.isfinite(fits[(p, d)][2][1])]
-        for p in presets
-    }
-    trend = []
-    for p in presets:
-        if len(finite[p]) >= 2:
-            grows = finite[p][-1] > finite[p][0]
-            trend.append(
-                f"{p}: B_crit {'grows' if grows else 'does not grow'} as the loss "
-                f"falls ({' -> '.join(f'{v:.0f}' for v in finite[p])})"
-            )
-    lines += ["", ("; ".join(trend) + ".") if trend else "Too few fits for a trend.", ""]
+            for p in points
+        ]
+        above = sum(c > m for c, m in zip(chosen_means, means, strict=True))
+        lines.append(
+            f"| {name} | {loss} | "
+            + " | ".join(f"{c:.1f}" for c in chosen_means)
+            + f" | {above} of {len(points)} intervals |"
+        )
+    final = kit.mean_std(evals(refs[s])[-1]["eval/loss"] for s in seeds)
     lines += [
+        "",
+        f"Reference (batch {args.microbatch}) final val loss: {final}.",
+        "",
         f"![critical batch]({fig.name})",
         "",
-        "Left: optimizer steps against sequences consumed to reach each target, per batch "
-        "size (points) with the fitted hyperbola (dotted). Right: the batch per step GNTS and "
-        "GNS choose over training, against B_crit at the deepest target (dashed).",
+        "Left: each batch's loss rise over the batch of B after the branch (mean of seeds), "
+        "per branch point; dashed: epsilon. Right: sequences per step each controller chose "
+        "(first seed) and the measured critical batch at the middle of each branch interval.",
         "",
     ]
     return kit.write_page(args.page, lines)

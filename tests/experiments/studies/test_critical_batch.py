@@ -1,33 +1,46 @@
-"""experiments.studies.critical_batch: the fit, and the CLI on a tiny budget."""
+"""experiments.studies.critical_batch: the critical-batch rule, and the CLI on a
+tiny budget (branches from a reference run)."""
 
-import numpy as np
 import pytest
 
 from experiments.studies import critical_batch as cb
 
 
-def test_fit_recovers_a_known_critical_batch():
-    batches = [4, 8, 16, 32, 64]
-    s_min, b_crit = 100.0, 20.0
-    steps = [s_min * (1 + b_crit / b) for b in batches]
-    fit = cb.fit_critical_batch(batches, steps)
-    assert fit == pytest.approx((s_min, b_crit))
-    assert cb.fit_critical_batch(batches, [10, 10, 11, 12, 13])[1] == 0.0  # no gain at all
-    assert np.isinf(cb.fit_critical_batch([1, 2, 4], [100, 50, 25])[1])  # perfect scaling
+def test_the_critical_batch_is_the_last_window_of_an_unbroken_run_within_epsilon():
+    losses = {1: 3.00, 2: 3.01, 4: 3.03, 8: 3.01, 16: 3.2}
+    assert cb.critical_batch(losses, 0.02, 8) == 16  # 4 broke the run: 8 does not count
+    assert cb.critical_batch(losses, 0.05, 8) == 64
+    assert cb.critical_batch(losses, 0.5, 8) == 128
+    assert cb.critical_batch({1: 3.0, 2: 2.9, 4: 3.5}, 0.0, 4) == 8  # lower is within
+    assert cb.critical_batch({1: 3.0, 2: 3.1}, 0.02, 8) == 8
+
+
+def test_a_protocol_that_cannot_branch_where_asked_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        cb.main(["--points=40,100", "--windows=2,4"])
+    err = capsys.readouterr().err
+    assert "--windows must start with 1" in err and "point 100:" in err
 
 
 @pytest.mark.slow
-def test_cli_writes_the_page(tmp_path, data_dir):
+def test_cli_branches_writes_the_page_and_reruns_from_files(tmp_path, data_dir):
     args = [
-        "--batches=8,16,32",
-        "--presets=tiny",
-        "--tokens=16384",
+        "--seeds=0",
+        "--tokens=12288",
         "--seq_len=32",
+        "--points=8,16",
+        "--delta=8",
+        "--windows=1,2,4",
+        "--checkpoint_every=8",
+        "--eval_every=8",
         f"--data_dir={data_dir}",
         f"--out={tmp_path / 'runs'}",
         f"--page={tmp_path / 'c.md'}",
     ]
     assert cb.main(args) == 0
     page = (tmp_path / "c.md").read_text()
-    assert "5 training runs" in page and "| tiny | gnts-relative |" in page
+    assert "8 training runs" in page and "| gns+sqrt |" in page
+    assert "| 8 | 2,048 | 0.000 |" in page  # the reference is the batch of B
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert cb.main(args) == 0  # every run is read back: the same page
+    assert (tmp_path / "c.md").read_text() == page
