@@ -18,6 +18,12 @@ def test_every_arm_of_the_plan():
         "gns+sqrt",
         "snr",
         "snr+sqrt",
+        "gnts-reference",
+        "gnts-reference+sqrt",
+        "mht",
+        "mht+sqrt",
+        "sbc-ramp",
+        "sbc-ramp+sqrt",
     ]
     assert plan["adamw-b4"][0] == 4 and plan["snr+sqrt"][1]["gqc.lr_scaling"] == "sqrt"
     assert "gqc.lr_scaling" not in plan["snr"][1]
@@ -43,9 +49,10 @@ def test_cli_runs_every_arm_and_rewrites_the_page_from_its_runs(tmp_path, data_d
     for name in ss.arms([1, 2]):
         assert f"| {name} |" in page and f"- {name}: " in page
     assert "## Against the goal" in page and "The goal (within the band" in page
+    assert "without -> with the square-root coupling" in page and "sbc-ramp " in page
     assert (tmp_path / "s.png").stat().st_size > 10_000
-    # 10 arms x (2 sweep points + 1 more seed)
-    assert len(list((tmp_path / "runs").rglob("summary.json"))) == 30
+    # 16 arms x (2 sweep points + 1 more seed)
+    assert len(list((tmp_path / "runs").rglob("summary.json"))) == 48
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("metrics.jsonl")}
     assert ss.main(args) == 0  # nothing retrains: the page is written from the run folders
     assert {p: p.stat().st_mtime_ns for p in before} == before
