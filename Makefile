@@ -65,10 +65,10 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n 2 -m "not slow" --durations=15
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=15
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
 	@if ls benchmarks/*.py >/dev/null 2>&1; then for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done; \
