@@ -49,6 +49,7 @@ def test_a_cell_is_paired_and_one_decimal_place_freezes_the_model(data_dir):
     assert r["fraction_zeroed"]["none"] == [0.0] * 6
 
 
+@pytest.mark.slow  # 60-80 s; the low-bit and training-dynamics pages are rerun in the suite
 def test_cli_writes_the_page_and_figures_and_reruns_from_files(tmp_path, data_dir, capsys):
     args = [
         "--steps=2",
