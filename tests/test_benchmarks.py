@@ -20,7 +20,12 @@ def _load(name):
     ("name", "argv", "expect"),
     [
         ("rounding", ["--elements", "4096", "--repeats", "3"], "significant"),
-        ("controller_overhead", ["--params", "4096", "--samples", "1"], "gnts microstep loop"),
+        pytest.param(  # the GPU pack's smoke test runs it too (tests/experiments)
+            "controller_overhead",
+            ["--params", "4096", "--samples", "1"],
+            "gnts microstep loop",
+            marks=pytest.mark.slow,
+        ),
         ("window", ["--microbatches", "24", "--max-draws", "4"], "accumulate_window"),
         (
             "gpt_throughput",
