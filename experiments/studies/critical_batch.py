@@ -148,13 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     losses = {}  # (seed, point) -> {k: loss after delta}
     for seed in seeds:
-        at = {r["microbatch"]: r["eval/loss"] for r in evals(refs[seed])}
         for point in points:
             end = point + args.delta
-            losses[(seed, point)] = {1: at[end]} | {
-                k: _loss_at(branches[(seed, point, k)], end)
-                for k in windows
-                if (seed, point, k) in branches
+            losses[(seed, point)] = {1: _loss_at(refs[seed], end)} | {
+                k: _loss_at(branches[(seed, point, k)], end) for k in windows[1:]
             }
     crit = {
         key: critical_batch(values, args.epsilon, args.microbatch) for key, values in losses.items()
