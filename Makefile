@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch loss-to-loss serial-steps low-bit gpu-pack
+	gqc-ablation optimizers critical-batch loss-to-loss serial-steps serial-steps-xs low-bit \
+	gpu-pack
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,14 @@ loss-to-loss: $(STAMP)
 # Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md).
 serial-steps: $(STAMP)
 	$(PY) -m experiments.studies.serial_steps
+
+# The same at ladder-xs on 2M tokens, one CPU device: 55 runs of ~5 min on 2 cores. It
+# resumes where it stopped and trains the main comparison first.
+XS_ARMS := adamw-b1,gnts-relative+sqrt,gns+sqrt,snr+sqrt,batch-warmup,seesaw,adamw-b2,adamw-b4,gnts-relative,gns,snr
+serial-steps-xs: $(STAMP)
+	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
+		--tokens=2048000 --lr=2e-3 --arms=$(XS_ARMS) \
+		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).
 low-bit: $(STAMP)

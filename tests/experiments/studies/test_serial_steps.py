@@ -1,5 +1,7 @@
 """experiments.studies.serial_steps: the arms, and the whole study on a tiny budget."""
 
+from pathlib import Path
+
 import pytest
 
 from experiments.studies import serial_steps as ss
@@ -57,3 +59,42 @@ def test_cli_runs_every_arm_and_rewrites_the_page_from_its_runs(tmp_path, data_d
     assert ss.main(args) == 0  # nothing retrains: the page is written from the run folders
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (tmp_path / "s.md").read_text() == page
+
+
+def test_arms_trains_only_the_named_arms_in_their_order(tmp_path, data_dir, capsys):
+    args = [
+        "--seeds=0",
+        "--tokens=2048",
+        "--microbatch=8",
+        "--seq_len=32",
+        "--sweep=1",
+        "--max_draws=4",
+        "--evals=2",
+        "--arms=gns+sqrt,adamw-b1",
+        f"--data_dir={data_dir}",
+        f"--out={tmp_path / 'runs'}",
+        f"--page={tmp_path / 's.md'}",
+    ]
+    assert ss.main(args) == 0
+    trained = [line for line in capsys.readouterr().err.splitlines() if line.startswith("-> ")]
+    assert [Path(line[3:]).parts[-3] for line in trained] == ["gns+sqrt", "adamw-b1"]
+    assert sorted(
+        p.parent.parent.parent.name for p in (tmp_path / "runs").rglob("summary.json")
+    ) == [
+        "adamw-b1",
+        "gns+sqrt",
+    ]
+    page = (tmp_path / "s.md").read_text()
+    rows = [line.split(" | ")[0] for line in page.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| adamw-b1", "| gns+sqrt"]  # the plan's order, after the header
+    assert "--arms=gns+sqrt,adamw-b1" in page and "The adaptive arm that comes closest" in page
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [("adamw-b1,gns+cubic", "unknown arm(s) ['gns+cubic']"), ("gns", "must include adamw-b1")],
+)
+def test_arms_refuses_unknown_names_and_a_plan_without_the_target(arms, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ss.main([f"--arms={arms}"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
