@@ -55,6 +55,25 @@ from models.train_step import (
 )
 
 SUMMARY_FILE = "summary.json"
+# Settings of one session of a run, not of the run: a finished or stopped run is
+# read back or continued whatever they are now.
+SESSION_SETTINGS = frozenset(
+    f"train.{key}"
+    for key in (
+        "out_dir",
+        "resume",
+        "resume_step",
+        "stop_after",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "progress",
+        "tensorboard",
+        "coordinator",
+        "num_processes",
+        "process_id",
+        "peer_timeout_s",
+    )
+) | {"data.data_dir"}
 
 
 def model_config(config: Config, vocab_size: int) -> GPTConfig:
@@ -542,14 +561,62 @@ def train(config: Config) -> dict[str, Any]:
     return Trainer(config).fit()
 
 
+class PreemptedError(RuntimeError):
+    """A run of :func:`train_once` got SIGTERM: its checkpoint is saved, and the
+    next ``train_once`` of the same configuration continues from it."""
+
+
 def train_once(config: Config) -> dict[str, Any]:
     """A finished run's summary: read back when ``train.out_dir`` holds one (a
-    study rerun skips its finished runs), otherwise trained now."""
-    path = Path(config.train.out_dir) / SUMMARY_FILE
+    study rerun skips its finished runs), otherwise trained now; a run stopped
+    with a checkpoint (Ctrl-C, SIGTERM) continues from it.
+
+    Raises:
+      ValueError: ``train.out_dir`` holds a run made with other settings.
+      PreemptedError: SIGTERM stopped the run (a study must stop too).
+    """
+    out = Path(config.train.out_dir)
+    path = out / SUMMARY_FILE
+    stopped = not path.is_file() and bool(_checkpoint_steps(out))
+    if (path.is_file() or stopped) and (out / "config.json").is_file():
+        changed = _changed_settings(json.loads((out / "config.json").read_text()), config)
+        if changed:
+            raise ValueError(
+                f"{str(out)!r} holds a run made with other settings ({'; '.join(changed)}); "
+                "remove it or choose another train.out_dir."
+            )
     if path.is_file():
         return read_record(path.read_text())
+    if stopped:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, resume=True))
     print(f"-> {config.train.out_dir}", file=sys.stderr, flush=True)
-    return train(config)
+    summary = train(config)
+    if summary.get("preempted"):
+        raise PreemptedError(
+            f"{str(out)!r}: preempted (SIGTERM) at microbatch {summary['microbatches']}, "
+            "checkpoint saved; run the same command again to continue from it."
+        )
+    return summary
+
+
+def _checkpoint_steps(out: Path) -> list[int]:
+    directory = out / "checkpoints"
+    return Checkpoints(directory, keep=1, read_only=True).steps() if directory.is_dir() else []
+
+
+def _changed_settings(saved: dict[str, dict[str, Any]], config: Config) -> list[str]:
+    """``section.key: saved -> current`` for each setting of a run's ``config.json``
+    that ``config`` sets otherwise, but for :data:`SESSION_SETTINGS` and settings
+    only one side knows (added or removed since)."""
+    current = json.loads(json.dumps(config.to_dict()))
+    return [
+        f"{section}.{key}: {value!r} -> {current[section][key]!r}"
+        for section, fields in saved.items()
+        for key, value in fields.items()
+        if f"{section}.{key}" not in SESSION_SETTINGS
+        and key in current.get(section, {})
+        and current[section][key] != value
+    ]
 
 
 def _peer_failed(error: Exception) -> None:

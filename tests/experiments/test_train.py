@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 from experiments.checkpoints import CheckpointError, Checkpoints
 from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
-from experiments.train import Trainer, main, train_once
+from experiments.train import PreemptedError, Trainer, main, train_once
 from tests.experiments.conftest import start_two_processes, tiny_config, train_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -487,6 +488,37 @@ def test_run_records_across_a_resume(tmp_path, data_dir, capsys):
     assert "run complete" in capsys.readouterr().err
     assert (tmp_path / "summary.json").read_text() == text
     assert again["elapsed_s"] == summary["elapsed_s"]
+
+
+def test_train_once_continues_a_preempted_run_and_refuses_other_settings(
+    tmp_path, data_dir, monkeypatch
+):
+    reference = train_once(tiny_config(tmp_path / "reference", data_dir))
+    config = tiny_config(tmp_path / "run", data_dir)
+    progress = Trainer._progress
+
+    def preempt_at_10(self, done):
+        if done == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        progress(self, done)
+
+    monkeypatch.setattr(Trainer, "_progress", preempt_at_10)
+    with pytest.raises(PreemptedError, match=r"preempted \(SIGTERM\) at microbatch 1[01],"):
+        train_once(config)
+    monkeypatch.undo()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    summary = train_once(config)  # continued from its checkpoint, not started again
+
+    def eval_losses(run):
+        return [r["eval/loss"] for r in read_metrics(run) if "eval/loss" in r]
+
+    assert summary["eval_loss"] == reference["eval_loss"]
+    assert eval_losses(tmp_path / "run") == eval_losses(tmp_path / "reference")
+    # Read back whatever the session settings; refused under other run settings.
+    again = train_once(tiny_config(tmp_path / "run", data_dir, train__checkpoint_every=3))
+    assert again["eval_loss"] == summary["eval_loss"]
+    with pytest.raises(ValueError, match=r"other settings \(optim\.lr: .* -> 0\.0123\)"):
+        train_once(tiny_config(tmp_path / "run", data_dir, optim__lr=0.0123))
 
 
 def test_the_budget_is_checked_before_the_data_and_a_remainder_is_stated(
