@@ -54,12 +54,12 @@ loss-to-loss: $(STAMP)
 serial-steps: $(STAMP)
 	$(PY) -m experiments.studies.serial_steps
 
-# The same at ladder-xs on 2M tokens, one CPU device: 55 runs of ~5 min on 2 cores. It
-# resumes where it stopped and trains the main comparison first.
+# The same at ladder-xs on 2M tokens, one CPU device: 55 runs of ~5 min on 2 cores, the
+# main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
 XS_ARMS := adamw-b1,gnts-relative+sqrt,gns+sqrt,snr+sqrt,batch-warmup,seesaw,adamw-b2,adamw-b4,gnts-relative,gns,snr
 serial-steps-xs: $(STAMP)
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
-		--tokens=2048000 --lr=2e-3 --arms=$(XS_ARMS) \
+		--tokens=2048000 --lr=4e-3 --arms=$(XS_ARMS) \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).
