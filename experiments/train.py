@@ -601,7 +601,13 @@ def train_once(config: Config) -> dict[str, Any]:
 
 def _checkpoint_steps(out: Path) -> list[int]:
     directory = out / "checkpoints"
-    return Checkpoints(directory, keep=1, read_only=True).steps() if directory.is_dir() else []
+    if not directory.is_dir():
+        return []
+    checkpoints = Checkpoints(directory, keep=1, read_only=True)
+    try:
+        return checkpoints.steps()
+    finally:
+        checkpoints.close()
 
 
 def _changed_settings(saved: dict[str, dict[str, Any]], config: Config) -> list[str]:
