@@ -159,13 +159,29 @@ def layout_differences(saved: Any, current: Any) -> list[str]:
 
 
 def config_differences(
-    saved: dict, current: dict, must_match: tuple[str, ...] = MUST_MATCH
+    saved: dict,
+    current: dict,
+    must_match: tuple[str, ...] | None = MUST_MATCH,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    ignore_absent: bool = False,
 ) -> list[str]:
-    """``key: saved -> current`` for every configuration key under ``must_match``."""
+    """``key: saved -> current`` for every configuration key that differs.
+
+    Args:
+      saved, current: nested configurations (``section -> key -> value``).
+      must_match: the keys (and sections) compared; ``None`` compares all.
+      exclude: keys never compared.
+      ignore_absent: skip keys only one side has (settings added or removed since).
+    """
     a, b = _flatten(saved), _flatten(current)
     out = []
     for key in sorted(set(a) | set(b)):
-        if not any(key == m or key.startswith(m + ".") for m in must_match):
+        if key in exclude or (ignore_absent and (key not in a or key not in b)):
+            continue
+        if must_match is not None and not any(
+            key == m or key.startswith(m + ".") for m in must_match
+        ):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             out.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")

@@ -37,7 +37,12 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from experiments.checkpoints import BRANCH_MUST_MATCH, CheckpointError, Checkpoints
+from experiments.checkpoints import (
+    BRANCH_MUST_MATCH,
+    CheckpointError,
+    Checkpoints,
+    config_differences,
+)
 from experiments.config import Config, parse_args
 from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
@@ -579,7 +584,13 @@ def train_once(config: Config) -> dict[str, Any]:
     path = out / SUMMARY_FILE
     stopped = not path.is_file() and bool(_checkpoint_steps(out))
     if (path.is_file() or stopped) and (out / "config.json").is_file():
-        changed = _changed_settings(json.loads((out / "config.json").read_text()), config)
+        changed = config_differences(
+            json.loads((out / "config.json").read_text()),
+            json.loads(json.dumps(config.to_dict())),
+            must_match=None,
+            exclude=SESSION_SETTINGS,
+            ignore_absent=True,
+        )
         if changed:
             raise ValueError(
                 f"{str(out)!r} holds a run made with other settings ({'; '.join(changed)}); "
@@ -608,21 +619,6 @@ def _checkpoint_steps(out: Path) -> list[int]:
         return checkpoints.steps()
     finally:
         checkpoints.close()
-
-
-def _changed_settings(saved: dict[str, dict[str, Any]], config: Config) -> list[str]:
-    """``section.key: saved -> current`` for each setting of a run's ``config.json``
-    that ``config`` sets otherwise, but for :data:`SESSION_SETTINGS` and settings
-    only one side knows (added or removed since)."""
-    current = json.loads(json.dumps(config.to_dict()))
-    return [
-        f"{section}.{key}: {value!r} -> {current[section][key]!r}"
-        for section, fields in saved.items()
-        for key, value in fields.items()
-        if f"{section}.{key}" not in SESSION_SETTINGS
-        and key in current.get(section, {})
-        and current[section][key] != value
-    ]
 
 
 def _peer_failed(error: Exception) -> None:

@@ -316,13 +316,12 @@ def verdict(rows: dict, base: str, band: float, seeds: list[int]) -> list[str]:
         )
         reached = within(best) and fewer(best) >= 0.45
         ahead = all(fewer(best) > fewer(n) for n in schedules)
-        goal = (
-            "not met"
-            if not (reached and ahead)
-            else "met"
-            if len(schedules) == len(SCHEDULES)
-            else "met against the schedules run here (not all of them ran)"
-        )
+        if not (reached and ahead):
+            goal = "not met"
+        elif len(schedules) == len(SCHEDULES):
+            goal = "met"
+        else:
+            goal = "met against the schedules run here (not all of them ran)"
         lines.append(
             f"- The adaptive arm that comes closest is **{best}**: "
             + (

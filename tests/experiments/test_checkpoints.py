@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.checkpoints import CheckpointError, Checkpoints, fingerprint
+from experiments.checkpoints import CheckpointError, Checkpoints, config_differences, fingerprint
 from experiments.train import Trainer
 from tests.experiments.conftest import tiny_config, train_command
 
@@ -150,3 +150,18 @@ def test_a_missing_manifest_is_one_error_line_without_tracebacks(tmp_path, data_
     assert done.returncode == 2
     assert "checkpoint 2 " in done.stderr and "corrupted" in done.stderr
     assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+
+
+def test_config_differences_compares_the_chosen_keys():
+    saved = {"model": {"depth": 2}, "optim": {"lr": 1e-3}, "train": {"out_dir": "a", "old": 1}}
+    current = {"model": {"depth": 3}, "optim": {"lr": 1e-3}, "train": {"out_dir": "b", "new": 2}}
+    assert config_differences(saved, current, ("model",)) == ["model.depth: 2 -> 3"]
+    assert config_differences(saved, current, None) == [
+        "model.depth: 2 -> 3",
+        "train.new: '<absent>' -> 2",
+        "train.old: 1 -> '<absent>'",
+        "train.out_dir: 'a' -> 'b'",
+    ]
+    assert config_differences(
+        saved, current, None, exclude=frozenset({"train.out_dir"}), ignore_absent=True
+    ) == ["model.depth: 2 -> 3"]

@@ -98,3 +98,23 @@ def test_arms_refuses_unknown_names_and_a_plan_without_the_target(arms, message,
     with pytest.raises(SystemExit) as exit_:
         ss.main([f"--arms={arms}"])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_verdict_states_whether_the_goal_is_met():
+    def row(loss, fewer):
+        return {"loss": [loss], "fewer": fewer, "to_target": [1] if fewer is not None else []}
+
+    rows = {
+        "adamw-b1": row(2.0, 0.0),
+        "batch-warmup": row(2.0, 0.43),
+        "seesaw": row(2.0, 0.36),
+        "gns": row(2.1, None),
+        "gns+sqrt": row(2.005, 0.5),
+    }
+    lines = ss.verdict(rows, "adamw-b1", band=0.01, seeds=[0])
+    assert "**gns+sqrt**: 50% fewer steps" in lines[2] and "is met here" in lines[2]
+    assert lines[3].endswith("gns +0.1000 -> +0.0050 (closed).")
+    del rows["seesaw"]
+    assert "met against the schedules run here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
+    rows["gns+sqrt"] = row(2.05, 0.5)
+    assert "is not met here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
