@@ -59,7 +59,7 @@ serial-steps: $(STAMP)
 XS_ARMS := adamw-b1,gnts-relative+sqrt,gns+sqrt,snr+sqrt,batch-warmup,seesaw,adamw-b2,adamw-b4,gnts-relative,gns,snr
 serial-steps-xs: $(STAMP)
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
-		--tokens=2048000 --lr=4e-3 --arms=$(XS_ARMS) \
+		--tokens=2048000 --lr=4e-3 --extend=2 --arms=$(XS_ARMS) \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).

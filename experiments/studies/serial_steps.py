@@ -15,10 +15,11 @@ into wall-clock) at equal tokens and equal loss:
   as it is (learning rate fixed while the window grows) and with
   ``lr_scaling="sqrt"``.
 
-Every arm's learning rate is the best of a 3-point sweep on the first seed. The
-target of each seed is the small-batch AdamW's final validation loss of that
-seed plus the seed noise band; an arm's "steps to target" is where its
-evaluation curve first reaches it (interpolated). Every run is an
+Every arm's learning rate is the best of a 3-point sweep on the first seed
+(``--extend N``: while the best rate is at an edge of the grid, up to ``N`` more
+rates one grid step beyond it). The target of each seed is the small-batch
+AdamW's final validation loss of that seed plus the seed noise band; an arm's
+"steps to target" is where its evaluation curve first reaches it (interpolated). Every run is an
 ``experiments.train`` run folder; ``docs/results/serial_steps.md`` and its
 figure are written from them.
 
@@ -140,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,2,4", help="fixed-batch AdamW: microbatches")
     parser.add_argument("--lr", type=float, default=3e-3, help="centre of every sweep")
     parser.add_argument("--sweep", default="0.5,1,2", help="multipliers of the centre lr")
+    parser.add_argument(
+        "--extend",
+        type=int,
+        default=0,
+        help="rates added beyond a sweep whose best rate is at its edge, at most",
+    )
     parser.add_argument("--max_draws", type=int, default=16)
     parser.add_argument("--evals", type=int, default=24, help="evaluations per run")
     parser.add_argument(
@@ -168,10 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         centre = args.lr * math.sqrt(m)
         grid = [centre * v for v in sweep]
         for lr in grid:
-            out = root / name / "lr-sweep" / f"lr{lr:.3g}"
-            swept[(name, lr)] = (out, train_once(run_config(out, args, seeds[0], lr, m, arm)))
-        losses = {lr: swept[(name, lr)][1]["eval_loss"] for lr in grid}
-        lrs[name] = min(grid, key=losses.__getitem__)
+            swept[(name, lr)] = sweep_run(root / name, args, seeds[0], lr, m, arm)
+        lrs[name] = best_rate(swept, name)
+        # A best rate at an edge of the grid: one more step of the grid beyond it.
+        for _ in range(args.extend if len(grid) > 1 else 0):
+            if lrs[name] == grid[-1]:
+                grid.append(grid[-1] * grid[-1] / grid[-2])
+                lr = grid[-1]
+            elif lrs[name] == grid[0]:
+                grid.insert(0, grid[0] * grid[0] / grid[1])
+                lr = grid[0]
+            else:
+                break
+            swept[(name, lr)] = sweep_run(root / name, args, seeds[0], lr, m, arm)
+            lrs[name] = best_rate(swept, name)
         for seed in seeds:
             if seed == seeds[0]:
                 out, result = swept[(name, lrs[name])]
@@ -183,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     page = write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig)
     print(page.read_text())
     return 0
+
+
+def sweep_run(root: Path, args, seed: int, lr: float, m: int, arm: dict) -> tuple[Path, dict]:
+    """One point of an arm's learning-rate sweep: its folder and summary."""
+    out = root / "lr-sweep" / f"lr{lr:.3g}"
+    return out, train_once(run_config(out, args, seed, lr, m, arm))
+
+
+def best_rate(swept: dict, name: str) -> float:
+    """The swept rate of ``name`` with the lowest final validation loss."""
+    losses = {lr: result["eval_loss"] for (n, lr), (_, result) in swept.items() if n == name}
+    return min(losses, key=losses.__getitem__)
 
 
 def analyse(plan, seeds, batches, dirs, results, args) -> dict:
@@ -224,6 +253,7 @@ def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig
             f"python -m experiments.studies.serial_steps --seeds={args.seeds} "
             f"--tokens={args.tokens} --microbatch={args.microbatch} --preset={args.preset} "
             f"--batches={args.batches} --lr={args.lr:g} --sweep={args.sweep}"
+            + (f" --extend={args.extend}" if args.extend else "")
             + (f" --arms={args.arms}" if args.arms else ""),
             every,
         ),
@@ -239,7 +269,13 @@ def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig
         "at lr x sqrt(k); batch-warmup (windows double at 10%, 20%, 40% of the run) and "
         "Seesaw use the square-root rule too. Each arm's learning rate is the best of "
         f"{', '.join(f'x{v:g}' for v in sweep)} around {args.lr:g} (x sqrt(M) for `adamw-bM`) "
-        f"on seed {seeds[0]}.",
+        f"on seed {seeds[0]}"
+        + (
+            f"; while the best rate is at an edge of the grid, up to {args.extend} more rates "
+            "one grid step beyond it."
+            if args.extend
+            else "."
+        ),
         "",
         f"Target of each seed: `{base}`'s final validation loss of that seed plus the seed "
         f"noise band (the std of `{base}`'s final losses over seeds, {band:.4f}). Steps to "

@@ -1,5 +1,6 @@
 """experiments.studies.serial_steps: the arms, and the whole study on a tiny budget."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,31 @@ def test_verdict_states_whether_the_goal_is_met():
     assert "met against the schedules run here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
     rows["gns+sqrt"] = row(2.05, 0.5)
     assert "is not met here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
+
+
+@pytest.mark.parametrize(
+    ("optimum", "extend", "expected"),
+    [
+        (5e-3, 2, [2e-3, 4e-3, 8e-3]),  # inside the grid: nothing added
+        (2e-2, 1, [2e-3, 4e-3, 8e-3, 1.6e-2]),  # one more above, capped by extend=1
+        (2e-2, 2, [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]),  # 1.6e-2 best: bracketed now
+        (1e-3, 2, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]),  # below, until bracketed
+        (2e-2, 0, [2e-3, 4e-3, 8e-3]),  # the default: the grid as given
+    ],
+)
+def test_extend_adds_rates_beyond_an_edge_best_until_bracketed(
+    optimum, extend, expected, tmp_path, monkeypatch
+):
+    trained = []
+
+    def fake_train_once(config):
+        trained.append(config.optim.lr)
+        return {"eval_loss": abs(math.log(config.optim.lr / optimum))}
+
+    monkeypatch.setattr(ss, "train_once", fake_train_once)
+    monkeypatch.setattr(ss, "figure", lambda *a: None)
+    monkeypatch.setattr(ss, "write_page", lambda *a: tmp_path / "page.md")
+    (tmp_path / "page.md").write_text("")
+    args = ["--seeds=0", "--lr=4e-3", f"--extend={extend}", "--arms=adamw-b1"]
+    assert ss.main([*args, f"--out={tmp_path}"]) == 0
+    assert sorted(trained) == pytest.approx(expected)
