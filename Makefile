@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
-	gqc-ablation optimizers critical-batch loss-to-loss serial-steps serial-steps-xs low-bit \
+	gqc-ablation optimizers critical-batch critical-batch-xs loss-to-loss serial-steps serial-steps-xs low-bit \
 	gpu-pack
 
 $(STAMP): pyproject.toml requirements.lock
@@ -45,6 +45,13 @@ optimizers: $(STAMP)
 # Study: the critical batch size by branching, and the batches controllers choose.
 critical-batch: $(STAMP)
 	$(PY) -m experiments.studies.critical_batch
+
+# The same at ladder-xs on 2,048,000 tokens, one seed (about 35 min on 2 cores).
+critical-batch-xs: $(STAMP)
+	env -u XLA_FLAGS $(PY) -m experiments.studies.critical_batch --preset=ladder-xs \
+		--tokens=2048000 --lr=4e-3 --seeds=0 --points=192,576,1024,1408 --delta=192 \
+		--checkpoint_every=64 --eval_every=64 \
+		--out=runs/critical_batch_ladder_xs --page=docs/results/critical_batch_ladder_xs.md
 
 # Study: loss on a second corpus predicted from the training loss across model sizes.
 loss-to-loss: $(STAMP)
