@@ -61,7 +61,7 @@ loss-to-loss: $(STAMP)
 serial-steps: $(STAMP)
 	$(PY) -m experiments.studies.serial_steps
 
-# The same at ladder-xs on 2M tokens, one CPU device: 55 runs of ~5 min on 2 cores, the
+# The same at ladder-xs on 2M tokens, one CPU device: 60 runs of ~4 min on 2 cores, the
 # main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
 XS_ARMS := adamw-b1,gnts-relative+sqrt,gns+sqrt,snr+sqrt,batch-warmup,seesaw,adamw-b2,adamw-b4,gnts-relative,gns,snr
 serial-steps-xs: $(STAMP)

@@ -19,9 +19,9 @@ Every arm's learning rate is the best of a 3-point sweep on the first seed
 (``--extend N``: while the best rate is at an edge of the grid, up to ``N`` more
 rates one grid step beyond it). The target of each seed is the small-batch
 AdamW's final validation loss of that seed plus the seed noise band; an arm's
-"steps to target" is where its evaluation curve first reaches it (interpolated). Every run is an
-``experiments.train`` run folder; ``docs/results/serial_steps.md`` and its
-figure are written from them.
+"steps to target" is where its evaluation curve first reaches it
+(interpolated). Every run is an ``experiments.train`` run folder;
+``docs/results/serial_steps.md`` and its figure are written from them.
 
     python -m experiments.studies.serial_steps [--seeds 0,1,2] [--tokens 300000]
         [--arms adamw-b1,gns+sqrt,...]
