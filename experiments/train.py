@@ -586,7 +586,7 @@ def train_once(config: Config) -> dict[str, Any]:
     if (path.is_file() or stopped) and (out / "config.json").is_file():
         changed = config_differences(
             json.loads((out / "config.json").read_text()),
-            json.loads(json.dumps(config.to_dict())),
+            config.to_dict(),
             must_match=None,
             exclude=SESSION_SETTINGS,
             ignore_absent=True,
