@@ -44,7 +44,8 @@ def source_roots() -> list[Path]:
 
 def build_corpus(max_bytes: int = 0, roots: list[Path] | None = None) -> Corpus:
     """Reads the ``.py`` files under ``roots`` (default :func:`source_roots`) in
-    sorted order until ``max_bytes`` unique bytes (0: all), and splits them.
+    sorted order until ``max_bytes`` unique bytes (0: all) and at least one
+    held-out file, and splits them.
 
     Returns:
       A :class:`Corpus`; ``stats`` holds the files and bytes read, the duplicate
@@ -57,7 +58,7 @@ def build_corpus(max_bytes: int = 0, roots: list[Path] | None = None) -> Corpus:
     files = duplicates = duplicate_bytes = total = 0
     for root in roots:
         for path in sorted(root.rglob("*.py")):
-            if max_bytes and total >= max_bytes:
+            if max_bytes and total >= max_bytes and validation:
                 break
             try:
                 data = path.read_bytes()
