@@ -14,6 +14,7 @@ per window, the data pointer read once per window).
 
     python benchmarks/gpt_throughput.py [--preset ladder-xs] [--batch 8] [--steps 20]
     python benchmarks/gpt_throughput.py --preset gpt2-124m --seq-len 1024 --batch 16
+    python benchmarks/gpt_throughput.py ... --attention cudnn   # fused attention on NVIDIA GPUs
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="ladder-xs")
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument(
+        "--attention",
+        choices=["default", "xla", "cudnn"],
+        default="default",
+        help="GPTConfig.attention (default: None, jax.nn.dot_product_attention chooses)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20, help="microbatches per round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -100,7 +107,8 @@ def main(argv=None):
     parser.add_argument("--no-fast-path", action="store_true")
     args = parser.parse_args(argv)
 
-    config = preset(args.preset, seq_len=args.seq_len)
+    attention = None if args.attention == "default" else args.attention
+    config = preset(args.preset, seq_len=args.seq_len, attention=attention)
     mesh = make_mesh(args.mesh, jax.devices()[: 1 if args.mesh == "data=1" else None])
     adamw = optax.adamw(1e-3)
     m = args.max_draws
@@ -142,7 +150,8 @@ def main(argv=None):
     per_round = args.steps * args.batch * args.seq_len
     print(
         f"device: {device}; preset {args.preset} ({config.num_params():,} params, "
-        f"{jax.numpy.dtype(config.dtype).name} compute), microbatch {args.batch}x{args.seq_len}, "
+        f"{jax.numpy.dtype(config.dtype).name} compute, {args.attention} attention), "
+        f"microbatch {args.batch}x{args.seq_len}, "
         f"mesh {args.mesh}; median of {args.rounds} rounds of {args.steps} microbatches"
     )
     mfu_head = f"{'MFU':>8}" if peak else ""

@@ -29,8 +29,9 @@ def _load(name):
         ("window", ["--microbatches", "24", "--max-draws", "4"], "accumulate_window"),
         (
             "gpt_throughput",
-            ["--preset", "tiny", "--steps", "3", "--rounds", "1", "--arms", "adamw,gnts"],
-            "accumulate_window",
+            ["--preset", "tiny", "--steps", "3", "--rounds", "1", "--arms", "adamw,gnts"]
+            + ["--attention", "xla"],
+            "xla attention",
         ),
     ],
 )
