@@ -32,7 +32,7 @@ from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import evals, steps
+from experiments.studies.kit import critical_batch, evals, loss_at, steps
 from experiments.train import train_once
 
 # The reference and its branches: windows of k microbatches at lr x sqrt(k).
@@ -73,17 +73,6 @@ def _config(out: Path, args, seed: int, *extra: dict) -> Config:
 
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
-
-
-def critical_batch(losses: dict[int, float], epsilon: float, microbatch: int) -> int:
-    """The largest ``k * microbatch`` for which every window ``j <= k`` has a loss
-    within ``epsilon`` of the window of one (``losses[1]``)."""
-    best = 1
-    for k in sorted(losses):
-        if losses[k] > losses[1] + epsilon:
-            break
-        best = k
-    return best * microbatch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for point in points:
             end = point + args.delta
-            losses[(seed, point)] = {1: _loss_at(refs[seed], end)} | {
-                k: _loss_at(branches[(seed, point, k)], end) for k in windows[1:]
+            losses[(seed, point)] = {1: loss_at(refs[seed], end)} | {
+                k: loss_at(branches[(seed, point, k)], end) for k in windows[1:]
             }
     crit = {
         key: critical_batch(values, args.epsilon, args.microbatch) for key, values in losses.items()
@@ -161,10 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     write_page(args, seeds, points, windows, losses, crit, chosen, refs, summaries, fig, argv)
     print(page.read_text())
     return 0
-
-
-def _loss_at(run_dir: Path, microbatch: int) -> float:
-    return next(r["eval/loss"] for r in evals(run_dir) if r["microbatch"] == microbatch)
 
 
 def _batches(run_dir: Path, microbatch: int) -> list[tuple[int, int]]:

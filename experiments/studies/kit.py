@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -83,6 +84,72 @@ def steps(run_dir: Path) -> list[dict]:
 def evals(run_dir: Path) -> list[dict]:
     """A run's evaluation records."""
     return [r for r in read_metrics(run_dir) if "eval/loss" in r]
+
+
+def loss_at(run_dir: Path, microbatch: int) -> float:
+    """A run's validation loss at its evaluation after ``microbatch`` microbatches."""
+    for record in evals(run_dir):
+        if record["microbatch"] == microbatch:
+            return record["eval/loss"]
+    raise ValueError(f"{run_dir}: no evaluation at microbatch {microbatch} (an unfinished run?).")
+
+
+def critical_batch(losses: dict[int, float], epsilon: float, microbatch: int) -> int:
+    """The largest ``k * microbatch`` for which every window ``j <= k`` has a loss
+    within ``epsilon`` of the window of one (``losses[1]``)."""
+    best = 1
+    for k in sorted(losses):
+        if losses[k] > losses[1] + epsilon:
+            break
+        best = k
+    return best * microbatch
+
+
+def measured_critical_batch(root: Path, epsilon: float) -> list[dict[str, Any]]:
+    """The critical batch read back from a critical-batch study's run folders:
+    each ``ROOT/seed*/reference`` and its branches ``ROOT/seed*/from*/window*``
+    (``--train.branch_from``), by :func:`critical_batch` at ``epsilon``.
+
+    Returns:
+      One row per seed and branch point, ordered so: ``seed``, ``point`` and
+      ``delta`` (microbatches), ``start`` and ``stop`` (the branches' interval in
+      tokens), ``sequences`` (the critical batch), ``losses`` (window k -> L_k),
+      and the reference's ``preset``, ``tokens`` (its run's), ``seq_len`` and
+      ``microbatch``.
+    """
+    rows: list[dict[str, Any]] = []
+    for ref in sorted(Path(root).glob("seed*/reference")):
+        config = json.loads((ref / "config.json").read_text())
+        microbatch, seq_len = config["data"]["microbatch_size"], config["model"]["seq_len"]
+        branches: dict[tuple[int, int], dict[int, float]] = {}
+        for branch in ref.parent.glob("from*/window*"):
+            c = json.loads((branch / "config.json").read_text())
+            point, delta = c["train"]["branch_step"], c["train"]["stop_after"]
+            branches.setdefault((point, delta), {})[c["gqc"]["sbc_draws"]] = loss_at(
+                branch, point + delta
+            )
+        for (point, delta), losses in sorted(branches.items()):
+            losses = {1: loss_at(ref, point + delta), **losses}
+            rows.append(
+                {
+                    "seed": config["data"]["seed"],
+                    "point": point,
+                    "delta": delta,
+                    "start": point * microbatch * seq_len,
+                    "stop": (point + delta) * microbatch * seq_len,
+                    "sequences": critical_batch(losses, epsilon, microbatch),
+                    "losses": losses,
+                    "preset": config["model"]["preset"],
+                    "tokens": config["train"]["tokens"],
+                    "seq_len": seq_len,
+                    "microbatch": microbatch,
+                }
+            )
+    if not rows:
+        raise ValueError(
+            f"{root}: no critical-batch runs (seed*/reference with branches from*/window*)."
+        )
+    return rows
 
 
 def crossing(run_dir: Path, target: float) -> tuple[float, float] | None:

@@ -1,18 +1,9 @@
-"""experiments.studies.critical_batch: the critical-batch rule, and the CLI on a
-tiny budget (branches from a reference run)."""
+"""experiments.studies.critical_batch: the protocol's checks, and the CLI on a
+tiny budget (branches from a reference run). The critical-batch rule is kit's."""
 
 import pytest
 
 from experiments.studies import critical_batch as cb
-
-
-def test_the_critical_batch_is_the_last_window_of_an_unbroken_run_within_epsilon():
-    losses = {1: 3.00, 2: 3.01, 4: 3.03, 8: 3.01, 16: 3.2}
-    assert cb.critical_batch(losses, 0.02, 8) == 16  # 4 broke the run: 8 does not count
-    assert cb.critical_batch(losses, 0.05, 8) == 64
-    assert cb.critical_batch(losses, 0.5, 8) == 128
-    assert cb.critical_batch({1: 3.0, 2: 2.9, 4: 3.5}, 0.0, 4) == 8  # lower is within
-    assert cb.critical_batch({1: 3.0, 2: 3.1}, 0.02, 8) == 8
 
 
 def test_a_protocol_that_cannot_branch_where_asked_is_refused(capsys):

@@ -95,3 +95,64 @@ def test_crossing_interpolates_between_evaluations(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert kit.crossing(tmp_path, 3.5) == pytest.approx((15.0, 1500.0))
     assert kit.crossing(tmp_path, 2.0) is None
+
+
+def test_the_critical_batch_is_the_last_window_of_an_unbroken_run_within_epsilon():
+    losses = {1: 3.00, 2: 3.01, 4: 3.03, 8: 3.01, 16: 3.2}
+    assert kit.critical_batch(losses, 0.02, 8) == 16  # 4 broke the run: 8 does not count
+    assert kit.critical_batch(losses, 0.05, 8) == 64
+    assert kit.critical_batch(losses, 0.5, 8) == 128
+    assert kit.critical_batch({1: 3.0, 2: 2.9, 4: 3.5}, 0.0, 4) == 8  # lower is within
+    assert kit.critical_batch({1: 3.0, 2: 3.1}, 0.02, 8) == 8
+
+
+def _run(folder: Path, config: dict, losses: dict[int, float]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    lines = [json.dumps({"microbatch": m, "eval/loss": v}) for m, v in losses.items()]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_measured_critical_batch_reads_a_branching_study_back(tmp_path):
+    def config(seed, **train):
+        gqc = {"sbc_draws": train.pop("k", 1)}
+        return {
+            "model": {"preset": "tiny", "seq_len": 32},
+            "data": {"microbatch_size": 4, "seed": seed},
+            "train": {"tokens": 5120, **train},
+            "gqc": gqc,
+        }
+
+    for seed, rise in ((0, 0.01), (1, 0.05)):
+        ref = tmp_path / f"seed{seed}" / "reference"
+        _run(ref, config(seed), {10: 3.0, 20: 2.5, 30: 2.0})
+        for k in (2, 4):
+            for point, end_loss in ((10, 2.5), (20, 2.0)):
+                _run(
+                    tmp_path / f"seed{seed}" / f"from{point}" / f"window{k}",
+                    config(seed, branch_step=point, stop_after=10, k=k),
+                    {point + 10: end_loss + rise * (k // 2)},
+                )
+    (tmp_path / "seed0" / "gns+sqrt").mkdir()  # a controller run beside them: not read
+    rows = kit.measured_critical_batch(tmp_path, epsilon=0.03)
+    assert [(r["seed"], r["point"], r["start"], r["stop"]) for r in rows] == [
+        (0, 10, 1280, 2560),
+        (0, 20, 2560, 3840),
+        (1, 10, 1280, 2560),
+        (1, 20, 2560, 3840),
+    ]
+    # seed 0: rises 0.01 (k=2) and 0.02 (k=4) are within 0.03; seed 1: 0.05 is not.
+    assert [r["sequences"] for r in rows] == [16, 16, 4, 4]
+    assert rows[0]["losses"] == pytest.approx({1: 2.5, 2: 2.51, 4: 2.52})
+    first = rows[0]
+    assert (first["preset"], first["tokens"], first["microbatch"], first["seq_len"]) == (
+        "tiny",
+        5120,
+        4,
+        32,
+    )
+    with pytest.raises(ValueError, match="no critical-batch runs"):
+        kit.measured_critical_batch(tmp_path / "seed0" / "gns+sqrt", 0.03)
+    (tmp_path / "seed1" / "from10" / "window4" / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no evaluation at microbatch 20"):
+        kit.measured_critical_batch(tmp_path, 0.03)
