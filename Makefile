@@ -57,16 +57,18 @@ critical-batch-xs: $(STAMP)
 loss-to-loss: $(STAMP)
 	$(PY) -m experiments.studies.loss_to_loss
 
-# Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md).
-serial-steps: $(STAMP)
-	$(PY) -m experiments.studies.serial_steps
+# Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md),
+# against the critical batch that critical-batch measures (its finished runs are read back).
+serial-steps: $(STAMP) critical-batch
+	$(PY) -m experiments.studies.serial_steps --critical_batch=runs/critical_batch
 
 # The same at ladder-xs on 2M tokens, one CPU device: 60 runs of ~4 min on 2 cores, the
 # main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
 XS_ARMS := adamw-b1,gnts-relative+sqrt,gns+sqrt,snr+sqrt,batch-warmup,seesaw,adamw-b2,adamw-b4,gnts-relative,gns,snr
-serial-steps-xs: $(STAMP)
+serial-steps-xs: $(STAMP) critical-batch-xs
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
 		--tokens=2048000 --lr=4e-3 --extend=2 --arms=$(XS_ARMS) \
+		--critical_batch=runs/critical_batch_ladder_xs \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).

@@ -30,6 +30,11 @@ AdamW's final validation loss of that seed plus the seed noise band; an arm's
 the plan's order): a long protocol, such as the ladder-xs one of ``make
 serial-steps-xs``, can answer its main question first, and a rerun with more
 arms reads the finished ones back.
+
+``--critical_batch DIR`` sets every arm's batch per step against the critical
+batch measured by branching in the critical-batch study's run folders ``DIR``
+(``make critical-batch``, ``make critical-batch-xs``), read back through the kit:
+a table per branch interval and the measured values drawn on the figure.
 """
 
 from __future__ import annotations
@@ -96,7 +101,23 @@ def batch_per_step(run_dir: Path, sequences_per_draw: int) -> float:
     return sum(r["gqc/draws"] for r in records) * sequences_per_draw / max(len(records), 1)
 
 
-def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path) -> Path:
+def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
+    """(start, stop) in tokens of each branch interval, with its measured critical
+    batch per seed."""
+    intervals: dict[tuple[int, int], list[int]] = {}
+    for row in cbs:
+        intervals.setdefault((row["start"], row["stop"]), []).append(row["sequences"])
+    return [(start, stop, values) for (start, stop), values in sorted(intervals.items())]
+
+
+def mean_batch_between(run_dir: Path, sequences_per_draw: int, start: int, stop: int) -> float:
+    """Mean sequences per optimizer step over the steps that end within tokens
+    ``(start, stop]``; NaN if none does."""
+    inside = [r["gqc/draws"] for r in steps(run_dir) if start < r["tokens"] <= stop]
+    return statistics.mean(inside) * sequences_per_draw if inside else math.nan
+
+
+def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path, cbs: list[dict]) -> Path:
     plt = kit.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for i, (name, (m, _)) in enumerate(plan.items()):
@@ -117,16 +138,31 @@ def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path) -> Path:
             style,
             lw=1,
             color=color,
-            label=name,
         )
     axes[0].set(title="val loss vs optimizer steps (mean of seeds)", xlabel="optimizer steps")
     axes[0].set(xscale="log", ylabel="val loss")
     axes[1].set(title="val loss vs tokens (mean of seeds)", xlabel="tokens")
-    axes[2].set(title=f"batch per step (seed {seeds[0]})", xlabel="tokens")
+    for j, (start, stop, values) in enumerate(critical_intervals(cbs)):
+        of_seeds = f", mean of {len(values)} seeds" if len(values) > 1 else ""
+        axes[2].hlines(
+            statistics.mean(values),
+            start,
+            min(stop, args.tokens),  # a longer critical-batch run: up to this one's end
+            color="k",
+            lw=3,
+            zorder=5,
+            label=None if j else f"critical batch (measured{of_seeds})",
+        )
+    title = f"batch per step (seed {seeds[0]})" + (" and the critical batch" if cbs else "")
+    axes[2].set(title=title, xlabel="tokens")
     axes[2].set(ylabel="sequences per step", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+    # The arms' colours are the same in every panel: the right one names the bars alone.
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    if cbs:
+        axes[2].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return kit.save_figure(fig, out)
 
@@ -152,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arms", default="", help="only these arms, trained in this order (default: all)"
     )
+    parser.add_argument(
+        "--critical_batch",
+        default="",
+        help="a critical-batch study's run folders: its measured critical batch on the page",
+    )
+    parser.add_argument("--epsilon", type=float, default=0.02, help="its loss tolerance (nats)")
     args = kit.parse_args(parser, argv, SCALE)
     seeds = [int(s) for s in args.seeds.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
@@ -167,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--arms must include adamw-b{batches[0]}, whose loss is the target")
         plan = {name: arm for name, arm in plan.items() if name in order}
     root = Path(args.out)
+    cbs: list[dict] = []
+    if args.critical_batch:
+        try:
+            cbs = kit.measured_critical_batch(Path(args.critical_batch), args.epsilon)
+        except (OSError, ValueError) as error:
+            parser.error(f"--critical_batch={args.critical_batch}: {error}")
 
     lrs, swept, dirs, results = {}, {}, {}, {}
     for name in order:
@@ -196,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = root / name / f"s{seed}"
                 result = train_once(run_config(out, args, seed, lrs[name], m, arm))
             dirs[(name, seed)], results[(name, seed)] = out, result
-    fig = figure(dirs, plan, seeds, args, Path(args.page).with_suffix(".png"))
-    page = write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig)
+    fig = figure(dirs, plan, seeds, args, Path(args.page).with_suffix(".png"), cbs)
+    page = write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig, cbs)
     print(page.read_text())
     return 0
 
@@ -241,7 +289,7 @@ def analyse(plan, seeds, batches, dirs, results, args) -> dict:
     return {"base": base, "band": band, "rows": rows}
 
 
-def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig) -> Path:
+def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig, cbs) -> Path:
     a = analyse(plan, seeds, batches, dirs, results, args)
     base, band, rows = a["base"], a["band"], a["rows"]
     params = results[(base, seeds[0])]["params"]
@@ -254,7 +302,12 @@ def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig
             f"--tokens={args.tokens} --microbatch={args.microbatch} --preset={args.preset} "
             f"--batches={args.batches} --lr={args.lr:g} --sweep={args.sweep}"
             + (f" --extend={args.extend}" if args.extend else "")
-            + (f" --arms={args.arms}" if args.arms else ""),
+            + (f" --arms={args.arms}" if args.arms else "")
+            + (
+                f" --critical_batch={args.critical_batch} --epsilon={args.epsilon:g}"
+                if args.critical_batch
+                else ""
+            ),
             every,
         ),
         "",
@@ -309,15 +362,64 @@ def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig
         edge = " (best at the edge of the grid)" if lrs[name] in (grid[0], grid[-1]) else ""
         lines.append(f"- {name}: {cells}{edge}")
     lines += ["", "## Against the goal", "", *verdict(rows, base, band, seeds), ""]
+    if cbs:
+        lines += against_critical_batch(args, plan, seeds, dirs, cbs)
     lines += [
         f"![serial steps]({fig.name})",
         "",
         "Left: validation loss against optimizer steps (log scale) and, middle, against "
         "tokens, mean of seeds. Right: sequences per optimizer step over training (first "
-        "seed). Dashed: fixed-batch AdamW.",
+        "seed). Dashed: fixed-batch AdamW."
+        + (" Black bars: the measured critical batch over each branch interval." if cbs else ""),
         "",
     ]
     return kit.write_page(args.page, lines)
+
+
+def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
+    """The page's section: each arm's batch per step within each branch interval
+    of the critical-batch study, against the critical batch measured there."""
+    intervals = critical_intervals(cbs)
+    first = cbs[0]
+    cbs_seeds = sorted({row["seed"] for row in cbs})
+    lines = [
+        "## Batch per step against the measured critical batch",
+        "",
+        f"The critical batch measured by branching in `{args.critical_batch}` (`{first['preset']}`"
+        f", microbatches of {first['microbatch']} x {first['seq_len']}-token sequences, "
+        f"{first['tokens']:,} tokens per run against {args.tokens:,} here, "
+        f"seed{'s' * (len(cbs_seeds) > 1)} {', '.join(map(str, cbs_seeds))}; "
+        f"epsilon {args.epsilon:g} nats; its own page gives the protocol): the largest batch, "
+        "at lr x sqrt(batch / microbatch), whose loss after a branch stays within epsilon of "
+        "the microbatch's. Cells: an arm's mean "
+        "sequences per optimizer step over the steps that end within each branch interval "
+        "(in tokens), mean over seeds; '–' where no step ends there.",
+        "",
+        "| arm | " + " | ".join(f"{a:,}-{b:,}" for a, b, _ in intervals) + " | above it |",
+        "|---|" + "---|" * len(intervals) + "---|",
+        "| **measured critical batch** | "
+        + " | ".join(
+            f"**{statistics.mean(v):.0f}**" + (f" ({min(v)}-{max(v)})" if min(v) < max(v) else "")
+            for _, _, v in intervals
+        )
+        + " | |",
+    ]
+    for name, (m, _) in plan.items():
+        cells = [
+            statistics.mean(
+                mean_batch_between(dirs[(name, s)], args.microbatch * m, a, b) for s in seeds
+            )
+            for a, b, _ in intervals
+        ]
+        measured = [(c, statistics.mean(v)) for c, (_, _, v) in zip(cells, intervals, strict=True)]
+        counted = [(c, v) for c, v in measured if not math.isnan(c)]
+        above = sum(c > v for c, v in counted)
+        lines.append(
+            f"| {name} | "
+            + " | ".join("–" if math.isnan(c) else f"{c:.1f}" for c in cells)
+            + f" | {above} of {len(counted)} |"
+        )
+    return [*lines, ""]
 
 
 def verdict(rows: dict, base: str, band: float, seeds: list[int]) -> list[str]:

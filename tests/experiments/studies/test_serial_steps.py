@@ -1,5 +1,7 @@
 """experiments.studies.serial_steps: the arms, and the whole study on a tiny budget."""
 
+import argparse
+import json
 import math
 from pathlib import Path
 
@@ -32,9 +34,30 @@ def test_every_arm_of_the_plan():
     assert "gqc.lr_scaling" not in plan["snr"][1]
 
 
+def _critical_batch_study(root: Path) -> Path:
+    """Run folders as the critical-batch study leaves them: a reference, and a
+    window of 2 branched from microbatch 4 whose loss stays within epsilon."""
+    for name, train, draws, loss in (
+        ("reference", {}, 1, 3.0),
+        ("from4/window2", {"branch_step": 4, "stop_after": 4}, 2, 3.01),
+    ):
+        folder = root / "seed0" / name
+        folder.mkdir(parents=True)
+        config = {
+            "model": {"preset": "tiny", "seq_len": 32},
+            "data": {"microbatch_size": 8, "seed": 0},
+            "train": {"tokens": 4096, **train},
+            "gqc": {"sbc_draws": draws},
+        }
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "metrics.jsonl").write_text(json.dumps({"microbatch": 8, "eval/loss": loss}))
+    return root
+
+
 @pytest.mark.slow
 def test_cli_runs_every_arm_and_rewrites_the_page_from_its_runs(tmp_path, data_dir):
     args = [
+        f"--critical_batch={_critical_batch_study(tmp_path / 'cbs')}",
         "--seeds=0,1",
         "--tokens=4096",
         "--microbatch=8",
@@ -53,6 +76,7 @@ def test_cli_runs_every_arm_and_rewrites_the_page_from_its_runs(tmp_path, data_d
         assert f"| {name} |" in page and f"- {name}: " in page
     assert "## Against the goal" in page and "The goal (within the band" in page
     assert "without -> with the square-root coupling" in page and "sbc-ramp " in page
+    assert "| **measured critical batch** | **16** | |" in page  # tokens 1,024-2,048
     assert (tmp_path / "s.png").stat().st_size > 10_000
     # 16 arms x (2 sweep points + 1 more seed)
     assert len(list((tmp_path / "runs").rglob("summary.json"))) == 48
@@ -147,3 +171,58 @@ def test_extend_adds_rates_beyond_an_edge_best_until_bracketed(
     args = ["--seeds=0", "--lr=4e-3", f"--extend={extend}", "--arms=adamw-b1"]
     assert ss.main([*args, f"--out={tmp_path}"]) == 0
     assert sorted(trained) == pytest.approx(expected)
+
+
+def test_a_critical_batch_folder_without_a_study_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ss.main([f"--critical_batch={tmp_path}", "--arms=adamw-b1", f"--out={tmp_path}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"--critical_batch={tmp_path}: " in err
+    assert "no critical-batch runs" in err and not list(tmp_path.iterdir())
+
+
+def _steps(folder: Path, records: list[tuple[int, int]]) -> Path:
+    """A run folder whose steps end at the given (tokens, draws)."""
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"tokens": t, "gqc/draws": d, "train/loss": 1.0}) for t, d in records]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_each_arm_is_set_against_the_critical_batch_of_each_interval(tmp_path):
+    def cbs_row(seed, start, stop, sequences):
+        return {
+            "seed": seed,
+            "start": start,
+            "stop": stop,
+            "sequences": sequences,
+            "preset": "tiny",
+            "tokens": 4000,
+            "microbatch": 8,
+            "seq_len": 32,
+        }
+
+    cbs = [
+        cbs_row(0, 0, 1000, 16),
+        cbs_row(0, 1000, 2000, 32),
+        cbs_row(1, 0, 1000, 16),
+        cbs_row(1, 1000, 2000, 64),
+    ]
+    assert ss.critical_intervals(cbs) == [(0, 1000, [16, 16]), (1000, 2000, [32, 64])]
+    plan = {"adamw-b2": (2, {}), "gns": (1, {})}
+    dirs = {
+        ("adamw-b2", 0): _steps(tmp_path / "b2", [(500, 1), (1000, 1), (1500, 1)]),
+        # Windows of 1 and 3 microbatches of 8 in the first interval, none in the second.
+        ("gns", 0): _steps(tmp_path / "gns", [(200, 1), (1000, 3), (2500, 9)]),
+    }
+    args = argparse.Namespace(critical_batch="runs/cb", epsilon=0.02, tokens=3000, microbatch=8)
+    lines = ss.against_critical_batch(args, plan, [0], dirs, cbs)
+    text = "\n".join(lines)
+    assert "`runs/cb` (`tiny`, microbatches of 8 x 32-token sequences, 4,000 tokens" in text
+    assert "seeds 0, 1; epsilon 0.02" in text
+    assert "| arm | 0-1,000 | 1,000-2,000 | above it |" in lines
+    assert "| **measured critical batch** | **16** | **48** (32-64) | |" in lines
+    assert "| adamw-b2 | 16.0 | 16.0 | 0 of 2 |" in lines
+    assert "| gns | 16.0 | – | 0 of 1 |" in lines
+    dirs[("gns", 0)] = _steps(tmp_path / "gns-big", [(1000, 3), (2000, 8)])
+    assert "| gns | 24.0 | 64.0 | 2 of 2 |" in ss.against_critical_batch(args, plan, [0], dirs, cbs)
