@@ -157,12 +157,6 @@ def _batches(run_dir: Path, microbatch: int) -> list[tuple[int, int]]:
     return [(r["microbatch"], r["gqc/draws"] * microbatch) for r in steps(run_dir)]
 
 
-def _mean_batch(run_dir: Path, microbatch: int, start: int, stop: int) -> float:
-    """Sequences per step over the steps that end in ``(start, stop]``."""
-    inside = [b for m, b in _batches(run_dir, microbatch) if start < m <= stop]
-    return statistics.mean(inside) if inside else float("nan")
-
-
 def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Path:
     plt = kit.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -276,7 +270,13 @@ def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summari
         loss = kit.mean_std(evals(chosen[(s, name)])[-1]["eval/loss"] for s in seeds)
         chosen_means = [
             statistics.mean(
-                _mean_batch(chosen[(s, name)], args.microbatch, p, p + args.delta) for s in seeds
+                kit.mean_batch_between(
+                    chosen[(s, name)],
+                    args.microbatch,
+                    p * tokens_per_microbatch,
+                    (p + args.delta) * tokens_per_microbatch,
+                )
+                for s in seeds
             )
             for p in points
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -84,6 +85,15 @@ def steps(run_dir: Path) -> list[dict]:
 def evals(run_dir: Path) -> list[dict]:
     """A run's evaluation records."""
     return [r for r in read_metrics(run_dir) if "eval/loss" in r]
+
+
+def mean_batch_between(run_dir: Path, sequences_per_draw: int, start: int, stop: int) -> float:
+    """A run's mean sequences per optimizer step over the steps that end within
+    tokens ``(start, stop]``; NaN if none does."""
+    inside = [
+        r["gqc/draws"] * sequences_per_draw for r in steps(run_dir) if start < r["tokens"] <= stop
+    ]
+    return statistics.mean(inside) if inside else math.nan
 
 
 def loss_at(run_dir: Path, microbatch: int) -> float:

@@ -110,13 +110,6 @@ def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
     return [(start, stop, values) for (start, stop), values in sorted(intervals.items())]
 
 
-def mean_batch_between(run_dir: Path, sequences_per_draw: int, start: int, stop: int) -> float:
-    """Mean sequences per optimizer step over the steps that end within tokens
-    ``(start, stop]``; NaN if none does."""
-    inside = [r["gqc/draws"] for r in steps(run_dir) if start < r["tokens"] <= stop]
-    return statistics.mean(inside) * sequences_per_draw if inside else math.nan
-
-
 def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path, cbs: list[dict]) -> Path:
     plt = kit.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
@@ -407,7 +400,7 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
     for name, (m, _) in plan.items():
         cells = [
             statistics.mean(
-                mean_batch_between(dirs[(name, s)], args.microbatch * m, a, b) for s in seeds
+                kit.mean_batch_between(dirs[(name, s)], args.microbatch * m, a, b) for s in seeds
             )
             for a, b, _ in intervals
         ]
