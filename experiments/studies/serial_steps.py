@@ -373,6 +373,7 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
     """The page's section: each arm's batch per step within each branch interval
     of the critical-batch study, against the critical batch measured there."""
     intervals = critical_intervals(cbs)
+    means = [statistics.mean(values) for _, _, values in intervals]
     first = cbs[0]
     cbs_seeds = sorted({row["seed"] for row in cbs})
     lines = [
@@ -392,8 +393,8 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
         "|---|" + "---|" * len(intervals) + "---|",
         "| **measured critical batch** | "
         + " | ".join(
-            f"**{statistics.mean(v):.0f}**" + (f" ({min(v)}-{max(v)})" if min(v) < max(v) else "")
-            for _, _, v in intervals
+            f"**{mean:.0f}**" + (f" ({min(v)}-{max(v)})" if min(v) < max(v) else "")
+            for mean, (_, _, v) in zip(means, intervals, strict=True)
         )
         + " | |",
     ]
@@ -404,8 +405,7 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
             )
             for a, b, _ in intervals
         ]
-        measured = [(c, statistics.mean(v)) for c, (_, _, v) in zip(cells, intervals, strict=True)]
-        counted = [(c, v) for c, v in measured if not math.isnan(c)]
+        counted = [(c, v) for c, v in zip(cells, means, strict=True) if not math.isnan(c)]
         above = sum(c > v for c, v in counted)
         lines.append(
             f"| {name} | "
