@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -26,7 +27,7 @@ def initialize(
     topology from the environment; on a single machine nothing is started. On
     CPU the cross-process collectives use ``cpu_collectives`` (gloo). A process
     that sends no heartbeat for ``peer_timeout_s`` counts as dead, and the others
-    stop.
+    stop. Several CPU processes compile afresh: see :func:`_no_cached_cpu_collectives`.
     """
     timeouts: dict[str, Any] = {
         "heartbeat_timeout_seconds": peer_timeout_s,
@@ -38,14 +39,33 @@ def initialize(
         try:
             jax.distributed.initialize(**timeouts)
         except (ValueError, RuntimeError):
-            pass  # a single process: nothing to join
-        return
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-        **timeouts,
-    )
+            return  # a single process: nothing to join
+    else:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            **timeouts,
+        )
+    _no_cached_cpu_collectives()
+
+
+def _no_cached_cpu_collectives() -> None:
+    """Turns the persistent compilation cache off for several CPU processes.
+
+    On jax 0.12, two CPU processes whose programs came from a warm persistent
+    cache (``jax_compilation_cache_dir``) waited forever in their first gloo
+    all-reduce: 5 runs of 5 hung at their first evaluation, and 4 of 4 with no
+    cache finished (jax 0.10.2 did not hang). GPU and TPU runs keep the cache.
+    """
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        if jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache:
+            jax.config.update("jax_enable_compilation_cache", False)
+            print(
+                "note: the persistent compilation cache is off for this multi-process CPU "
+                "run (cached programs can hang in their cross-process all-reduce).",
+                file=sys.stderr,
+            )
 
 
 def local_slice(global_batch_size: int) -> slice:
