@@ -1,6 +1,7 @@
 """Helpers shared by the test modules."""
 
 import socket
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -32,3 +33,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    """Waits at most ``timeout`` seconds for ``proc`` and returns its stderr. A
+    process still running then is killed and the test fails with its stderr:
+    no test waits forever on a child."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args!r} still ran after {timeout} s; killed. Its stderr:\n"
+            + (err or b"").decode(errors="replace")[-3000:]
+        ) from None
+    return (err or b"").decode(errors="replace")

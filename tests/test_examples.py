@@ -12,6 +12,7 @@ def test_gnts_regression_example_runs_and_reports_a_winner():
         capture_output=True,
         text=True,
         check=True,
+        timeout=600,
     ).stdout
     assert "adamw+gnts" in out and "adamw " in out
     assert "reached the lower eval loss" in out

@@ -26,8 +26,12 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
         subprocess.Popen([sys.executable, str(WORKER), str(port), str(i), "2", str(multi)])
         for i in range(2)
     ]
-    for p in procs:
-        assert p.wait(timeout=300) == 0
+    try:
+        for p in procs:
+            assert p.wait(timeout=300) == 0
+    finally:
+        for p in procs:
+            p.kill()
     a, b = json.loads(single.read_text()), json.loads(multi.read_text())
     assert a["stepped"] == b["stepped"]
     np.testing.assert_allclose(b["losses"], a["losses"], atol=1e-5)

@@ -81,7 +81,7 @@ def train_command(out_dir, data_dir, *extra: str) -> list[str]:
 
 def start_two_processes(command: list[str]) -> list[subprocess.Popen]:
     """``command`` as processes 0 and 1 of a two-process run on 127.0.0.1, each
-    with 4 CPU devices (stderr piped)."""
+    with 4 CPU devices (stderr piped: read it with ``tests.helpers.finish``)."""
     port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     flags = [f"--train.coordinator=127.0.0.1:{port}", "--train.num_processes=2"]

@@ -144,9 +144,13 @@ def test_rotation_never_deletes_the_newest_finite_checkpoint(tmp_path):
 
 def test_a_missing_manifest_is_one_error_line_without_tracebacks(tmp_path, data_dir):
     cmd = train_command(tmp_path, data_dir, f"--train.tokens={8 * 32 * 4}", "--optim.warmup=1")
-    subprocess.run([*cmd, "--train.stop_after=2"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [*cmd, "--train.stop_after=2"], cwd=ROOT, check=True, capture_output=True, timeout=300
+    )
     (tmp_path / "checkpoints" / "2" / "state" / "manifest.ocdbt").unlink()
-    done = subprocess.run([*cmd, "--train.resume"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [*cmd, "--train.resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2
     assert "checkpoint 2 " in done.stderr and "corrupted" in done.stderr
     assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr

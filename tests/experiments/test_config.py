@@ -80,6 +80,7 @@ def test_help_from_the_command_line():
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     ).stdout
     assert "--gqc.controller='none'" in out and "--train.resume=False" in out
 

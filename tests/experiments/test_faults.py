@@ -13,6 +13,7 @@ from experiments.checkpoints import Checkpoints
 from experiments.run_log import read_metrics
 from experiments.train import NonFiniteStormError, Trainer
 from tests.experiments.conftest import start_two_processes, tiny_config, train_command
+from tests.helpers import finish
 
 
 def _poison_from(trainer: Trainer, first: int) -> None:
@@ -89,6 +90,23 @@ def _two_processes(out_dir, data_dir, *extra):
     )
 
 
+@pytest.fixture
+def two_processes(tmp_path, data_dir):
+    """Starts a two-process run (extra flags as arguments); at teardown any of its
+    processes still running is killed, whatever the test did."""
+    started: list = []
+
+    def start(*extra):
+        started.extend(_two_processes(tmp_path, data_dir, *extra))
+        return started
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
 def _wait_for_checkpoint(out_dir: Path, procs, timeout=240.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and all(p.poll() is None for p in procs):
@@ -96,14 +114,16 @@ def _wait_for_checkpoint(out_dir: Path, procs, timeout=240.0) -> None:
         if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
             return
         time.sleep(0.05)
-    raise AssertionError([p.communicate()[1].decode()[-2000:] for p in procs])
+    for p in procs:
+        p.kill()
+    raise AssertionError([finish(p, 30)[-2000:] for p in procs])
 
 
-def test_sigterm_to_one_process_stops_both_at_the_same_microbatch(tmp_path, data_dir):
-    procs = _two_processes(tmp_path, data_dir)
+def test_sigterm_to_one_process_stops_both_at_the_same_microbatch(tmp_path, two_processes):
+    procs = two_processes()
     _wait_for_checkpoint(tmp_path, procs)
     procs[1].send_signal(signal.SIGTERM)
-    errs = [p.communicate(timeout=120)[1].decode() for p in procs]
+    errs = [finish(p, 120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
     saved = Checkpoints(tmp_path / "checkpoints", keep=3).steps()[-1]
     assert saved < 400
@@ -111,19 +131,19 @@ def test_sigterm_to_one_process_stops_both_at_the_same_microbatch(tmp_path, data
         assert f"preempted (SIGTERM): checkpoint saved at microbatch {saved}" in err
 
 
-def test_a_killed_process_makes_the_other_exit_with_an_error(tmp_path, data_dir):
+def test_a_killed_process_makes_the_other_exit_with_an_error(tmp_path, two_processes):
     """kill -9 of process 1: process 0 stops within seconds with an error that
     says a peer died, instead of hanging in a collective or the shutdown barrier."""
-    procs = _two_processes(tmp_path, data_dir, "--train.peer_timeout_s=20")
+    procs = two_processes("--train.peer_timeout_s=20")
     _wait_for_checkpoint(tmp_path, procs)
     procs[1].kill()
     killed = time.perf_counter()
-    _, err = procs[0].communicate(timeout=120)
+    err = finish(procs[0], 120)
     seconds = time.perf_counter() - killed
-    procs[1].communicate()
+    finish(procs[1], 30)
     assert procs[0].returncode != 0
-    assert (
-        "another process has most likely died" in err.decode()
-        or "JAX distributed service" in err.decode()
-    ), err.decode()[-3000:]
+    assert "another process has most likely died" in err or "JAX distributed service" in err, err[
+        -3000:
+    ]
     assert seconds < 60, seconds
+

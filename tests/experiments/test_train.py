@@ -15,6 +15,7 @@ from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
 from experiments.train import PreemptedError, Trainer, main, train_once
 from tests.experiments.conftest import start_two_processes, tiny_config, train_command
+from tests.helpers import finish
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 120  # microbatches of the command-line runs
@@ -381,14 +382,14 @@ def _interrupt_after_first_checkpoint(cmd, sig) -> tuple[int, str, float]:
             sent = time.perf_counter()
             break
         time.sleep(0.02)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, err.decode(), time.perf_counter() - sent
+    err = finish(proc, 120)
+    return proc.returncode, err, time.perf_counter() - sent
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("straight")
-    subprocess.run(_cli(out, data_dir), cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(_cli(out, data_dir), cwd=ROOT, check=True, capture_output=True, timeout=300)
     return out
 
 
@@ -419,7 +420,11 @@ def test_killed_interrupted_or_preempted_run_resumes_to_the_same_parameters(
         # Kubernetes; about 0.5 s measured here for the tiny model).
         assert seconds < 30, seconds
     subprocess.run(
-        _cli(tmp_path, data_dir, "--train.resume"), cwd=ROOT, check=True, capture_output=True
+        _cli(tmp_path, data_dir, "--train.resume"),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     done = Checkpoints(tmp_path / "checkpoints", keep=3)
     reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
@@ -433,8 +438,8 @@ def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     microbatch, end with the parameters of one process with 8 devices."""
     procs = start_two_processes(_cli(tmp_path, data_dir))
     for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+        err = finish(p, 300)
+        assert p.returncode == 0, err[-3000:]
     done = Checkpoints(tmp_path / "checkpoints", keep=3)
     reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
     state, expected = done.read_state(TOTAL), reference.read_state(TOTAL)
