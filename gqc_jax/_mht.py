@@ -50,7 +50,8 @@ class MetricHypothesisTest:
     The judgement set is the running mean followed by the window's losses. With
     its mean :math:`m`, standard error :math:`s` (plus :math:`10^{-12}`) and the
     two-sided critical value :math:`q = t_{(1+c)/2,\,|J|-1}`, passes iff
-    :math:`m - qs \ge m(1-p)` and :math:`m + qs \le m(1+p)` (ties pass).
+    :math:`qs \le |m|\,p`: the interval :math:`m \pm qs` lies within
+    :math:`p\,|m|` of :math:`m` (ties pass), for losses of either sign.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -111,9 +112,11 @@ class MetricHypothesisTest:
         m = history.mean + delta / size
         m2 = history.m2 + jnp.square(delta) * k / size
         sem = jnp.sqrt(m2 / (size - 1.0)) / jnp.sqrt(size) + 1e-12
-        # m - q*sem >= m(1-p) and m + q*sem <= m(1+p) both say q*sem <= m*p, i.e.
-        # q <= m*p/sem: one tail evaluation instead of the quantile itself.
-        passes = t_quantile_at_most(c, size - 1.0, m * p / sem)
+        # The interval m +- q*sem within p*|m| of m says q*sem <= |m|*p, i.e.
+        # q <= |m|*p/sem: one tail evaluation instead of the quantile itself. For
+        # m > 0 this is the reference's m - q*sem >= m(1-p) and m + q*sem <= m(1+p);
+        # |m| keeps it meaningful for losses below zero (NLLs, negated rewards).
+        passes = t_quantile_at_most(c, size - 1.0, jnp.abs(m) * p / sem)
         new_state = MetricHypothesisTestState(
             confidence_level=c,
             percent_error_threshold=p,
@@ -153,13 +156,16 @@ def mht(
     :math:`s` its standard error and :math:`q = t_{(1+c)/2,\,|J|-1}`:
 
     .. math::
-      \text{step} \iff m - qs \ge m(1-p) \;\land\; m + qs \le m(1+p)
-      \;\lor\; n \ge \text{max\_draws}.
+      \text{step} \iff q s \le |m|\, p \;\lor\; n \ge \text{max\_draws},
+
+    which for a positive mean is the reference's :math:`m - qs \ge m(1-p)
+    \land m + qs \le m(1+p)`.
 
     The t quantile is compared inside jit
     (:func:`gqc_jax.student_t.t_quantile_at_most`) and the window's losses are
-    kept as running moments, so memory is O(1). At a confidence above 0, a loss
-    of zero or below never passes. The defaults (0.95, 0.05) replace the
+    kept as running moments, so memory is O(1). The test is relative to
+    :math:`|m|`, so it works for losses below zero (a Gaussian NLL, a negated
+    reward); at a confidence above 0, a mean loss of exactly zero never passes. The defaults (0.95, 0.05) replace the
     reference's 1.0, which never passes.
 
     Args:

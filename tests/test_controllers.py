@@ -100,10 +100,20 @@ def test_mht_zero_confidence_zero_percent_is_a_tie_that_steps():
     assert int(gqc_jax.stats(state)["num_invalid_hyperparameters"]) == 0
 
 
-def test_mht_negative_losses_never_pass():
-    grads = random_grads(26, 4)
-    stepped, _, _ = _run(gqc_jax.mht(optax.sgd(0.1), 0.5, 0.5, max_draws=4), grads, [-1.0] * 4)
-    assert stepped == [False, False, False, True]
+def test_mht_decides_alike_for_losses_below_zero():
+    """The interval is judged against |mean|: a loss stream and its negation (a
+    Gaussian NLL, a negated reward) give the same decisions, and a tight stream
+    below zero steps, as it does above zero (it never did: fixed windows of 8)."""
+    values = [2.0, 2.3, 1.6, 2.1, 1.9, 2.05, 1.95, 2.0, 2.4, 1.7, 2.0, 2.0]
+    grads = random_grads(26, len(values))
+    tx = gqc_jax.mht(optax.sgd(0.1), 0.9, 0.1, max_draws=8)
+    positive, _, _ = _run(tx, grads, values)
+    negative, _, _ = _run(tx, grads, [-v for v in values])
+    assert negative == positive
+    assert negative[:8] == [True, False, False, False, False, True, True, True]
+    # A mean of exactly zero has no relative error: only the draw cap steps.
+    zero, _, _ = _run(gqc_jax.mht(optax.sgd(0.1), 0.5, 0.5, max_draws=4), grads[:4], [0.0] * 4)
+    assert zero == [False, False, False, True]
 
 
 def test_mht_needs_the_loss():
