@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gqc_jax._accumulation import FLUSH
 from gqc_jax._hyperparams import concrete_value
 
 
@@ -59,7 +60,9 @@ def skip_loss_spikes(
     out of the estimate. Around a controller each call is one microbatch, and a
     spiking microbatch is kept out of its window; around a plain optimizer a
     spike skips the step. Non-finite losses pass to ``inner`` (controllers skip
-    them) and do not enter the estimate.
+    them) and do not enter the estimate. :func:`gqc_jax.flush` passes through to
+    ``inner`` with no loss needed: it draws no microbatch, so nothing is judged
+    and the running estimate is unchanged.
 
     Args:
       inner: the transformation to guard (a controller or an optimizer).
@@ -103,6 +106,13 @@ def skip_loss_spikes(
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        if FLUSH in extra_args:  # gqc_jax.flush: no microbatch, nothing to judge
+            new_updates, inner_state = inner.update(
+                updates, state.inner_state, params, value=value, **extra_args
+            )
+            return new_updates, state._replace(
+                last_skipped=jnp.zeros([], jnp.bool_), inner_state=inner_state
+            )
         if value is None:
             raise ValueError("skip_loss_spikes needs the loss: call update(..., value=loss).")
         loss = jnp.asarray(value, jnp.float32)

@@ -84,3 +84,19 @@ def test_needs_the_loss():
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         gqc_jax.skip_loss_spikes(optax.sgd(1.0), **kwargs)
+
+
+def test_flush_through_the_guard_steps_the_window_and_leaves_its_estimate():
+    """gqc_jax.flush needs no loss through skip_loss_spikes (it draws no
+    microbatch): the controller steps on its open window with the window's mean
+    loss, and the guard's running estimate and counters are unchanged."""
+    inner = gqc_jax.gnts(optax.sgd(1.0), threshold=0.0, max_draws=8)
+    tx = gqc_jax.skip_loss_spikes(inner, 3.0, warmup=2)
+    _, state = _run(tx, [1.0, 1.2, 0.8])
+    updates, flushed = jax.jit(lambda s: gqc_jax.flush(tx, s, {"w": jnp.zeros(3)}))(state)
+    np.testing.assert_allclose(updates["w"], np.full(3, -2.0))  # mean of 1, 2, 3
+    assert int(gqc_jax.stats(flushed)["num_steps"]) == 1
+    assert int(gqc_jax.stats(flushed)["num_batches"]) == 3
+    for field in ("count", "mean", "variance", "num_spikes"):
+        np.testing.assert_array_equal(getattr(flushed, field), getattr(state, field))
+    assert not bool(flushed.last_skipped)

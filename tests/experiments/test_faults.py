@@ -147,3 +147,20 @@ def test_a_killed_process_makes_the_other_exit_with_an_error(tmp_path, two_proce
     ]
     assert seconds < 60, seconds
 
+
+def test_the_spike_guard_around_a_controller_flushes_the_last_window(tmp_path, data_dir):
+    """sbc with windows of 3 over 25 microbatches leaves one microbatch open at
+    the end: the end-of-run flush goes through the spike guard (it needs no
+    loss), and the run finishes with its summary and final checkpoint."""
+    config = tiny_config(
+        tmp_path,
+        data_dir,
+        train__tokens=8 * 32 * 25,
+        train__spike_sigmas=3.0,
+        gqc__controller="sbc",
+        gqc__sbc_draws=3,
+    )
+    summary = Trainer(config).fit()
+    assert summary["microbatches"] == 25 and summary["flushed_draws"] == 1
+    assert (tmp_path / "summary.json").exists()
+    assert Checkpoints(tmp_path / "checkpoints", keep=3).steps()[-1] == 25
