@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gqc_jax import _hyperparams
@@ -233,6 +234,10 @@ def gnts(
       >>> print(updates["w"], int(state.last_num_draws))
       [-0.05 -0.05] 2
     """
+    if not isinstance(relative, (bool, np.bool_)):  # "no" or 0 would be read as a choice
+        raise TypeError(
+            f"relative must be a bool, got {relative!r} of type {type(relative).__name__}."
+        )
     if not relative:  # checked even when unused (the relative criterion checks its own)
         _reference_hyperparameters(reference_beta, outlier_clip)
     criterion = (

@@ -203,6 +203,9 @@ def count_invalid(counter: jax.Array, *invalid: jax.Array) -> jax.Array:
     return counter + flag.astype(jnp.int32)
 
 
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
 def validate_max_draws(max_draws: object) -> int:
     """Returns ``max_draws`` as a Python int, or raises a clear error."""
     if isinstance(max_draws, jax.core.Tracer):
@@ -219,8 +222,11 @@ def validate_max_draws(max_draws: object) -> int:
         if np.ndim(max_draws) != 0 or not np.issubdtype(np.asarray(max_draws).dtype, np.integer):
             raise TypeError(f"max_draws must be an int, got {max_draws!r}.")
     max_draws = int(max_draws)
-    if max_draws < 1:
-        raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
+    if not 1 <= max_draws <= INT32_MAX:
+        raise ValueError(
+            f"max_draws must be in [1, {INT32_MAX}] (the window counters are int32), "
+            f"got {max_draws}."
+        )
     return max_draws
 
 

@@ -41,6 +41,12 @@ def _check_steps(num_warmup_steps: int, num_training_steps: int | None = None) -
             raise ArgumentTypeError(f"{name} must be an int >= 0, got {value!r}.")
         if value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+    if num_training_steps is not None and num_warmup_steps > num_training_steps:
+        raise ValueError(
+            f"num_warmup_steps ({num_warmup_steps}) must be at most num_training_steps "
+            f"({num_training_steps}): a warmup longer than the run never reaches the "
+            "schedule's final value. Were the two swapped? Both count microbatches."
+        )
 
 
 def _check_real(**values: float | jax.Array) -> None:

@@ -8,10 +8,45 @@ import pytest
 import gqc_jax
 
 
-@pytest.mark.parametrize("max_draws", [0, -3])
-def test_max_draws_below_one(max_draws):
-    with pytest.raises(ValueError, match=f"max_draws must be >= 1, got {max_draws}"):
+@pytest.mark.parametrize("max_draws", [0, -3, 2**31, 10**12])
+def test_max_draws_outside_the_int32_counters(max_draws):
+    """Below 1, or beyond the int32 window counters (it failed at the first
+    update with an unrelated overflow before)."""
+    match = rf"max_draws must be in \[1, 2147483647\] \(the window counters are int32\), got {max_draws}"
+    with pytest.raises(ValueError, match=match):
         gqc_jax.gnts(optax.sgd(0.1), max_draws=max_draws)
+
+
+def test_the_largest_max_draws_updates():
+    tx = gqc_jax.gns(optax.sgd(0.1), tolerance=0.01, max_draws=2**31 - 1)
+    params = {"w": jnp.zeros(2)}
+    _, state = jax.jit(tx.update)({"w": jnp.ones(2)}, tx.init(params), params)
+    assert int(state.num_draws) == 1
+
+
+@pytest.mark.parametrize("relative", ["no", "false", 0, 1, None])
+def test_relative_must_be_a_bool(relative):
+    with pytest.raises(TypeError, match=f"relative must be a bool, got {relative!r}"):
+        gqc_jax.gnts(optax.sgd(0.1), threshold=0.5, relative=relative)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda N, L: gqc_jax.gnts_with_cosine_annealing(optax.adamw, N, L, learning_rate=1e-3),
+        lambda N, L: gqc_jax.gns_default(optax.sgd, 0.01, N, L, learning_rate=0.1),
+        lambda N, L: gqc_jax.mht_with_warmup(optax.adamw, 0.9, 0.05, N, L, learning_rate=1e-3),
+        lambda N, L: gqc_jax.schedules.cosine_annealing_with_warmup(1.0, 0.0, L, N),
+    ],
+)
+def test_a_warmup_longer_than_the_run_is_refused(factory):
+    """Swapped positional arguments (N=500, L=10_000) gave a threshold that never
+    reached its final value."""
+    factory(10_000, 500)
+    with pytest.raises(
+        ValueError, match=r"num_warmup_steps \(10000\) must be at most num_training_steps \(500\)"
+    ):
+        factory(500, 10_000)
 
 
 @pytest.mark.parametrize("max_draws", [2.5, "8", True])
