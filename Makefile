@@ -126,9 +126,10 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# The API reference from the docstrings (Sphinx), warnings as errors.
+# The documentation site (Sphinx, MyST): the guides, the results pages and the API
+# reference from the docstrings, warnings as errors.
 docs: $(STAMP)
-	$(PY) -m sphinx -W --keep-going -b html -q docs/api docs/_build/html
+	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
 
 format: $(STAMP)
 	$(PY) -m ruff format .
