@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import numpy as np
 import optax
 
 from gqc_jax._accumulation import AdaptiveAccumulationState
@@ -12,10 +15,15 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
     """Returns the outermost controller state inside ``opt_state``.
 
     Looks through tuples (``optax.chain``), NamedTuples, dicts and lists, and
-    therefore also through ``optax.inject_hyperparams`` and other wrappers.
+    therefore also through ``optax.inject_hyperparams``, ``skip_loss_spikes``,
+    a Flax ``nnx.Optimizer``'s ``opt_state`` and other wrappers. A controller
+    nested in another's ``inner`` is not outermost; two side by side (e.g. in
+    ``optax.multi_transform``) are ambiguous: pass the one you mean, e.g.
+    ``state.inner_states["head"]``.
 
     Raises:
-      ValueError: no controller state is inside ``opt_state``.
+      ValueError: no controller state, or several outermost ones, are inside
+        ``opt_state``.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -25,10 +33,10 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
       'AdaptiveAccumulationState'
     """
     found = [
-        leaf
-        for leaf in jax.tree.leaves(
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
             opt_state, is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState)
-        )
+        )[0]
         if isinstance(leaf, AdaptiveAccumulationState)
     ]
     if not found:
@@ -36,7 +44,20 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
             "No gqc_jax controller state found in this optimizer state; pass the state "
             "of a transformation built with gqc_jax (gnts, sbc, adaptive_accumulation, ...)."
         )
-    return found[0]
+    if len(found) > 1:
+        where = ", ".join(f"state{jax.tree_util.keystr(path)}" for path, _ in found)
+        raise ValueError(
+            f"This optimizer state holds {len(found)} controller states side by side "
+            f"({where}); pass the one you mean."
+        )
+    return found[0][1]
+
+
+def _array(value: Any) -> Any:
+    """The array in ``value``: a Flax NNX variable (``nnx.Optimizer``'s state)
+    holds it; arrays, host copies (NumPy) and anything else come back as they are."""
+    get_value = getattr(value, "get_value", None)
+    return get_value() if callable(get_value) else value
 
 
 def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
@@ -52,11 +73,20 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     numeric scalar field of the criterion state (a ``NamedTuple``) under its own
     name.
 
+    The same keys come back for a state on the device, a host copy
+    (``jax.device_get``, NumPy values), a Flax ``nnx.Optimizer``'s
+    ``opt_state`` (the values are taken out of its variables) and a state
+    vmapped over, e.g., seeds (every value then has that batch shape).
+
     Args:
       opt_state: a controller's state, or any optimizer state that contains one.
 
     Returns:
-      A dict of jax scalars; read them with ``jax.device_get`` when you log.
+      A dict of scalars (or arrays of the vmapped batch shape): jax arrays on
+      the device; read them with ``jax.device_get`` when you log.
+
+    Raises:
+      ValueError: see :func:`find_controller_state`.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -66,23 +96,28 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
       ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'lr_factor']
     """
     state = find_controller_state(opt_state)
-    out = {
-        "num_batches": state.num_batches,
-        "num_steps": state.num_steps,
-        "num_draws": state.num_draws,
-        "last_num_draws": state.last_num_draws,
-        "last_grad_norm": state.last_grad_norm,
-        "lr_factor": state.lr_factor,
-        "stepped": state.stepped,
-        "num_skipped": state.num_skipped,
-    }
+    shared = (
+        "num_batches",
+        "num_steps",
+        "num_draws",
+        "last_num_draws",
+        "last_grad_norm",
+        "lr_factor",
+        "stepped",
+        "num_skipped",
+    )
+    out = {key: _array(getattr(state, key)) for key in shared}
+    # A criterion's statistics are its numeric fields shaped like the counters:
+    # () for one controller, the batch shape for a vmapped one.
+    batch_shape = np.shape(out["num_batches"])
     criterion_state = state.criterion_state
     if hasattr(criterion_state, "_asdict"):
-        out.update(
-            {
-                k: v
-                for k, v in criterion_state._asdict().items()
-                if isinstance(v, jax.Array) and v.ndim == 0 and v.dtype != jax.numpy.bool_
-            }
-        )
+        for key, value in criterion_state._asdict().items():
+            value = _array(value)
+            if (
+                isinstance(value, (jax.Array, np.ndarray, np.generic))
+                and np.shape(value) == batch_shape
+                and value.dtype != np.bool_
+            ):
+                out[key] = value
     return out

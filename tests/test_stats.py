@@ -74,3 +74,63 @@ def test_works_under_jit():
 def test_no_controller_is_a_clear_error():
     with pytest.raises(ValueError, match="No gqc_jax controller state"):
         gqc_jax.stats(optax.adam(1e-3).init({"v": jnp.zeros(2)}))
+
+
+def _relative_gnts_state():
+    tx = gqc_jax.gnts(optax.sgd(0.1), threshold=0.5, relative=True)
+    params = {"v": jnp.zeros(2)}
+    _, state = tx.update({"v": jnp.array([3.0, 4.0])}, tx.init(params), params)
+    return tx, params, state
+
+
+RELATIVE_KEYS = SHARED_KEYS | {
+    "gradient_norm_threshold",
+    "effective_threshold",
+    "reference_norm",
+    "num_invalid_hyperparameters",
+}
+
+
+def test_a_host_copy_keeps_every_key():
+    _, _, state = _relative_gnts_state()
+    assert set(gqc_jax.stats(state)) == RELATIVE_KEYS
+    host = gqc_jax.stats(jax.device_get(state))
+    assert set(host) == RELATIVE_KEYS
+    assert float(host["reference_norm"]) == pytest.approx(5.0)
+
+
+def test_a_vmapped_state_keeps_every_key_with_its_batch_shape():
+    tx, params, _ = _relative_gnts_state()
+    grads = {"v": jnp.array([[3.0, 4.0], [6.0, 8.0], [0.0, 1.0]])}
+    states = jax.vmap(lambda g: tx.update(g, tx.init(params), params)[1])(grads)
+    s = gqc_jax.stats(states)
+    assert set(s) == RELATIVE_KEYS
+    assert all(v.shape == (3,) for v in s.values())
+    assert s["reference_norm"].tolist() == pytest.approx([5.0, 10.0, 1.0])
+
+
+def test_an_nnx_optimizer_state_keeps_every_key_as_arrays():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    tx = gqc_jax.gnts(optax.sgd(0.1), threshold=0.5, relative=True)
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+    opt.update(model, grads)
+    s = gqc_jax.stats(opt.opt_state)
+    assert set(s) == RELATIVE_KEYS
+    assert all(isinstance(v, jax.Array) and v.shape == () for v in s.values())
+    assert int(s["num_batches"]) == 1
+
+
+def test_two_controllers_side_by_side_are_ambiguous():
+    tx = optax.multi_transform(
+        {"a": gqc_jax.gnts(optax.sgd(0.1), 0.5), "b": gqc_jax.sbc(optax.sgd(0.1), 4, 1)},
+        {"x": "a", "y": "b"},
+    )
+    state = tx.init({"x": jnp.zeros(2), "y": jnp.zeros(2)})
+    with pytest.raises(ValueError, match=r"2 controller states side by side .*inner_states"):
+        gqc_jax.stats(state)
+    assert "logical_batch_size" in gqc_jax.stats(state.inner_states["b"])
+    # A controller inside another's inner is not side by side: the outer one counts.
+    nested = gqc_jax.gnts(gqc_jax.sbc(optax.sgd(0.1), 4, 1), 0.5)
+    assert "gradient_norm_threshold" in gqc_jax.stats(nested.init({"x": jnp.zeros(2)}))
