@@ -21,7 +21,8 @@ class GradientNoiseScaleState(NamedTuple):
 
     Attributes:
       noise_tolerance: ``float32[]`` the tolerance in force.
-      gradient_noise_statistic: ``float32[]`` the statistic at the last draw.
+      gradient_noise_statistic: ``float32[]`` the statistic at the last draw
+        where it is defined (two norms or more; 0 before the first).
       norms: moments of the window's per-microbatch gradient norms.
       mean_square_norm: ``float32[]`` mean of the window's squared norms.
       num_invalid_hyperparameters: ``int32[]`` calls with an out-of-range tolerance (clamped).
@@ -46,7 +47,9 @@ class GradientNoiseScale:
     With :math:`h_i = \lVert g_i \rVert` the norms seen in the window,
     :math:`s = \operatorname{var}_{n-1}(h) / (\overline{h^2} + 10^{-8})`;
     passes iff :math:`s \le n \cdot \text{tol}` (float32, ties pass). With one
-    sample the variance is NaN and the test fails.
+    sample the variance is undefined and the test fails; the reported statistic
+    then keeps its last defined value instead of NaN, so a logger's NaN alarm
+    does not fire at the first draw of every window.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -77,8 +80,11 @@ class GradientNoiseScale:
         mean_square = state.mean_square_norm + (
             jnp.mean(jnp.square(norms)) - state.mean_square_norm
         ) * (norms.shape[0] / moments.count)
-        statistic = moments.variance() / (mean_square + 1e-8)
-        passes = statistic <= draw.num_draws.astype(jnp.float32) * tolerance
+        defined = moments.count > 1
+        statistic = jnp.where(
+            defined, moments.variance() / (mean_square + 1e-8), state.gradient_noise_statistic
+        )
+        passes = defined & (statistic <= draw.num_draws.astype(jnp.float32) * tolerance)
         invalid_count = _hyperparams.count_invalid(state.num_invalid_hyperparameters, invalid)
         return passes, GradientNoiseScaleState(
             tolerance, statistic, moments, mean_square, invalid_count

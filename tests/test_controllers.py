@@ -50,6 +50,20 @@ def test_gns_never_steps_on_a_first_draw_and_tolerance_one_steps_at_two():
     assert stepped == [False, True] * 5
 
 
+def test_gns_reports_no_nan_at_the_first_draw_of_a_window():
+    """The statistic is undefined for one norm: it keeps its last defined value
+    (0 before any), so loggers' NaN alarms stay quiet in normal operation."""
+    tx = gqc_jax.gns(optax.sgd(0.1), 1.0)
+    params = params_like()
+    state, reported = tx.init(params), []
+    for g in random_grads(21, 6):
+        _, state = tx.update(g, state, params)
+        reported.append(float(gqc_jax.stats(state)["gradient_noise_statistic"]))
+    assert np.all(np.isfinite(reported)) and reported[0] == 0.0
+    assert reported[2] == reported[1] and reported[4] == reported[3]  # first draws keep it
+    assert reported[3] != reported[1]
+
+
 def test_gnr_rescales_to_the_target():
     tx = gqc_jax.gnr(optax.sgd(1.0), target_norm=0.5)
     params = params_like()
