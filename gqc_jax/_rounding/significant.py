@@ -20,6 +20,7 @@ from gqc_jax._rounding.tables import (
     _significant_tables,
     _times_pow2,
     _work_dtype,
+    lookup,
 )
 
 
@@ -80,14 +81,14 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
     ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
     r_max = _pow10_range(work)
-    over = ax >= ceil_t[jnp.clip(e0 + 1 + r_max, 0, 2 * r_max)]
+    over = ax >= lookup(ceil_t, jnp.clip(e0 + 1 + r_max, 0, 2 * r_max))
     s = d - 1 - e0 - over.astype(itype)
     # Per s, at index s + R: 10^s and 10^-s as normalised double words, and
     # 5^-s where s < 0 and it is exact.
     if independent_indices:
         s0 = d - 1 - e0  # s where not over; s0 - 1 where over
         i = jnp.clip(s0 + r_max, 1, 2 * r_max)
-        row = jnp.asarray(_significant_rows(jnp.dtype(work))).at[i].get(mode="promise_in_bounds")
+        row = lookup(_significant_rows(jnp.dtype(work)), i)
         hi, lo, inv_hi, inv_lo, lo2, inv_lo2 = (
             jnp.where(over, row[..., c + 6], row[..., c]) for c in range(6)
         )
@@ -95,7 +96,7 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
         # One index for all four (each lookup is a scalar load per lane on CPU).
         i = jnp.clip(s + r_max, 0, 2 * r_max)
         columns = _significant_tables(jnp.dtype(work))
-        hi, lo, inv_hi, inv_lo, lo2, inv_lo2 = (jnp.asarray(c)[i] for c in columns)
+        hi, lo, inv_hi, inv_lo, lo2, inv_lo2 = (lookup(c, i) for c in columns)
     down = (s < 0) & (s >= -exact_max)  # 10^-s exact: inv_lo holds 5^-s here
     five, inv_lo = inv_lo, jnp.where(down, 0.0, inv_lo)
 
@@ -187,10 +188,10 @@ def _round_significant_x64(g, digits, noise):
     s0 = d - 1 - (((biased - 127) * 78913) >> 18)
     with jax.enable_x64(True):
         table = jnp.asarray(_abs_pow10_float64())
-        t = table.at[s0 - _S0_MIN].get(mode="promise_in_bounds")
+        t = lookup(table, s0 - _S0_MIN)
         ax = jnp.abs(x).astype(jnp.float64)
         q0 = jnp.where(s0 >= 0, ax * t, ax / t)
-        over = q0 >= table[d - _S0_MIN]
+        over = q0 >= lookup(table, d - _S0_MIN)
         q = jnp.where(over, q0 * 0.1, q0)
         r = jnp.round(q) if noise is None else jnp.floor(q + noise.astype(jnp.float64))
         r = jnp.where(over, r * 10.0, r)

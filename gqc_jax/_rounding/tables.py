@@ -24,6 +24,24 @@ _BF16_POW10 = np.array(
 )
 
 
+def lookup(table, index: jax.Array) -> jax.Array:
+    """``table[index]`` for a small constant table, sharded like ``index``.
+
+    On a mesh with Explicit axes (the default of ``jax.make_mesh``) a gather's
+    output sharding cannot be inferred from a replicated table and a sharded
+    index: it is named here, the index's followed by the table's own axes
+    unsharded. Elsewhere this is a plain gather.
+    """
+    table = jnp.asarray(table)
+    sharding = jax.typeof(index).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty or jax.sharding.AxisType.Explicit not in mesh.axis_types:
+        return table.at[index].get(mode="promise_in_bounds")
+    spec = jax.sharding.PartitionSpec(*sharding.spec, *([None] * (table.ndim - 1)))
+    out = jax.sharding.NamedSharding(mesh, spec)
+    return table.at[index].get(mode="promise_in_bounds", out_sharding=out)
+
+
 def _work_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
