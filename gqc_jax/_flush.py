@@ -8,7 +8,7 @@ import jax
 import optax
 
 from gqc_jax._accumulation import FLUSH
-from gqc_jax._stats import find_controller_state
+from gqc_jax._stats import find_controller_state, pure
 
 
 def flush(
@@ -33,6 +33,11 @@ def flush(
     ``optax.inject_hyperparams`` around one; transformations chained *after* the
     controller process the flushed update as usual, and stateful ones chained
     *before* it see one zero gradient.
+
+    With Flax NNX, pass ``opt.tx``, ``opt.opt_state`` and the model's
+    parameters (``nnx.state(model, nnx.Param)``): their variables are read as
+    arrays, as ``nnx.Optimizer.update`` reads them, and the result is plain
+    arrays to write back with ``nnx.update`` (the user guide shows it).
 
     Args:
       tx: the transformation whose state is ``opt_state``; it must take extra
@@ -68,6 +73,7 @@ def flush(
             f"{type(tx).__name__}; an optax.with_extra_args_support wrapper would drop "
             "the flush."
         )
+    opt_state, params = pure(opt_state), pure(params)
     find_controller_state(opt_state)
     zeros = jax.tree.map(jax.numpy.zeros_like, params)
     return tx.update(zeros, opt_state, params, **{FLUSH: True}, **extra_args)

@@ -60,6 +60,12 @@ def _array(value: Any) -> Any:
     return get_value() if callable(get_value) else value
 
 
+def pure(tree: Any) -> Any:
+    """``tree`` with every Flax NNX variable replaced by the array it holds
+    (``nnx.as_pure`` without importing Flax); other trees come back as they are."""
+    return jax.tree.map(_array, tree, is_leaf=lambda x: callable(getattr(x, "get_value", None)))
+
+
 def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     """The controller's statistics as jax scalars (no host sync).
 

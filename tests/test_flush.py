@@ -130,3 +130,25 @@ def test_flush_refuses_what_it_cannot_flush():
     sgd = optax.sgd(1.0)
     with pytest.raises(ValueError, match="No gqc_jax controller state"):
         gqc_jax.flush(optax.chain(sgd), optax.chain(sgd).init(PARAMS), PARAMS)
+
+
+def test_flush_takes_an_nnx_optimizer_state_and_parameters():
+    """The natural NNX call failed ("The gradient tree does not match"): the
+    variables are read as arrays, and writing the result back steps the model
+    on the window mean, as a passed criterion would."""
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(model, gqc_jax.gnts(optax.sgd(0.5), 0.0, max_draws=8), wrt=nnx.Param)
+    before = nnx.as_pure(nnx.state(model, nnx.Param))
+    variables = nnx.state(model, nnx.Param)
+    grads = [jax.tree.map(lambda p, i=i: jnp.full_like(p, i + 1.0), variables) for i in range(3)]
+    for g in grads:
+        opt.update(model, g)
+    params = nnx.state(model, nnx.Param)
+    updates, opt_state = gqc_jax.flush(opt.tx, opt.opt_state, params)
+    nnx.update(model, optax.apply_updates(nnx.as_pure(params), updates))
+    nnx.update(opt.opt_state, nnx.state(opt_state))
+    after = nnx.as_pure(nnx.state(model, nnx.Param))
+    chex.assert_trees_all_close(after, jax.tree.map(lambda p: p - 0.5 * 2.0, before), rtol=1e-6)
+    s = gqc_jax.stats(opt.opt_state)
+    assert int(s["num_steps"]) == 1 and int(s["num_draws"]) == 0
