@@ -41,8 +41,8 @@ class GPTConfig:
     dropout: float = 0.0
     tied_embeddings: bool = True
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+    dtype: jax.typing.DTypeLike = jnp.float32
+    param_dtype: jax.typing.DTypeLike = jnp.float32
     attention: Literal["xla", "cudnn"] | None = None
 
     def __post_init__(self):
