@@ -46,6 +46,13 @@ def check_floating(grads: Any) -> None:
     """
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         dtype = jnp.result_type(g)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"Gradient leaf {jax.tree_util.keystr(path)} has dtype {dtype}; gqc_jax "
+                "controllers keep a real accumulator and real norms, so complex parameters "
+                "are not supported: keep their real and imaginary parts as two real "
+                "parameters, or leave them out with optax.masked."
+            )
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
                 f"Gradient leaf {jax.tree_util.keystr(path)} has dtype {dtype}; gqc_jax "

@@ -124,3 +124,16 @@ def test_traced_max_draws_names_the_fix():
 def test_schedules_and_traced_values_are_accepted():
     gqc_jax.gnts(optax.sgd(0.1), threshold=optax.linear_schedule(1.0, 0.1, 100))
     jax.jit(lambda t: gqc_jax.gnts(optax.sgd(0.1), threshold=t).init({"w": jnp.zeros(1)}))(0.5)
+
+
+def test_integer_and_complex_gradients_are_refused_with_their_own_advice():
+    tx = gqc_jax.gnts(optax.sgd(0.1), threshold=1.0)
+    for dtype, match in [
+        (jnp.int32, r"need floating-point ones .*optax.masked"),
+        (jnp.complex64, r"complex parameters are not supported: keep their real and imaginary"),
+    ]:
+        params = {"w": jnp.zeros(2, dtype)}
+        with pytest.raises(
+            TypeError, match=rf"leaf \['w'\] has dtype {jnp.dtype(dtype)}; .*{match}"
+        ):
+            tx.update(params, tx.init(params), params)
