@@ -159,6 +159,10 @@ class TrainConfig:
     branch_step: int | None = None
 
 
+# The compute dtypes the models run in (float8 and integer types are not).
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
@@ -197,6 +201,12 @@ class Config:
         for name in ("microbatch_size", "eval_batches"):
             if getattr(self.data, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
+        if self.gqc.sbc_draws < 1:
+            raise ValueError(f"gqc.sbc_draws must be >= 1, got {self.gqc.sbc_draws}.")
+        if self.model.dtype not in MODEL_DTYPES:
+            raise ValueError(
+                f"model.dtype must be one of {MODEL_DTYPES}, got {self.model.dtype!r}."
+            )
         if self.gqc.sbc_final_draws < 0:
             raise ValueError(
                 f"gqc.sbc_final_draws must be >= 0 (0 = constant), got {self.gqc.sbc_final_draws}."

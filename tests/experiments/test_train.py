@@ -359,9 +359,22 @@ def test_impossible_settings_are_clear_errors(tmp_path, data_dir, overrides, mes
         Trainer(tiny_config(tmp_path, data_dir, **overrides)).fit()
 
 
-def test_main_reports_errors_without_a_traceback(tmp_path, data_dir, capsys):
-    assert main([f"--train.out_dir={tmp_path}", "--model.dept=2"]) == 2
-    assert "unknown config key 'model.dept'" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--model.dept=2", "unknown config key 'model.dept'"),
+        # These printed a traceback, or named the library's argument.
+        (
+            "--model.dtype=float8",
+            "model.dtype must be one of ('float32', 'bfloat16', 'float16'), got 'float8'",
+        ),
+        ("--gqc.sbc_draws=0", "gqc.sbc_draws must be >= 1, got 0"),
+    ],
+)
+def test_main_reports_errors_without_a_traceback(tmp_path, data_dir, capsys, flag, message):
+    assert main([f"--train.out_dir={tmp_path}", "--gqc.controller=sbc", flag]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def _cli(out_dir, data_dir, *extra):
