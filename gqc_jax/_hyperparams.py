@@ -7,8 +7,11 @@ optax-style schedule ``f(count) -> value``:
   at ``init`` and read back from the state at every ``update``, so writing the
   state changes it without recompiling;
 - a JAX array (what ``optax.inject_hyperparams`` passes to the factory on every
-  call, traced under ``jit``) is the value in force at that call; it is stored
-  in the state too, so ``gqc_jax.stats`` reports it;
+  call, concrete when eager and traced under ``jit``) is the value in force at
+  that call; it is stored in the state too, so ``gqc_jax.stats`` reports it,
+  but writing the state does not change it (a concrete array given by a user
+  cannot be told apart from an injected one): to change a fixed value by
+  writing the state, pass a Python or NumPy number;
 - a schedule is evaluated at the microbatch clock (the number of ``update``
   calls before this one) and its value is stored likewise.
 

@@ -435,3 +435,22 @@ def test_integer_gradients_are_refused_with_the_leaf_named(param_dtype):
     tx = gqc_jax.gnts(optax.adamw(1e-3))
     with pytest.raises(TypeError, match=r"Gradient leaf \['w'\] has dtype int32"):
         tx.update({"w": jnp.ones(4, jnp.int32)}, tx.init(params), params)
+
+
+def test_a_written_state_changes_a_number_but_not_a_jax_array():
+    """The documented rule: a number lives in the state (a write changes it); a
+    JAX array is the value in force at every call, as inject_hyperparams passes
+    it, so a write to the state is overwritten by it at the next update."""
+    params = {"w": jnp.zeros(2)}
+    big = {"w": jnp.full(2, 3.0)}  # norm 4.24
+
+    def stepped_after_writing(threshold):
+        tx = gqc_jax.gnts(optax.sgd(0.1), threshold, max_draws=8)
+        state = tx.init(params)
+        written = state.criterion_state._replace(gradient_norm_threshold=jnp.float32(10.0))
+        _, state = tx.update(big, state._replace(criterion_state=written), params)
+        return bool(state.stepped), float(gqc_jax.stats(state)["gradient_norm_threshold"])
+
+    assert stepped_after_writing(1.0) == (True, 10.0)
+    assert stepped_after_writing(np.float32(1.0)) == (True, 10.0)
+    assert stepped_after_writing(jnp.float32(1.0)) == (False, 1.0)
