@@ -62,7 +62,11 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
     if g.controller == "none":
         tx = optax.chain(*clip, factory(**kwargs))
     else:
-        inner = optax.chain(*clip, gqc_jax.on_microbatch_clock(factory, **kwargs))
+
+        def clipped(**values):  # the clock wraps clip and optimizer alike
+            return optax.chain(*clip, factory(**values))
+
+        inner = gqc_jax.on_microbatch_clock(clipped, **kwargs)
         tx = _controller(config, inner, total_microbatches)
     if g.rounding != "none":
         rounding = gqc_jax.round_gradients(

@@ -14,7 +14,7 @@ from gqc_jax._accumulation import (
     current_mean,
 )
 from gqc_jax._batch_schedules import batch_size_warmup, seesaw
-from gqc_jax._clock import MicrobatchClockState, on_microbatch_clock
+from gqc_jax._clock import MicrobatchClock, MicrobatchClockState, on_microbatch_clock
 from gqc_jax._factories import (
     gnr_with_cosine_annealing,
     gnr_with_cosine_annealing_conventional_lr,
@@ -58,6 +58,7 @@ __all__ = [
     "GradientNormRescaleState",
     "GradientNormThreshold",
     "GradientNormThresholdState",
+    "MicrobatchClock",
     "MicrobatchClockState",
     "MetricHypothesisTest",
     "MetricHypothesisTestState",

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
+from gqc_jax._clock import MicrobatchClock
 from gqc_jax._tree import (
     check_floating,
     check_same_structure,
@@ -222,9 +223,11 @@ def adaptive_accumulation(
     the inner optimizer once on :math:`\bar g_n` (cast to the gradients' dtype)
     and returns its updates; every other call returns exact zeros and leaves the
     inner state untouched. The loss passed as ``value=`` is averaged over the
-    window the same way and forwarded to the inner optimizer as ``value=``; the
-    inner optimizer also receives the microbatch clock as the extra argument
-    ``microbatch_count`` (used by :func:`gqc_jax.on_microbatch_clock`).
+    window the same way and forwarded to the inner optimizer as ``value=``, and
+    a ``grad=`` (what a line search such as ``optax.lbfgs`` reads) as the window
+    mean the inner optimizer steps on. Other extra arguments reach the inner
+    optimizer as given. An inner built by :func:`gqc_jax.on_microbatch_clock`,
+    and no other, also receives the microbatch clock as ``microbatch_count=``.
 
     A microbatch whose gradient (or ``value``) has a NaN or inf, or whose
     squared global norm overflows float32 (elements beyond about 1.8e19), is
@@ -297,6 +300,7 @@ def adaptive_accumulation(
       >>> print(updates["w"], float(gqc_jax.stats(state)["lr_factor"]))
       [-2. -2.] 2.0
     """
+    clocked = isinstance(inner, MicrobatchClock)
     inner = _check_inner(inner)
     _check_criterion(criterion)
     max_draws = _hyperparams.validate_max_draws(max_draws)
@@ -339,7 +343,8 @@ def adaptive_accumulation(
         if value.shape != ():
             raise ValueError(f"value= must be a scalar loss, got shape {value.shape}.")
         inner_args = {k: v for k, v in extra_args.items() if k != "value"}
-        inner_args["microbatch_count"] = state.num_batches
+        if clocked:
+            inner_args["microbatch_count"] = state.num_batches
         local_grads, local_value = grads, value
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
@@ -424,9 +429,9 @@ def adaptive_accumulation(
             mean = jax.lax.optimization_barrier(mean)
             if prepare is not None:
                 mean = prepare(decided_state, mean, mean_norm)
-            updates, new_inner_state = inner.update(
-                optax.tree.cast_like(mean, grads), inner_state, params, **step_args
-            )
+            mean = optax.tree.cast_like(mean, grads)
+            args = {**step_args, "grad": mean} if "grad" in step_args else step_args
+            updates, new_inner_state = inner.update(mean, inner_state, params, **args)
             if lr_power is not None:
                 updates = jax.tree.map(lambda u: (u * lr_factor).astype(u.dtype), updates)
             # As optax.MultiSteps does: the state keeps its dtypes (an inner

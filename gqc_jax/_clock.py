@@ -33,6 +33,15 @@ class MicrobatchClockState(NamedTuple):
     inner_state: optax.OptState
 
 
+class MicrobatchClock(optax.GradientTransformationExtraArgs):
+    """The transformation :func:`on_microbatch_clock` returns.
+
+    A controller passes its microbatch clock (``microbatch_count=``) to an inner
+    optimizer of this type, and only to one of this type: no other optimizer
+    receives an argument it did not ask for.
+    """
+
+
 def on_microbatch_clock(
     optimizer_factory: Callable[..., optax.GradientTransformation],
     *,
@@ -56,8 +65,12 @@ def on_microbatch_clock(
       **kwargs: the optimizer's arguments.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` that must be the inner
-      optimizer of a gqc_jax controller (which passes ``microbatch_count``).
+      A :class:`MicrobatchClock` transformation that must be the inner
+      optimizer of a gqc_jax controller itself: the controller passes its clock
+      (``microbatch_count=``) to an inner of this type only. To chain other
+      transforms with the optimizer (clipping, say), chain them inside the
+      factory: ``on_microbatch_clock(lambda **kw: optax.chain(optax.clip(1.0),
+      optax.adamw(**kw)), learning_rate=schedule)``.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -107,7 +120,9 @@ def on_microbatch_clock(
         if microbatch_count is None:
             raise ValueError(
                 "on_microbatch_clock(...) must be the inner optimizer of a gqc_jax "
-                "controller, which passes the microbatch clock to it."
+                "controller itself, which passes the microbatch clock to it; to chain "
+                "other transforms with the optimizer, chain them inside the factory: "
+                "on_microbatch_clock(lambda **kw: optax.chain(clip, optax.adamw(**kw)), ...)."
             )
         stored = {k: state.hyperparams[k] for k in numeric}
         values = values_at(microbatch_count, stored)
@@ -115,4 +130,4 @@ def on_microbatch_clock(
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         return updates, MicrobatchClockState(hyperparams=values, inner_state=inner_state)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return MicrobatchClock(init_fn, update_fn)

@@ -219,6 +219,60 @@ def test_on_microbatch_clock_outside_a_controller_is_a_clear_error():
         tx.update(random_grads(30, 1)[0], tx.init(params), params)
     with pytest.raises(TypeError, match="has no argument"):
         gqc_jax.on_microbatch_clock(optax.sgd, learning_rate=0.1, betas=0.9)
+    # Chained after something else it is not the controller's own inner: the same error.
+    chained = gqc_jax.sbc(optax.chain(optax.clip(1.0), tx), 2, 1)
+    with pytest.raises(ValueError, match="chain them inside the factory"):
+        chained.update(random_grads(30, 1)[0], chained.init(params), params)
+    inside = gqc_jax.on_microbatch_clock(
+        lambda **kw: optax.chain(optax.clip(1.0), optax.sgd(**kw)), learning_rate=0.1
+    )
+    tx = gqc_jax.sbc(inside, 2, 1)
+    state = tx.init(params)
+    for g in random_grads(30, 2):
+        _, state = tx.update(g, state, params)
+    assert int(state.num_steps) == 1
+
+
+def _grad_reading_inner():
+    """An inner optimizer that refuses extra arguments it does not know, as
+    optax's line searches do, and steps by the ``grad=`` it is given."""
+
+    def update(updates, state, params=None, *, value=None, grad=None, **extra):
+        del updates, params, value
+        if extra:
+            raise TypeError(f"unexpected extra arguments {sorted(extra)}")
+        return grad, state
+
+    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+
+def test_the_inner_gets_no_clock_it_did_not_ask_for_and_grad_is_the_window_mean():
+    """Every inner received microbatch_count (optax.lbfgs failed on it), and a
+    user's grad= reached it unchanged: the last microbatch's gradient, not the
+    window mean it steps on."""
+    tx = gqc_jax.sbc(_grad_reading_inner(), 3, 1)
+    params = params_like()
+    state = tx.init(params)
+    grads = random_grads(31, 3)
+    for g in grads:
+        updates, state = jax.jit(tx.update)(g, state, params, value=1.0, grad=g)
+    assert bool(state.stepped)
+    mean = jax.tree.map(lambda *g: sum(g) / 3, *grads)
+    jax.tree.map(lambda u, m: np.testing.assert_allclose(u, m, rtol=1e-5), updates, mean)
+
+
+def test_lbfgs_with_its_line_search_runs_under_a_controller():
+    def f(p):
+        return jnp.sum((p["w"] - 3.0) ** 2)
+
+    params = {"w": jnp.zeros(2)}
+    tx = gqc_jax.sbc(optax.lbfgs(), 2, 1)
+    state = tx.init(params)
+    for _ in range(6):
+        value, grad = jax.value_and_grad(f)(params)
+        updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["w"], 3.0, rtol=1e-5)
 
 
 def test_gnr_targets_near_the_float32_limit():
