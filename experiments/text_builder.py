@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,19 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Paragraph records, seeded 95/5 train/validation split."}
     BUILDER_CONFIGS = [SHAKESPEARE]
+
+    # TFDS announces "Downloading and preparing dataset Unknown size (download:
+    # ...)" before building any data set, which alarms a user told that nothing
+    # is downloaded; this builder reads local files, and says so instead.
+    def _log_download_bytes(self) -> None:
+        print(
+            f"Building {self.name}/{self.builder_config.name} from local files into "
+            f"{self.data_dir} (nothing is downloaded).",
+            file=sys.stderr,
+        )
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -39,7 +39,7 @@ def test_default_corpus_is_shakespeare_with_a_fixed_split(data_dir):
     assert not set(train) & set(validation)
 
 
-def test_local_text_builder_on_any_folder(tmp_path):
+def test_local_text_builder_on_any_folder(tmp_path, capfd):
     root = tmp_path / "texts"
     root.mkdir()
     for i in range(30):
@@ -47,6 +47,9 @@ def test_local_text_builder_on_any_folder(tmp_path):
     config = LocalTextConfig(name="mine", root=str(root), record_chars=200)
     builder = LocalText(config=config, data_dir=str(tmp_path / "tfds"), file_format="array_record")
     builder.download_and_prepare()
+    out, err = capfd.readouterr()
+    assert "Download" not in out + err  # TFDS's "Downloading and preparing" alarmed users
+    assert "from local files into" in err and "nothing is downloaded" in err
     cfg = _data(str(tmp_path / "tfds"), dataset="local_text/mine")
     texts = read_texts(cfg, "train") + read_texts(cfg, "validation")
     assert sorted(t.split("\n")[0] for t in texts if t.startswith("document")) == sorted(
