@@ -53,17 +53,16 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
     return found[0][1]
 
 
-def _array(value: Any) -> Any:
-    """The array in ``value``: a Flax NNX variable (``nnx.Optimizer``'s state)
-    holds it; arrays, host copies (NumPy) and anything else come back as they are."""
-    get_value = getattr(value, "get_value", None)
-    return get_value() if callable(get_value) else value
-
-
 def pure(tree: Any) -> Any:
-    """``tree`` with every Flax NNX variable replaced by the array it holds
-    (``nnx.as_pure`` without importing Flax); other trees come back as they are."""
-    return jax.tree.map(_array, tree, is_leaf=lambda x: callable(getattr(x, "get_value", None)))
+    """``tree`` with every Flax NNX variable (``nnx.Optimizer``'s state) replaced by
+    the array it holds, as ``nnx.as_pure`` does without importing Flax; arrays,
+    host copies (NumPy) and anything else come back as they are."""
+    return jax.tree.map(lambda v: v.get_value() if _holds(v) else v, tree, is_leaf=_holds)
+
+
+def _holds(value: Any) -> bool:
+    """Whether ``value`` holds an array behind ``get_value`` (an NNX variable)."""
+    return callable(getattr(value, "get_value", None))
 
 
 def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
@@ -101,7 +100,7 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
       >>> sorted(gqc_jax.stats(state))[:4]
       ['gradient_norm_threshold', 'last_grad_norm', 'last_num_draws', 'lr_factor']
     """
-    state = find_controller_state(opt_state)
+    state = pure(find_controller_state(opt_state))
     shared = (
         "num_batches",
         "num_steps",
@@ -112,14 +111,13 @@ def stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
         "stepped",
         "num_skipped",
     )
-    out = {key: _array(getattr(state, key)) for key in shared}
+    out = {key: getattr(state, key) for key in shared}
     # A criterion's statistics are its numeric fields shaped like the counters:
     # () for one controller, the batch shape for a vmapped one.
     batch_shape = np.shape(out["num_batches"])
     criterion_state = state.criterion_state
     if hasattr(criterion_state, "_asdict"):
         for key, value in criterion_state._asdict().items():
-            value = _array(value)
             if (
                 isinstance(value, (jax.Array, np.ndarray, np.generic))
                 and np.shape(value) == batch_shape
