@@ -79,9 +79,8 @@ def _round_significant(g, digits, noise, *, independent_indices: bool):
     top = int(nmant * np.log10(2)) + 2  # 8 for float32, 17 for float64
     d = jnp.clip(digits, 1, top + 1).astype(itype)
     e0 = (k * 78913) >> 18  # floor(k log10 2); floor(log10 |x|) is e0 or e0 + 1
-    ceil_t = jnp.asarray(_ceil_pow10(jnp.dtype(work)))
     r_max = _pow10_range(work)
-    over = ax >= lookup(ceil_t, jnp.clip(e0 + 1 + r_max, 0, 2 * r_max))
+    over = ax >= lookup(_ceil_pow10(jnp.dtype(work)), jnp.clip(e0 + 1 + r_max, 0, 2 * r_max))
     s = d - 1 - e0 - over.astype(itype)
     # Per s, at index s + R: 10^s and 10^-s as normalised double words, and
     # 5^-s where s < 0 and it is exact.
