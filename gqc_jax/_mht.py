@@ -165,8 +165,8 @@ def mht(
     (:func:`gqc_jax.student_t.t_quantile_at_most`) and the window's losses are
     kept as running moments, so memory is O(1). The test is relative to
     :math:`|m|`, so it works for losses below zero (a Gaussian NLL, a negated
-    reward); at a confidence above 0, a mean loss of exactly zero never passes. The defaults (0.95, 0.05) replace the
-    reference's 1.0, which never passes.
+    reward); at a confidence above 0, a mean loss of exactly zero never passes.
+    The defaults (0.95, 0.05) replace the reference's 1.0, which never passes.
 
     Args:
       inner: the optimizer run on each window mean.
