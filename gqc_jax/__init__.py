@@ -8,6 +8,7 @@ quality criterion passes, then step) and gradient rounding.
 from gqc_jax import schedules
 from gqc_jax._accumulation import (
     AdaptiveAccumulationState,
+    Controller,
     Criterion,
     Draw,
     adaptive_accumulation,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveAccumulationState",
+    "Controller",
     "Criterion",
     "Draw",
     "GradientNoiseScale",

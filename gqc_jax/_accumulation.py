@@ -11,7 +11,6 @@ inner optimizer, and nothing is read back to the host.
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -28,9 +27,6 @@ from gqc_jax._tree import (
     global_norm,
     has_finite_norm,
 )
-
-# The extra argument that makes a controller's ``update`` a flush (gqc_jax.flush).
-FLUSH = "gqc_flush"
 
 # ``lr_scaling``: no scaling, a named rule, or the power p of (k / reference_draws)^p.
 LrScaling = Literal["sqrt", "linear"] | float | None
@@ -123,6 +119,9 @@ class AdaptiveAccumulationState(NamedTuple):
       num_skipped: ``int32[]`` non-finite microbatches skipped so far.
       stepped: ``bool[]`` whether the last ``update`` call stepped.
       value_mean: ``float32[]`` running mean of the window's losses (``value=``).
+      flushing: ``bool[]`` set by :func:`gqc_jax.flush` (False otherwise): the
+        next ``update`` steps on the open window instead of drawing, and
+        clears it.
       acc: running mean of the window's gradients, in the accumulator dtype. It is
         reset lazily: after a step only ``num_draws`` goes to 0 and the next
         microbatch overwrites ``acc``, so ``acc`` is meaningful only while
@@ -150,16 +149,45 @@ class AdaptiveAccumulationState(NamedTuple):
     num_skipped: jax.Array
     stepped: jax.Array
     value_mean: jax.Array
+    flushing: jax.Array
     acc: optax.Updates
     inner_state: optax.OptState
     criterion_state: Any
 
 
-# Maps a controller's ``update`` function to its fused update-and-apply function,
-# which :func:`gqc_jax.microstep` uses. Keyed weakly so controllers can be freed.
-_FUSED_UPDATES: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
-    weakref.WeakKeyDictionary()
-)
+class Controller(optax.GradientTransformationExtraArgs):
+    """A gqc_jax controller: an optax transformation that can also apply its step.
+
+    Besides ``init`` and ``update``, a controller has
+    ``microstep(grads, state, params, **extra_args) -> (params, state)``, the
+    same result as ``update`` followed by ``optax.apply_updates``, with the
+    update applied inside the step branch: a microbatch that does not step
+    writes neither zero updates nor parameters. :func:`gqc_jax.microstep`
+    calls it. :func:`adaptive_accumulation` (hence every controller) and
+    :func:`gqc_jax.skip_loss_spikes` around a controller return one.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, gqc_jax
+      >>> tx = gqc_jax.sbc(optax.sgd(1.0), logical_batch_size=2, physical_batch_size=1)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state = tx.init(params)
+      >>> for g in (1.0, 3.0):
+      ...     params, state = tx.microstep({"w": jnp.full(2, g)}, state, params)
+      >>> print(params["w"])
+      [-2. -2.]
+    """
+
+    microstep: Callable[..., tuple[optax.Params, optax.OptState]]
+
+    def __new__(
+        cls,
+        init: optax.TransformInitFn,
+        update: optax.TransformUpdateExtraArgsFn,
+        microstep: Callable[..., tuple[optax.Params, optax.OptState]],
+    ) -> Controller:
+        self = super().__new__(cls, init, update)
+        self.microstep = microstep
+        return self
 
 
 def _check_inner(inner: object) -> optax.GradientTransformationExtraArgs:
@@ -209,7 +237,7 @@ def adaptive_accumulation(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Accumulates microbatch gradients until ``criterion`` passes, then steps.
 
     Call ``update`` once per microbatch. With :math:`g_1, \dots, g_n` the finite
@@ -226,8 +254,10 @@ def adaptive_accumulation(
     window the same way and forwarded to the inner optimizer as ``value=``, and
     a ``grad=`` (what a line search such as ``optax.lbfgs`` reads) as the window
     mean the inner optimizer steps on. Other extra arguments reach the inner
-    optimizer as given. An inner built by :func:`gqc_jax.on_microbatch_clock`,
-    and no other, also receives the microbatch clock as ``microbatch_count=``.
+    optimizer as given. An inner built by :func:`gqc_jax.on_microbatch_clock`
+    is run at the controller's microbatch clock
+    (:meth:`MicrobatchClock.update_at`); no optimizer receives an argument it
+    was not given.
 
     A microbatch whose gradient (or ``value``) has a NaN or inf, or whose
     squared global norm overflows float32 (elements beyond about 1.8e19), is
@@ -277,8 +307,8 @@ def adaptive_accumulation(
         inner optimizer's learning rate applies unscaled (``lr_scaling`` only).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` whose state is an
-      :class:`AdaptiveAccumulationState`.
+      A :class:`Controller` (an ``optax.GradientTransformationExtraArgs``)
+      whose state is an :class:`AdaptiveAccumulationState`.
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -300,7 +330,7 @@ def adaptive_accumulation(
       >>> print(updates["w"], float(gqc_jax.stats(state)["lr_factor"]))
       [-2. -2.] 2.0
     """
-    clocked = isinstance(inner, MicrobatchClock)
+    clock = inner if isinstance(inner, MicrobatchClock) else None
     inner = _check_inner(inner)
     _check_criterion(criterion)
     max_draws = _hyperparams.validate_max_draws(max_draws)
@@ -322,39 +352,39 @@ def adaptive_accumulation(
             num_skipped=zero,
             stepped=jnp.zeros([], jnp.bool_),
             value_mean=jnp.zeros([], jnp.float32),
+            flushing=jnp.zeros([], jnp.bool_),
             acc=optax.tree.zeros_like(params, dtype=accumulator_dtype),
             inner_state=inner.init(params),
             criterion_state=criterion.init(params),
         )
         return distinct_buffers(state)  # donatable even when built outside jit
 
-    def core(grads, state, params, extra_args, apply_to_params):
+    def inner_update(count, updates, inner_state, params, **args):
+        """The inner optimizer's update; a MicrobatchClock also gets the clock."""
+        if clock is not None:
+            return clock.update_at(count, updates, inner_state, params, **args)
+        return inner.update(updates, inner_state, params, **args)
+
+    def accumulate_and_decide(grads, state, extra_args):
+        """Draws one microbatch: the new state (inner state as it was), whether
+        to step, the criterion state the decision saw and the step's arguments."""
         check_same_structure(grads, state.acc, "parameters")
         check_floating(grads)
-        extra_args = dict(extra_args)
-        # gqc_jax.flush: step on the open window; this call's gradient is not drawn.
-        flushing = extra_args.pop(FLUSH, None)
-        if flushing is not None:
-            flushing = jnp.asarray(flushing, jnp.bool_)
-            if extra_args.get("value") is None:  # the step forwards the window's mean loss
-                extra_args["value"] = state.value_mean
+        # Set by gqc_jax.flush: step on the open window; this gradient is not drawn.
+        flushing = state.flushing
         has_value = extra_args.get("value") is not None
         value = jnp.asarray(extra_args["value"] if has_value else 0.0, jnp.float32)
         if value.shape != ():
             raise ValueError(f"value= must be a scalar loss, got shape {value.shape}.")
-        inner_args = {k: v for k, v in extra_args.items() if k != "value"}
-        if clocked:
-            inner_args["microbatch_count"] = state.num_batches
+        step_args = {k: v for k, v in extra_args.items() if k != "value"}
         local_grads, local_value = grads, value
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             value = jax.lax.pmean(value, axis_name)
 
-        finite = has_finite_norm(grads)
+        finite = has_finite_norm(grads) & ~flushing
         if has_value:
             finite = finite & jnp.isfinite(value)
-        if flushing is not None:
-            finite = finite & ~flushing
         fresh = state.num_draws == 0
         n = state.num_draws + 1
         # Lazy reset: a fresh window overwrites the stale accumulator in the same
@@ -396,30 +426,50 @@ def adaptive_accumulation(
             mean = optax.tree.where(accepted, mean, state.acc)
             value_mean = jnp.where(accepted, value_mean, state.value_mean)
             finite = finite & accepted
-        step = finite & (passes | (n >= max_draws))
-        window = n
-        if flushing is not None:
-            # The flushed window is the open one: its mean, its loss, its criterion
-            # state, and n - 1 draws (finite is False, so mean is the accumulator).
-            step = step | (flushing & (state.num_draws > 0))
-            criterion_state = optax.tree.where(flushing, state.criterion_state, criterion_state)
-            window = jnp.where(flushing, state.num_draws, n)
+        # A flush steps on the open window as it is (its mean, loss, criterion
+        # state and n - 1 draws: finite is False, so mean is the accumulator).
+        step = (finite & (passes | (n >= max_draws))) | (flushing & (state.num_draws > 0))
+        criterion_state = optax.tree.where(flushing, state.criterion_state, criterion_state)
+        window = jnp.where(flushing, state.num_draws, n)
         decided_state = criterion_state
         criterion_state = optax.tree.where(
             step,
             criterion.reset(criterion_state),
             optax.tree.where(finite, criterion_state, state.criterion_state),
         )
-
-        step_args = dict(inner_args)
-        if has_value:
+        if has_value:  # the inner optimizer sees the window's mean loss
             step_args["value"] = value_mean
-
-        prepare = getattr(criterion, "prepare", None)
         lr_factor = jnp.ones([], jnp.float32)
         if lr_power is not None:
             factor = _hyperparams.lr_factor(window, lr_reference, lr_power)
             lr_factor = jnp.where(step, factor, state.lr_factor)
+
+        new_n = jnp.where(finite, n, state.num_draws)
+        new_state = AdaptiveAccumulationState(
+            num_batches=jnp.where(
+                flushing, state.num_batches, optax.safe_increment(state.num_batches)
+            ),
+            num_steps=jnp.where(step, optax.safe_increment(state.num_steps), state.num_steps),
+            num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
+            last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
+            last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
+            lr_factor=lr_factor,
+            num_skipped=jnp.where(
+                finite | flushing, state.num_skipped, optax.safe_increment(state.num_skipped)
+            ),
+            stepped=step,
+            value_mean=value_mean,
+            flushing=jnp.zeros_like(flushing),
+            acc=mean,
+            inner_state=state.inner_state,
+            criterion_state=criterion_state,
+        )
+        return new_state, step, decided_state, step_args
+
+    def core(grads, state, params, extra_args, apply_to_params):
+        """``update`` (returns updates) or ``microstep`` (returns new params)."""
+        new_state, step, decided_state, step_args = accumulate_and_decide(grads, state, extra_args)
+        prepare = getattr(criterion, "prepare", None)
 
         def do_step(mean, inner_state, params):
             # XLA turns a conditional whose branches hold only elementwise ops
@@ -428,12 +478,19 @@ def adaptive_accumulation(
             # A barrier is not elementwise, so the conditional stays.
             mean = jax.lax.optimization_barrier(mean)
             if prepare is not None:
-                mean = prepare(decided_state, mean, mean_norm)
+                mean = prepare(decided_state, mean, new_state.last_grad_norm)
             mean = optax.tree.cast_like(mean, grads)
             args = {**step_args, "grad": mean} if "grad" in step_args else step_args
-            updates, new_inner_state = inner.update(mean, inner_state, params, **args)
+            updates, new_inner_state = inner_update(
+                state.num_batches,
+                mean,
+                inner_state,
+                params,
+                **args,
+            )
             if lr_power is not None:
-                updates = jax.tree.map(lambda u: (u * lr_factor).astype(u.dtype), updates)
+                factor = new_state.lr_factor
+                updates = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
             # As optax.MultiSteps does: the state keeps its dtypes (an inner
             # optimizer fed float32 gradients may promote bfloat16 moments).
             inner_state = optax.tree.cast_like(new_inner_state, inner_state)
@@ -442,55 +499,53 @@ def adaptive_accumulation(
             return updates, inner_state
 
         def no_step(mean, inner_state, params):
-            del mean
             if apply_to_params:
                 return params, inner_state
-            return _zero_updates(inner, grads, inner_state, params, step_args), inner_state
+            # Shaped as do_step's updates (under shard_map, from the averaged mean).
+            shapes, _ = jax.eval_shape(
+                functools.partial(inner_update, **step_args),
+                state.num_batches,
+                optax.tree.cast_like(mean, grads),
+                inner_state,
+                params,
+            )
+            return optax.tree.zeros_like(shapes), inner_state
 
-        out, inner_state = jax.lax.cond(step, do_step, no_step, mean, state.inner_state, params)
-
-        new_n = jnp.where(finite, n, state.num_draws)
-        # A flush consumes no microbatch (a Python True here would make ~drew -2).
-        drew = jnp.ones([], jnp.bool_) if flushing is None else ~flushing
-        new_state = AdaptiveAccumulationState(
-            num_batches=jnp.where(drew, optax.safe_increment(state.num_batches), state.num_batches),
-            num_steps=jnp.where(step, optax.safe_increment(state.num_steps), state.num_steps),
-            num_draws=jnp.where(step, 0, new_n).astype(jnp.int32),
-            last_num_draws=jnp.where(step, window, state.last_num_draws).astype(jnp.int32),
-            last_grad_norm=jnp.where(step, mean_norm, state.last_grad_norm),
-            lr_factor=lr_factor,
-            num_skipped=jnp.where(
-                finite | ~drew, state.num_skipped, optax.safe_increment(state.num_skipped)
-            ),
-            stepped=step,
-            value_mean=value_mean,
-            acc=mean,
-            inner_state=inner_state,
-            criterion_state=criterion_state,
+        out, inner_state = jax.lax.cond(
+            step, do_step, no_step, new_state.acc, state.inner_state, params
         )
-        return out, new_state
+        return out, new_state._replace(inner_state=inner_state)
 
     def update_fn(grads, state, params=None, **extra_args):
         return core(grads, state, params, extra_args, apply_to_params=False)
 
-    def fused_fn(grads, state, params, **extra_args):
+    def microstep_fn(grads, state, params, **extra_args):
         return core(grads, state, params, extra_args, apply_to_params=True)
 
-    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    _FUSED_UPDATES[tx.update] = fused_fn
-    return tx
+    return Controller(init_fn, update_fn, microstep_fn)
 
 
-def _zero_updates(inner, grads, inner_state, params, step_args):
-    """Exact zeros shaped like the inner optimizer's updates."""
-    static = {k: v for k, v in step_args.items() if not isinstance(v, jax.Array)}
-    dynamic = {k: v for k, v in step_args.items() if isinstance(v, jax.Array)}
-    shapes, _ = jax.eval_shape(
-        functools.partial(inner.update, **static), grads, inner_state, params, **dynamic
+def request_flush(opt_state: optax.OptState) -> optax.OptState:
+    """``opt_state`` with every controller state's ``flushing`` set (gqc_jax.flush)."""
+    return jax.tree.map(
+        lambda s: (
+            s._replace(flushing=jnp.ones_like(s.flushing))
+            if isinstance(s, AdaptiveAccumulationState)
+            else s
+        ),
+        opt_state,
+        is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState),
     )
-    return optax.tree.zeros_like(shapes)
 
 
-def fused_update(tx: optax.GradientTransformation) -> Callable[..., Any] | None:
-    """The fused update-and-apply function of a controller, or None."""
-    return _FUSED_UPDATES.get(tx.update)
+def flush_requested(opt_state: optax.OptState) -> jax.Array | None:
+    """Whether ``opt_state`` holds a controller state set to flush; None if it
+    holds no controller state."""
+    flags = [
+        s.flushing
+        for s in jax.tree.leaves(
+            opt_state, is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState)
+        )
+        if isinstance(s, AdaptiveAccumulationState)
+    ]
+    return functools.reduce(jnp.logical_or, flags) if flags else None

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import LrScaling
+from gqc_jax._accumulation import Controller, LrScaling
 from gqc_jax._errors import ArgumentTypeError, is_int
 from gqc_jax._sbc import sbc
 
@@ -33,7 +33,7 @@ def batch_size_warmup(
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
     axis_name: Hashable | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Batch-size warmup: the window doubles at given fractions of the run.
 
     The window is :math:`2^j` microbatches after the :math:`j`-th of
@@ -116,7 +116,7 @@ def seesaw(
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
     axis_name: Hashable | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Seesaw: trade the decay of the learning rate for a growing batch.
 
     Where the inner optimizer's schedule :math:`\eta(t)` (on the microbatch

@@ -36,10 +36,24 @@ class MicrobatchClockState(NamedTuple):
 class MicrobatchClock(optax.GradientTransformationExtraArgs):
     """The transformation :func:`on_microbatch_clock` returns.
 
-    A controller passes its microbatch clock (``microbatch_count=``) to an inner
-    optimizer of this type, and only to one of this type: no other optimizer
-    receives an argument it did not ask for.
+    Besides ``init`` and ``update`` it has
+    ``update_at(count, updates, state, params, **extra_args)``, the update with
+    every schedule evaluated at the microbatch clock ``count``. A controller
+    whose inner optimizer is a ``MicrobatchClock`` calls ``update_at`` with its
+    own clock; ``update`` alone has no clock and raises.
     """
+
+    update_at: Callable[..., tuple[optax.Updates, MicrobatchClockState]]
+
+    def __new__(
+        cls,
+        init: optax.TransformInitFn,
+        update: optax.TransformUpdateExtraArgsFn,
+        update_at: Callable[..., tuple[optax.Updates, MicrobatchClockState]],
+    ) -> MicrobatchClock:
+        self = super().__new__(cls, init, update)
+        self.update_at = update_at
+        return self
 
 
 def on_microbatch_clock(
@@ -47,7 +61,7 @@ def on_microbatch_clock(
     *,
     static_args: Iterable[str] = (),
     **kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> MicrobatchClock:
     """Builds ``optimizer_factory(**kwargs)`` with schedules on the microbatch clock.
 
     An optimizer wrapped by a controller advances only on steps, so its own
@@ -66,8 +80,7 @@ def on_microbatch_clock(
 
     Returns:
       A :class:`MicrobatchClock` transformation that must be the inner
-      optimizer of a gqc_jax controller itself: the controller passes its clock
-      (``microbatch_count=``) to an inner of this type only. To chain other
+      optimizer of a gqc_jax controller itself, which runs it at its clock. To chain other
       transforms with the optimizer (clipping, say), chain them inside the
       factory: ``on_microbatch_clock(lambda **kw: optax.chain(optax.clip(1.0),
       optax.adamw(**kw)), learning_rate=schedule)``.
@@ -116,18 +129,20 @@ def on_microbatch_clock(
         inner = optimizer_factory(**static, **values)
         return MicrobatchClockState(hyperparams=values, inner_state=inner.init(params))
 
-    def update_fn(updates, state, params=None, *, microbatch_count=None, **extra_args):
-        if microbatch_count is None:
-            raise ValueError(
-                "on_microbatch_clock(...) must be the inner optimizer of a gqc_jax "
-                "controller itself, which passes the microbatch clock to it; to chain "
-                "other transforms with the optimizer, chain them inside the factory: "
-                "on_microbatch_clock(lambda **kw: optax.chain(clip, optax.adamw(**kw)), ...)."
-            )
+    def update_at(count, updates, state, params=None, **extra_args):
         stored = {k: state.hyperparams[k] for k in numeric}
-        values = values_at(microbatch_count, stored)
+        values = values_at(count, stored)
         inner = optax.with_extra_args_support(optimizer_factory(**static, **values))
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         return updates, MicrobatchClockState(hyperparams=values, inner_state=inner_state)
 
-    return MicrobatchClock(init_fn, update_fn)
+    def update_fn(updates, state, params=None, **extra_args):
+        del updates, state, params, extra_args
+        raise ValueError(
+            "on_microbatch_clock(...) must be the inner optimizer of a gqc_jax "
+            "controller itself, which runs it at its microbatch clock; to chain "
+            "other transforms with the optimizer, chain them inside the factory: "
+            "on_microbatch_clock(lambda **kw: optax.chain(clip, optax.adamw(**kw)), ...)."
+        )
+
+    return MicrobatchClock(init_fn, update_fn, update_at)

@@ -27,7 +27,8 @@ import jax
 import optax
 
 from gqc_jax import schedules
-from gqc_jax._clock import on_microbatch_clock
+from gqc_jax._accumulation import Controller
+from gqc_jax._clock import MicrobatchClock, on_microbatch_clock
 from gqc_jax._gnr import gnr
 from gqc_jax._gns import gns
 from gqc_jax._gnts import gnts
@@ -77,7 +78,7 @@ def _inner(
     optimizer_kwargs: dict[str, Any],
     lr_multiplier: optax.Schedule,
     wd_multiplier: optax.Schedule | None,
-) -> optax.GradientTransformationExtraArgs:
+) -> MicrobatchClock:
     if not callable(optimizer) or isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             "optimizer must be an optax optimizer factory such as optax.adamw (the "
@@ -141,7 +142,7 @@ def gnts_with_cosine_annealing(
     conventional_lr: bool = False,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """GNTS with the reference's flagship schedule.
 
     Threshold: inverse warmup from ``initial * warmup_multiplier`` down to
@@ -195,7 +196,7 @@ def gnr_with_cosine_annealing(
     conventional_lr: bool = False,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """GNR whose target norm warms up from 0 to ``initial_norm``, then anneals to ``final_norm``.
 
     Learning rate and weight decay as in :func:`gnts_with_cosine_annealing`.
@@ -244,7 +245,7 @@ def gns_with_cosine_annealing(
     max_draws: int = 64,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """GNS with an inverse-warmup, quarter-cosine tolerance; lr warmup then cosine to 0.
 
     Example:
@@ -281,7 +282,7 @@ def gns_default(
     max_draws: int = 64,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """GNS with a constant tolerance after an inverse warmup from 20x; lr warmup then cosine.
 
     Example:
@@ -318,7 +319,7 @@ def mht_with_warmup(
     max_draws: int = 64,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """MHT whose confidence and percent error both ramp linearly from 0, then hold.
 
     At the first microbatch both are 0, an exact tie that steps (as in the
@@ -366,7 +367,7 @@ def sbc_with_polynomial(
     conventional_lr: bool = False,
     axis_name=None,
     **optimizer_kwargs: Any,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     """SBC whose logical batch warms up from 0 to ``initial``, then grows to ``final``.
 
     Growth: ``final - (final - initial)(1 - p)^P``, held at ``final`` after the

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from gqc_jax._accumulation import FLUSH
+from gqc_jax._accumulation import request_flush
 from gqc_jax._stats import find_controller_state, pure
 
 
@@ -27,10 +27,13 @@ def flush(
     a new window; with :math:`n = 0` it returns zero updates and changes nothing
     but ``stepped`` (False). No microbatch is drawn: ``num_batches`` stays.
 
-    It calls ``tx.update`` once with a zero gradient shaped like ``params`` and an
-    extra argument that makes every controller inside ``tx`` flush instead of
-    drawing. So ``tx`` may be a controller, an ``optax.chain`` that holds one or
-    ``optax.inject_hyperparams`` around one; transformations chained *after* the
+    It sets ``flushing`` in the controller's state (see
+    :class:`AdaptiveAccumulationState`) and calls ``tx.update`` once with a zero
+    gradient shaped like ``params`` and the window's mean loss as ``value=``
+    (unless ``extra_args`` has one); the controller steps on its open window
+    instead of drawing, and clears the flag. So ``tx`` may be a controller, an
+    ``optax.chain`` that holds one, ``optax.inject_hyperparams`` or
+    :func:`skip_loss_spikes` around one; transformations chained *after* the
     controller process the flushed update as usual, and stateful ones chained
     *before* it see one zero gradient.
 
@@ -74,6 +77,6 @@ def flush(
             "the flush."
         )
     opt_state, params = pure(opt_state), pure(params)
-    find_controller_state(opt_state)
+    extra_args.setdefault("value", find_controller_state(opt_state).value_mean)
     zeros = jax.tree.map(jax.numpy.zeros_like, params)
-    return tx.update(zeros, opt_state, params, **{FLUSH: True}, **extra_args)
+    return tx.update(zeros, request_flush(opt_state), params, **extra_args)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 
 
@@ -83,7 +83,7 @@ def gnr(
     target_norm: ScalarOrSchedule = 1.0,
     *,
     axis_name=None,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Gradient norm rescaler (GNR).
 
     Steps on every microbatch with the gradient rescaled to a target norm:

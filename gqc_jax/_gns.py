@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import Moments, gather
@@ -103,7 +103,7 @@ def gns(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Gradient noise scale controller (GNS).
 
     Tracks the norms :math:`h_i = \lVert g_i \rVert` of the window's microbatch

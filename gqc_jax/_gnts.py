@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import gather
@@ -184,7 +184,7 @@ def gnts(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Gradient norm threshold scheduler (GNTS).
 
     Draws microbatches until the norm of their mean is small enough:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gqc_jax._accumulation import FLUSH
+from gqc_jax._accumulation import Controller, flush_requested
 from gqc_jax._hyperparams import concrete_value
 
 
@@ -61,8 +61,8 @@ def skip_loss_spikes(
     spiking microbatch is kept out of its window; around a plain optimizer a
     spike skips the step. Non-finite losses pass to ``inner`` (controllers skip
     them) and do not enter the estimate. :func:`gqc_jax.flush` passes through to
-    ``inner`` with no loss needed: it draws no microbatch, so nothing is judged
-    and the running estimate is unchanged.
+    ``inner``: it draws no microbatch, so nothing is judged and the running
+    estimate is unchanged.
 
     Args:
       inner: the transformation to guard (a controller or an optimizer).
@@ -72,7 +72,8 @@ def skip_loss_spikes(
 
     Returns:
       A ``GradientTransformationExtraArgs`` whose ``update`` needs the loss as
-      ``value=``.
+      ``value=``; around a :class:`gqc_jax.Controller`, a ``Controller``
+      (its ``microstep`` skips a spike without touching the parameters).
 
     Example:
       >>> import jax.numpy as jnp, optax, gqc_jax
@@ -105,32 +106,35 @@ def skip_loss_spikes(
             inner_state=inner.init(params),
         )
 
-    def update_fn(updates, state, params=None, *, value=None, **extra_args):
-        if FLUSH in extra_args:  # gqc_jax.flush: no microbatch, nothing to judge
-            new_updates, inner_state = inner.update(
-                updates, state.inner_state, params, value=value, **extra_args
-            )
-            return new_updates, state._replace(
-                last_skipped=jnp.zeros([], jnp.bool_), inner_state=inner_state
-            )
+    def core(updates, state, params, value, extra_args, apply_to_params):
+        """``update`` (returns updates) or ``microstep`` (returns new params)."""
         if value is None:
             raise ValueError("skip_loss_spikes needs the loss: call update(..., value=loss).")
         loss = jnp.asarray(value, jnp.float32)
         finite = jnp.isfinite(loss)
         limit = state.mean + sigmas * jnp.sqrt(state.variance)
         spike = (state.count >= warmup) & finite & (loss > limit)
+        take = finite & ~spike
+        # gqc_jax.flush draws no microbatch: nothing is judged or taken in.
+        flushing = flush_requested(state.inner_state)
+        if flushing is not None:
+            spike, take = spike & ~flushing, take & ~flushing
 
         def apply():
+            if apply_to_params:
+                return inner.microstep(
+                    updates, state.inner_state, params, value=value, **extra_args
+                )
             return inner.update(updates, state.inner_state, params, value=value, **extra_args)
 
         shapes = jax.eval_shape(apply)[0]
 
         def skip():
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            return zeros, state.inner_state
+            if apply_to_params:
+                return params, state.inner_state
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), state.inner_state
 
-        new_updates, inner_state = jax.lax.cond(spike, skip, apply)
-        take = finite & ~spike
+        out, inner_state = jax.lax.cond(spike, skip, apply)
         n = optax.safe_increment(state.count)
         rate = jnp.maximum(1.0 / n.astype(jnp.float32), 1.0 - beta)
         delta = loss - state.mean
@@ -144,8 +148,17 @@ def skip_loss_spikes(
             last_skipped=spike,
             inner_state=inner_state,
         )
-        return new_updates, new_state
+        return out, new_state
 
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        return core(updates, state, params, value, extra_args, apply_to_params=False)
+
+    if isinstance(inner, Controller):
+
+        def microstep_fn(updates, state, params, *, value=None, **extra_args):
+            return core(updates, state, params, value, extra_args, apply_to_params=True)
+
+        return Controller(init_fn, update_fn, microstep_fn)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 

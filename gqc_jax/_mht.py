@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._welford import Moments, gather
 from gqc_jax.student_t import t_quantile_at_most
@@ -145,7 +145,7 @@ def mht(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Metric hypothesis test controller (MHT).
 
     Draws microbatches until a Student-t confidence interval of the loss is

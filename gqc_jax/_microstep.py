@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from gqc_jax._accumulation import fused_update
+from gqc_jax._accumulation import Controller
 
 
 def microstep(
@@ -22,11 +22,11 @@ def microstep(
     """Runs ``tx.update`` on one microbatch and applies the result to ``params``.
 
     Gives the same ``(params, opt_state)`` as ``tx.update`` followed by
-    ``optax.apply_updates``. When ``tx`` is a gqc_jax controller itself (not
-    wrapped in ``optax.chain``), the update is applied inside the step branch, so
-    a non-step microbatch neither writes zero updates nor touches the
-    parameters: the accumulate is the only pass over memory. For any other ``tx``
-    (a chain that contains a controller, say) it falls back to
+    ``optax.apply_updates``. When ``tx`` is a :class:`gqc_jax.Controller` (a
+    controller, or :func:`gqc_jax.skip_loss_spikes` around one) this is
+    ``tx.microstep``: the update is applied inside the step branch, so a non-step
+    microbatch neither writes zero updates nor touches the parameters. For any
+    other ``tx`` (an ``optax.chain`` that contains a controller, say) it is
     update-then-apply.
 
     Args:
@@ -53,8 +53,7 @@ def microstep(
     """
     if value is not None:
         extra_args["value"] = value
-    fused = fused_update(tx)
-    if fused is not None:
-        return fused(grads, opt_state, params, **extra_args)
+    if isinstance(tx, Controller):
+        return tx.microstep(grads, opt_state, params, **extra_args)
     updates, opt_state = tx.update(grads, opt_state, params, **extra_args)
     return optax.apply_updates(params, updates), opt_state

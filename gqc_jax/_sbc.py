@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 
 
@@ -106,7 +106,7 @@ def sbc(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Scheduled batch controller (SBC).
 
     Accumulates microbatches of ``physical_batch_size`` samples until the window

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from gqc_jax import _hyperparams
-from gqc_jax._accumulation import Draw, LrScaling, adaptive_accumulation
+from gqc_jax._accumulation import Controller, Draw, LrScaling, adaptive_accumulation
 from gqc_jax._hyperparams import ScalarOrSchedule
 from gqc_jax._tree import global_norm
 from gqc_jax._welford import Moments, gather
@@ -163,7 +163,7 @@ def snr(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
-) -> optax.GradientTransformationExtraArgs:
+) -> Controller:
     r"""Scale-free controller: step when noise is at most ``noise_ratio`` of signal.
 
     Estimates the true gradient's squared norm :math:`|G|^2` and the noise of one
