@@ -237,6 +237,7 @@ def adaptive_accumulation(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Accumulates microbatch gradients until ``criterion`` passes, then steps.
 
@@ -285,6 +286,35 @@ def adaptive_accumulation(
     momentum, or weight decay added after it) the final update is scaled, which
     is not the same as scaling their learning rate.
 
+    Token-time clocks: Adam's moments decay per *step* (:math:`b_1, b_2`), and
+    AdamW's weight decay acts per step, so when a window grows to :math:`k`
+    microbatches their timescales stretch :math:`k`-fold in tokens. With
+    ``token_time=True`` (the inner optimizer built by
+    :func:`gqc_jax.on_microbatch_clock`) a step on a window of :math:`k` runs
+    the inner optimizer with each decay :math:`b` replaced by
+
+    .. math::
+      b^{r}, \qquad r = k / k_\text{ref},
+
+    and each weight decay :math:`\lambda` by :math:`\lambda\, r / f` (with
+    :math:`f` the ``lr_scaling`` factor, 1 without it). An exponential average
+    :math:`m \leftarrow b^r m + (1 - b^r)\,\bar g` then gives the window's
+    microbatches together the weight :math:`1 - b^r` that :math:`r` steps at
+    :math:`b` would give them, and everything before the window decays by
+    :math:`b` per :math:`k_\text{ref}` microbatches, whatever the windows:
+    half-lives are fixed in microbatches (tokens), as Marek et al. (2025)
+    propose for :math:`b_2`. The decoupled weight decay applied per step,
+    :math:`\eta f \cdot \lambda r / f = \eta \lambda r`, is that of
+    :math:`r` steps at :math:`\eta\lambda`, so AdamW's timescale in tokens
+    (Bergsma et al., 2025) stays fixed under any ``lr_scaling``. Optax's bias
+    correction counts steps (:math:`1 - b^{r n}` after :math:`n` steps):
+    exact for windows of one size; while windows vary it differs from the
+    token-time :math:`1 - b^{M / k_\text{ref}}` (:math:`M` microbatches
+    stepped on) until both are near 1, after a few :math:`1 / (1 - b)`
+    microbatches. The decays rescaled are those in
+    :attr:`MicrobatchClock.token_time_names` (``b1``, ``b2``, ``momentum``,
+    ...), the factory's defaults included.
+
     Memory: one accumulator the size of the gradients, plus the criterion's
     O(``max_draws``) scalars. The accumulator is reset lazily (a step only zeroes
     the counter), so a non-step call is one fused pass over the gradients.
@@ -304,7 +334,11 @@ def adaptive_accumulation(
         a power :math:`p \ge 0`: scale each step's update by
         :math:`(k / k_\text{ref})^p` for a window of :math:`k` microbatches.
       reference_draws: :math:`k_\text{ref} > 0`, the window size at which the
-        inner optimizer's learning rate applies unscaled (``lr_scaling`` only).
+        inner optimizer's hyperparameters apply unscaled (``lr_scaling`` and
+        ``token_time``).
+      token_time: rescale the inner optimizer's decays and weight decay with
+        the window (above); the inner must come from
+        :func:`gqc_jax.on_microbatch_clock`.
 
     Returns:
       A :class:`Controller` (an ``optax.GradientTransformationExtraArgs``)
@@ -331,6 +365,7 @@ def adaptive_accumulation(
       [-2. -2.] 2.0
     """
     clock = inner if isinstance(inner, MicrobatchClock) else None
+    token_time = _hyperparams.validate_token_time(token_time, clock)
     inner = _check_inner(inner)
     _check_criterion(criterion)
     max_draws = _hyperparams.validate_max_draws(max_draws)
@@ -359,11 +394,15 @@ def adaptive_accumulation(
         )
         return distinct_buffers(state)  # donatable even when built outside jit
 
-    def inner_update(count, updates, inner_state, params, **args):
-        """The inner optimizer's update; a MicrobatchClock also gets the clock."""
-        if clock is not None:
-            return clock.update_at(count, updates, inner_state, params, **args)
-        return inner.update(updates, inner_state, params, **args)
+    def inner_update(count, window, factor, updates, inner_state, params, **args):
+        """The inner optimizer's update; a MicrobatchClock also gets the clock
+        and, with token_time, the window."""
+        if clock is None:
+            return inner.update(updates, inner_state, params, **args)
+        if token_time:
+            ratio = window.astype(jnp.float32) / lr_reference
+            args = {**args, "window_ratio": ratio, "lr_factor": factor}
+        return clock.update_at(count, updates, inner_state, params, **args)
 
     def accumulate_and_decide(grads, state, extra_args):
         """Draws one microbatch: the new state (inner state as it was), whether
@@ -483,6 +522,8 @@ def adaptive_accumulation(
             args = {**step_args, "grad": mean} if "grad" in step_args else step_args
             updates, new_inner_state = inner_update(
                 state.num_batches,
+                new_state.last_num_draws,
+                new_state.lr_factor,
                 mean,
                 inner_state,
                 params,
@@ -505,6 +546,8 @@ def adaptive_accumulation(
             shapes, _ = jax.eval_shape(
                 functools.partial(inner_update, **step_args),
                 state.num_batches,
+                new_state.last_num_draws,
+                new_state.lr_factor,
                 optax.tree.cast_like(mean, grads),
                 inner_state,
                 params,

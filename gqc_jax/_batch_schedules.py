@@ -33,6 +33,7 @@ def batch_size_warmup(
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
     axis_name: Hashable | None = None,
+    token_time: bool = False,
 ) -> Controller:
     r"""Batch-size warmup: the window doubles at given fractions of the run.
 
@@ -53,6 +54,8 @@ def batch_size_warmup(
       max_draws: the draw cap; the window never exceeds it.
       accumulator_dtype: dtype of the running mean.
       axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An :func:`gqc_jax.sbc` controller; ``gqc_jax.stats`` reports the window in
@@ -103,6 +106,7 @@ def batch_size_warmup(
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
         lr_scaling=lr_scaling,
+        token_time=token_time,
     )
 
 
@@ -116,6 +120,7 @@ def seesaw(
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
     axis_name: Hashable | None = None,
+    token_time: bool = False,
 ) -> Controller:
     r"""Seesaw: trade the decay of the learning rate for a growing batch.
 
@@ -146,6 +151,8 @@ def seesaw(
         not above it, after which the schedule decays the learning rate alone.
       accumulator_dtype: dtype of the running mean.
       axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An :func:`gqc_jax.sbc` controller; ``gqc_jax.stats`` reports the window in
@@ -196,4 +203,5 @@ def seesaw(
         accumulator_dtype=accumulator_dtype,
         axis_name=axis_name,
         lr_scaling=lr_scaling,
+        token_time=token_time,
     )

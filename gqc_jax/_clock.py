@@ -33,26 +33,41 @@ class MicrobatchClockState(NamedTuple):
     inner_state: optax.OptState
 
 
+# The hyperparameters a token-time coupling rescales (adaptive_accumulation's
+# ``token_time``): the moments' decays of optax's Adam family, Lion, SGD's
+# momentum, RMSProp and Muon, and decoupled weight decay.
+DECAY_NAMES = ("b1", "b2", "momentum", "decay", "beta", "adam_b1", "adam_b2")
+WEIGHT_DECAY_NAMES = ("weight_decay", "adam_weight_decay")
+
+
 class MicrobatchClock(optax.GradientTransformationExtraArgs):
-    """The transformation :func:`on_microbatch_clock` returns.
+    r"""The transformation :func:`on_microbatch_clock` returns.
 
     Besides ``init`` and ``update`` it has
-    ``update_at(count, updates, state, params, **extra_args)``, the update with
-    every schedule evaluated at the microbatch clock ``count``. A controller
-    whose inner optimizer is a ``MicrobatchClock`` calls ``update_at`` with its
-    own clock; ``update`` alone has no clock and raises.
+    ``update_at(count, updates, state, params, *, window_ratio=None,
+    lr_factor=1.0, **extra_args)``: the update with every schedule evaluated
+    at the microbatch clock ``count`` and, given a ``window_ratio`` :math:`r`
+    (a controller's ``token_time``), each decay :math:`b` among
+    ``DECAY_NAMES`` the optimizer takes replaced by :math:`b^r` and each weight
+    decay :math:`\lambda` by :math:`\lambda r / \text{lr\_factor}`. A
+    controller whose inner optimizer is a ``MicrobatchClock`` calls
+    ``update_at`` with its own clock; ``update`` alone has no clock and raises.
+    ``token_time_names`` lists the hyperparameters a ``window_ratio`` rescales.
     """
 
     update_at: Callable[..., tuple[optax.Updates, MicrobatchClockState]]
+    token_time_names: tuple[str, ...]
 
     def __new__(
         cls,
         init: optax.TransformInitFn,
         update: optax.TransformUpdateExtraArgsFn,
         update_at: Callable[..., tuple[optax.Updates, MicrobatchClockState]],
+        token_time_names: tuple[str, ...] = (),
     ) -> MicrobatchClock:
         self = super().__new__(cls, init, update)
         self.update_at = update_at
+        self.token_time_names = token_time_names
         return self
 
 
@@ -118,6 +133,22 @@ def on_microbatch_clock(
         else:
             static[name] = value
 
+    # Decays and weight decays the factory would take by default: a token-time
+    # coupling rescales them too.
+    defaults = {
+        name: float(p.default)
+        for name, p in signature.parameters.items()
+        if name in DECAY_NAMES + WEIGHT_DECAY_NAMES
+        and name not in kwargs
+        and isinstance(p.default, numbers.Real)
+        and not isinstance(p.default, bool)
+    }
+    token_time_names = tuple(
+        name
+        for name in DECAY_NAMES + WEIGHT_DECAY_NAMES
+        if name in defaults or name in schedules or name in numeric
+    )
+
     def values_at(count, stored):
         values = dict(stored)
         values.update({k: jnp.asarray(f(count), jnp.float32) for k, f in schedules.items()})
@@ -129,10 +160,21 @@ def on_microbatch_clock(
         inner = optimizer_factory(**static, **values)
         return MicrobatchClockState(hyperparams=values, inner_state=inner.init(params))
 
-    def update_at(count, updates, state, params=None, **extra_args):
+    def update_at(
+        count, updates, state, params=None, *, window_ratio=None, lr_factor=1.0, **extra_args
+    ):
         stored = {k: state.hyperparams[k] for k in numeric}
         values = values_at(count, stored)
-        inner = optax.with_extra_args_support(optimizer_factory(**static, **values))
+        built = values
+        if window_ratio is not None:
+            ratio = jnp.asarray(window_ratio, jnp.float32)
+            built = {**{k: jnp.float32(v) for k, v in defaults.items()}, **values}
+            for name in token_time_names:
+                if name in DECAY_NAMES:  # b ** 1 is exp(log b): keep b exact
+                    built[name] = jnp.where(ratio == 1, built[name], built[name] ** ratio)
+                else:
+                    built[name] = built[name] * ratio / lr_factor
+        inner = optax.with_extra_args_support(optimizer_factory(**static, **built))
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         return updates, MicrobatchClockState(hyperparams=values, inner_state=inner_state)
 
@@ -145,4 +187,4 @@ def on_microbatch_clock(
             "on_microbatch_clock(lambda **kw: optax.chain(clip, optax.adamw(**kw)), ...)."
         )
 
-    return MicrobatchClock(init_fn, update_fn, update_at)
+    return MicrobatchClock(init_fn, update_fn, update_at, token_time_names)

@@ -103,6 +103,7 @@ def gns(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Gradient noise scale controller (GNS).
 
@@ -130,6 +131,8 @@ def gns(
         gathered, as the reference's replicated mode does.
       lr_scaling, reference_draws: couple the learning rate to the window size
         (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -153,4 +156,5 @@ def gns(
         axis_name=axis_name,
         lr_scaling=lr_scaling,
         reference_draws=reference_draws,
+        token_time=token_time,
     )

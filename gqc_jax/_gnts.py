@@ -184,6 +184,7 @@ def gnts(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Gradient norm threshold scheduler (GNTS).
 
@@ -218,6 +219,8 @@ def gnts(
       axis_name: for ``shard_map``/``pmap``, see :func:`gqc_jax.adaptive_accumulation`.
       lr_scaling, reference_draws: couple the learning rate to the window size
         (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -253,4 +256,5 @@ def gnts(
         axis_name=axis_name,
         lr_scaling=lr_scaling,
         reference_draws=reference_draws,
+        token_time=token_time,
     )

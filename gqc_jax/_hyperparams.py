@@ -287,3 +287,27 @@ def lr_factor(window: jax.Array, reference_draws: ArrayLike, power: ArrayLike) -
     factor = (window.astype(jnp.float32) / reference) ** power
     valid = (reference > 0) & (power >= 0) & jnp.isfinite(factor) & (factor > 0)
     return jnp.where(valid, factor, jnp.ones([], jnp.float32))
+
+
+def validate_token_time(token_time: object, clock: object) -> bool:
+    """``token_time`` as a bool, or a clear error: it needs an inner optimizer
+    from ``on_microbatch_clock`` that has a decay or weight decay to rescale."""
+    if not isinstance(token_time, bool):
+        raise TypeError(f"token_time must be a bool, got {token_time!r}.")
+    if not token_time:
+        return False
+    if clock is None:
+        raise TypeError(
+            "token_time=True rescales the inner optimizer's decays and weight decay "
+            "per step, so the inner optimizer must be built by "
+            "gqc_jax.on_microbatch_clock (e.g. on_microbatch_clock(optax.adamw, "
+            "learning_rate=3e-4)); got another transformation."
+        )
+    names = getattr(clock, "token_time_names", ())
+    if not names:
+        raise ValueError(
+            "token_time=True found no decay (b1, b2, momentum, decay, beta) or weight "
+            "decay among the inner optimizer's hyperparameters: pass them to "
+            "on_microbatch_clock by name."
+        )
+    return True

@@ -145,6 +145,7 @@ def mht(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Metric hypothesis test controller (MHT).
 
@@ -181,6 +182,8 @@ def mht(
         joins the judgement set, as in the reference's replicated mode.
       lr_scaling, reference_draws: couple the learning rate to the window size
         (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -207,4 +210,5 @@ def mht(
         axis_name=axis_name,
         lr_scaling=lr_scaling,
         reference_draws=reference_draws,
+        token_time=token_time,
     )

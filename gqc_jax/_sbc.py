@@ -106,6 +106,7 @@ def sbc(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Scheduled batch controller (SBC).
 
@@ -129,6 +130,8 @@ def sbc(
         each draw then brings ``physical_batch_size`` samples from every device.
       lr_scaling, reference_draws: couple the learning rate to the window size
         (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``gqc_jax.stats`` reports
@@ -152,4 +155,5 @@ def sbc(
         axis_name=axis_name,
         lr_scaling=lr_scaling,
         reference_draws=reference_draws,
+        token_time=token_time,
     )

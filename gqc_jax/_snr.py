@@ -163,6 +163,7 @@ def snr(
     axis_name: Hashable | None = None,
     lr_scaling: LrScaling = None,
     reference_draws: float = 1,
+    token_time: bool = False,
 ) -> Controller:
     r"""Scale-free controller: step when noise is at most ``noise_ratio`` of signal.
 
@@ -195,6 +196,8 @@ def snr(
         microbatch counts as one sample of the estimators.
       lr_scaling, reference_draws: couple the learning rate to the window size
         (:math:`(k / k_\text{ref})^p`), see :func:`gqc_jax.adaptive_accumulation`.
+      token_time: keep the inner optimizer's decays and weight decay fixed in
+        microbatches (tokens), see :func:`gqc_jax.adaptive_accumulation`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -224,4 +227,5 @@ def snr(
         axis_name=axis_name,
         lr_scaling=lr_scaling,
         reference_draws=reference_draws,
+        token_time=token_time,
     )
