@@ -90,7 +90,10 @@ class GQCConfig:
     polynomial ramp (power 2, after optim.warmup) from sbc_draws to sbc_final_draws;
     lr_scaling: none | sqrt | linear | a power p: a window of k microbatches steps
     at lr x (k / reference_draws)^p (every accumulating controller; batch_warmup and
-    seesaw default to sqrt when none); batch_warmup: the window doubles at each of
+    seesaw default to sqrt when none); token_time: Adam's decays and weight decay
+    follow the window so their timescales stay fixed in microbatches (tokens),
+    b -> b^(k / reference_draws) (every accumulating controller, batch_warmup and
+    seesaw); batch_warmup: the window doubles at each of
     warmup_fractions (of the run); seesaw: the window doubles each time the
     learning-rate schedule halves after its warmup."""
 
@@ -114,6 +117,7 @@ class GQCConfig:
     rounding_stochastic: bool = False
     lr_scaling: str = "none"
     reference_draws: float = 1.0
+    token_time: bool = False
     warmup_fractions: str = "0.1,0.2,0.4"
 
 
@@ -180,6 +184,11 @@ class Config:
         if power is not None and self.gqc.controller in ("none", "gnr"):
             raise ValueError(
                 f"gqc.lr_scaling={self.gqc.lr_scaling!r} needs an accumulating controller "
+                f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
+            )
+        if self.gqc.token_time and self.gqc.controller in ("none", "gnr"):
+            raise ValueError(
+                f"gqc.token_time needs an accumulating controller "
                 f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
             )
         if self.gqc.controller == "batch_warmup":

@@ -85,6 +85,7 @@ def _controller(config: Config, inner, total: int):
     coupling: dict[str, Any] = {
         "lr_scaling": lr_scaling_power(g.lr_scaling),
         "reference_draws": g.reference_draws,
+        "token_time": g.token_time,
     }
     if g.controller in ("batch_warmup", "seesaw"):
         # Fixed batch schedules: the square-root rule unless another is asked for.
@@ -93,7 +94,7 @@ def _controller(config: Config, inner, total: int):
             fractions = warmup_fractions(g.warmup_fractions)
             cap = max(g.max_draws, 2 ** len(fractions))
             return gqc_jax.batch_size_warmup(
-                inner, total, fractions, lr_scaling=scaling, max_draws=cap
+                inner, total, fractions, lr_scaling=scaling, max_draws=cap, token_time=g.token_time
             )
         lr = learning_rate(config, total)
         return gqc_jax.seesaw(
@@ -103,6 +104,7 @@ def _controller(config: Config, inner, total: int):
             warmup_microbatches=config.optim.warmup,
             lr_scaling=scaling,
             max_draws=g.max_draws,
+            token_time=g.token_time,
         )
     if g.controller == "gnts":
         threshold = g.threshold

@@ -93,3 +93,39 @@ def test_sbc_ramps_its_logical_batch_polynomially():
     assert windows == sorted(windows)
     with pytest.raises(ValueError, match="gqc.sbc_final_draws must be >= 0"):
         apply_overrides(Config(), {"gqc.sbc_final_draws": -1})
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_token_time_rescales_every_optimizer_that_has_decays(name):
+    """gqc.token_time reaches the library: a window of 2 steps at b1^2 (here
+    read from the Adam-family state's first moment after one window of equal
+    gradients: (1 - b1^2) g); adafactor has no decay to rescale and is refused."""
+    config = apply_overrides(
+        Config(),
+        {
+            "optim.name": name,
+            "optim.warmup": 1,
+            "optim.clip": 0.0,
+            "gqc.controller": "sbc",
+            "gqc.sbc_draws": 2,
+            "gqc.token_time": True,
+            "data.microbatch_size": 1,
+        },
+    )
+    if name == "adafactor":
+        with pytest.raises(ValueError, match="no decay"):
+            build_optimizer(config, total_microbatches=20)
+        return
+    tx = build_optimizer(config, total_microbatches=20)
+    params = {"w": jnp.ones((2, 3))}
+    state = tx.init(params)
+    for _ in range(2):
+        _, state = tx.update({"w": jnp.full((2, 3), 0.5)}, state, params)
+    assert int(gqc_jax.stats(state)["num_steps"]) == 1
+    if name == "adamw":
+        (adam,) = [
+            s
+            for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(s, optax.ScaleByAdamState)
+        ]
+        np.testing.assert_allclose(adam.mu["w"], (1 - 0.9**2) * 0.5, rtol=1e-6)

@@ -122,6 +122,10 @@ def test_the_applied_learning_rate_and_batch_are_logged_per_step(
             {"gqc__controller": "gnr", "gqc__lr_scaling": "sqrt"},
             "needs an accumulating controller",
         ),
+        (
+            {"gqc__controller": "none", "gqc__token_time": True},
+            "gqc.token_time needs an accumulating controller",
+        ),
     ],
 )
 def test_lr_coupling_settings_are_checked(tmp_path, data_dir, overrides, message):
