@@ -29,6 +29,7 @@ def batch_size_warmup(
     total_microbatches: int,
     fractions: Sequence[float] = (0.1, 0.2, 0.4),
     *,
+    growth: int = 2,
     lr_scaling: LrScaling = "sqrt",
     max_draws: int = 64,
     accumulator_dtype: jax.typing.DTypeLike = "float32",
@@ -37,18 +38,21 @@ def batch_size_warmup(
 ) -> Controller:
     r"""Batch-size warmup: the window doubles at given fractions of the run.
 
-    The window is :math:`2^j` microbatches after the :math:`j`-th of
-    ``fractions`` (of ``total_microbatches``, i.e. of the run's tokens) has
-    passed, and each step's update is scaled by :math:`(2^j)^p` (``lr_scaling``;
-    the square-root rule gives the learning rate :math:`\times\sqrt 2` per
-    doubling), as in Merrill et al. (2025), "Critical Batch Size Revisited",
-    where the doubling points come from measured critical batch sizes.
+    The window is :math:`g^j` microbatches (``growth`` :math:`g`, 2 by default)
+    after the :math:`j`-th of ``fractions`` (of ``total_microbatches``, i.e. of
+    the run's tokens) has passed, and each step's update is scaled by
+    :math:`(g^j)^p` (``lr_scaling``; the square-root rule gives the learning
+    rate :math:`\times\sqrt 2` per doubling), as in Merrill et al. (2025),
+    "Critical Batch Size Revisited", where the doubling points come from
+    measured critical batch sizes. One fraction with ``growth=4`` is a single
+    late switch to a 4x batch.
 
     Args:
       inner: the optimizer run on each window mean, with its learning-rate
         schedule on the microbatch clock (:func:`gqc_jax.on_microbatch_clock`).
       total_microbatches: the run's length in microbatches (> 0).
-      fractions: increasing fractions in (0, 1) at which the window doubles.
+      fractions: increasing fractions in (0, 1) at which the window grows.
+      growth: the factor the window grows by at each fraction, an int >= 2.
       lr_scaling: how the learning rate follows the window, see
         :func:`gqc_jax.adaptive_accumulation` (reference window 1).
       max_draws: the draw cap; the window never exceeds it.
@@ -86,17 +90,19 @@ def batch_size_warmup(
         raise ValueError(
             f"fractions must be strictly increasing values in (0, 1), got {fractions!r}."
         )
-    if 2 ** len(fractions) > max_draws:
+    if not is_int(growth) or growth < 2:
+        raise ValueError(f"growth must be an int >= 2, got {growth!r}.")
+    if growth ** len(fractions) > max_draws:
         raise ValueError(
-            f"{len(fractions)} doublings need windows of up to {2 ** len(fractions)} "
-            f"microbatches, above max_draws={max_draws}."
+            f"{len(fractions)} x{growth} growths need windows of up to "
+            f"{growth ** len(fractions)} microbatches, above max_draws={max_draws}."
         )
 
     def window(count: jax.Array) -> jax.Array:
         total = jnp.asarray(total_microbatches, jnp.float32)
         boundaries = jnp.round(jnp.asarray(fractions, jnp.float32) * total).astype(jnp.int32)
-        doublings = jnp.sum(count >= boundaries)
-        return jnp.left_shift(1, doublings).astype(jnp.float32)
+        growths = jnp.sum(count >= boundaries)
+        return jnp.power(jnp.int32(growth), growths).astype(jnp.float32)
 
     return sbc(
         inner,

@@ -45,10 +45,22 @@ def test_batch_size_warmup_with_linear_scaling_and_its_checks():
         gqc_jax.batch_size_warmup(optax.sgd(0.1), 8, (0.5, 0.2))
     with pytest.raises(ValueError, match=r"\(1.0,\)"):
         gqc_jax.batch_size_warmup(optax.sgd(0.1), 8, (1.0,))
-    with pytest.raises(ValueError, match="3 doublings need windows of up to 8 .* max_draws=4"):
+    with pytest.raises(ValueError, match="3 x2 growths need windows of up to 8 .* max_draws=4"):
         gqc_jax.batch_size_warmup(optax.sgd(0.1), 8, (0.1, 0.2, 0.3), max_draws=4)
     with pytest.raises(ValueError, match="total_microbatches must be an int >= 1, got 0"):
         gqc_jax.batch_size_warmup(optax.sgd(0.1), 0)
+
+    with pytest.raises(ValueError, match="growth must be an int >= 2, got 1"):
+        gqc_jax.batch_size_warmup(optax.sgd(0.1), 8, (0.5,), growth=1)
+
+
+def test_a_late_switch_to_a_4x_batch():
+    """One fraction with growth=4: windows of 1 until 70% of the run, then 4,
+    at lr x 2 under the square-root rule."""
+    tx = gqc_jax.batch_size_warmup(optax.sgd(0.1), 40, (0.7,), growth=4)
+    steps = _steps(tx, 40)
+    assert [w for _, w, _ in steps] == [1] * 28 + [4] * 3
+    assert [round(u, 6) for _, w, u in steps if w == 4] == [-0.2] * 3
 
 
 def test_seesaw_trades_each_halving_of_the_schedule_for_a_doubled_window():
