@@ -22,6 +22,7 @@ import gqc_jax
 CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr", "batch_warmup", "seesaw")
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
+LR_SCHEDULES = ("cosine", "linear", "cosine_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,9 @@ class DataConfig:
     'tiktoken' (GPT-2 BPE from encoding_file); microbatch_size: sequences per
     microbatch (one update call); seed: the data order; train_tokens: use only the
     first N tokens of the train split (0 = all), a small corpus for multi-epoch runs;
+    eval_sequences: the validation set, this many sequences spread evenly over the
+    validation split, the same whatever the microbatch (a multiple of
+    microbatch_size; 0 = eval_batches microbatches from the split's start);
     second_eval: a second validation corpus of another kind, evaluated at every eval
     as eval2/loss: 'python-stdlib' (this Python's own standard-library source) or a
     folder of text files ('' = none)."""
@@ -57,6 +61,7 @@ class DataConfig:
     microbatch_size: int = 16
     seed: int = 0
     eval_batches: int = 8
+    eval_sequences: int = 0
     train_tokens: int = 0
     second_eval: str = ""
 
@@ -64,13 +69,17 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """name: adamw | lion | adafactor | sgd (Nesterov momentum b1) | muon (optax.contrib;
-    Adam for non-matrix parameters), with linear warmup then cosine decay over the
-    token budget (on the microbatch clock under a controller); b1/b2/weight_decay
-    apply where the optimizer has them; clip: global-norm clip of the gradient the
-    optimizer sees (0 = off)."""
+    Adam for non-matrix parameters), with linear warmup then a decay to lr *
+    min_lr_ratio over the token budget (on the microbatch clock under a controller):
+    schedule 'cosine', 'linear' (with min_lr_ratio 0: decay to zero) or
+    'cosine_steps' (the cosine's value rounded down to lr / 2^j: a step decay that
+    halves where the cosine halves, the base schedule of Seesaw's paper form);
+    b1/b2/weight_decay apply where the optimizer has them; clip: global-norm clip
+    of the gradient the optimizer sees (0 = off)."""
 
     name: str = "adamw"
     lr: float = 3e-3
+    schedule: str = "cosine"
     min_lr_ratio: float = 0.1
     warmup: int = 50
     b1: float = 0.9
@@ -93,8 +102,8 @@ class GQCConfig:
     seesaw default to sqrt when none); token_time: Adam's decays and weight decay
     follow the window so their timescales stay fixed in microbatches (tokens),
     b -> b^(k / reference_draws) (every accumulating controller, batch_warmup and
-    seesaw); batch_warmup: the window doubles at each of
-    warmup_fractions (of the run); seesaw: the window doubles each time the
+    seesaw); batch_warmup: the window grows warmup_growth-fold (doubles) at each
+    of warmup_fractions (of the run); seesaw: the window doubles each time the
     learning-rate schedule halves after its warmup."""
 
     controller: str = "none"
@@ -119,6 +128,7 @@ class GQCConfig:
     reference_draws: float = 1.0
     token_time: bool = False
     warmup_fractions: str = "0.1,0.2,0.4"
+    warmup_growth: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +203,12 @@ class Config:
             )
         if self.gqc.controller == "batch_warmup":
             warmup_fractions(self.gqc.warmup_fractions)
+            if self.gqc.warmup_growth < 2:
+                raise ValueError(f"gqc.warmup_growth must be >= 2, got {self.gqc.warmup_growth}.")
+        if self.optim.schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"optim.schedule must be one of {LR_SCHEDULES}, got {self.optim.schedule!r}."
+            )
         if self.optim.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {self.optim.name!r}.")
         if self.gqc.rounding not in ROUNDING_MODES:
@@ -210,6 +226,11 @@ class Config:
         for name in ("microbatch_size", "eval_batches"):
             if getattr(self.data, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
+        if self.data.eval_sequences < 0 or self.data.eval_sequences % self.data.microbatch_size:
+            raise ValueError(
+                "data.eval_sequences must be 0 or a multiple of data.microbatch_size "
+                f"({self.data.microbatch_size}), got {self.data.eval_sequences}."
+            )
         if self.gqc.sbc_draws < 1:
             raise ValueError(f"gqc.sbc_draws must be >= 1, got {self.gqc.sbc_draws}.")
         if self.model.dtype not in MODEL_DTYPES:

@@ -149,6 +149,14 @@ class Windows:
         """The first ``number`` windows in order (for evaluation), cycling if short."""
         return np.stack([self.window(j % self.count) for j in range(number)])
 
+    def spread(self, number: int) -> np.ndarray:
+        """``number`` windows spread evenly over the split (for evaluation):
+        window ``floor(i * count / number)`` for ``i < number``; every window,
+        cycling, if the split has fewer."""
+        if number > self.count:
+            return self.sequential(number)
+        return np.stack([self.window(i * self.count // number) for i in range(number)])
+
 
 def second_corpus_files(source: str) -> list[Path]:
     """The files of a second evaluation corpus, in a fixed order: this Python's
@@ -223,13 +231,17 @@ class TokenData:
         return self.train.rows(first, rows.stop - rows.start)
 
     def eval_batches(self, rows: slice | None = None, second: bool = False) -> list[np.ndarray]:
-        """The fixed validation microbatches (or the second corpus's), or their ``rows``."""
+        """The fixed validation microbatches (or the second corpus's), or their
+        ``rows``: ``data.eval_sequences`` sequences spread over the split when set."""
         size = self.config.microbatch_size
         rows = rows or slice(0, size)
         windows = self.second if second else self.validation
         if windows is None:
             raise DataError("no second evaluation corpus is configured (data.second_eval).")
-        every = windows.sequential(self.config.eval_batches * size)
+        if self.config.eval_sequences and not second:
+            every = windows.spread(self.config.eval_sequences)
+        else:
+            every = windows.sequential(self.config.eval_batches * size)
         return [
             every[b * size + rows.start : b * size + rows.stop] for b in range(len(every) // size)
         ]

@@ -19,17 +19,34 @@ from experiments.config import Config, lr_scaling_power, warmup_fractions
 
 
 def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
-    """Linear warmup to ``optim.lr``, then cosine decay to ``lr * min_lr_ratio``,
-    over the run's microbatches."""
+    """Linear warmup to ``optim.lr``, then ``optim.schedule``'s decay to ``lr *
+    min_lr_ratio`` over the run's microbatches: cosine, linear, or the cosine
+    rounded down to ``lr / 2^j`` (a step decay halving where the cosine halves)."""
     o = config.optim
     if o.warmup >= total_microbatches:
         raise ValueError(
             f"optim.warmup ({o.warmup}) must be smaller than the run's {total_microbatches} "
             "microbatches (train.tokens / (data.microbatch_size * model.seq_len))."
         )
-    return optax.warmup_cosine_decay_schedule(
-        0.0, o.lr, o.warmup, total_microbatches, end_value=o.lr * o.min_lr_ratio
-    )
+    end = o.lr * o.min_lr_ratio
+    if o.schedule == "linear":
+        return optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, o.lr, o.warmup),
+                optax.linear_schedule(o.lr, end, total_microbatches - o.warmup),
+            ],
+            [o.warmup],
+        )
+    cosine = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup, total_microbatches, end)
+    if o.schedule == "cosine":
+        return cosine
+
+    def steps(count):
+        value = cosine(count)
+        halvings = jnp.floor(jnp.log2(o.lr / jnp.maximum(value, 1e-30)))
+        return jnp.where(count < o.warmup, value, o.lr / jnp.exp2(jnp.maximum(halvings, 0.0)))
+
+    return steps
 
 
 def base_optimizer(config: Config, lr: optax.Schedule) -> tuple[Callable, dict]:
@@ -92,9 +109,15 @@ def _controller(config: Config, inner, total: int):
         scaling: Any = coupling["lr_scaling"] or "sqrt"
         if g.controller == "batch_warmup":
             fractions = warmup_fractions(g.warmup_fractions)
-            cap = max(g.max_draws, 2 ** len(fractions))
+            cap = max(g.max_draws, g.warmup_growth ** len(fractions))
             return gqc_jax.batch_size_warmup(
-                inner, total, fractions, lr_scaling=scaling, max_draws=cap, token_time=g.token_time
+                inner,
+                total,
+                fractions,
+                growth=g.warmup_growth,
+                lr_scaling=scaling,
+                max_draws=cap,
+                token_time=g.token_time,
             )
         lr = learning_rate(config, total)
         return gqc_jax.seesaw(

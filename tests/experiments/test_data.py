@@ -100,6 +100,22 @@ def test_microbatches_are_addressed_by_index_and_split_by_rows(data_dir):
     assert len(evals) == data.config.eval_batches and evals[0].shape == (8, 33)
 
 
+def test_eval_sequences_are_one_set_spread_over_the_split_whatever_the_microbatch(data_dir):
+    """data.eval_sequences: the same sequences for every microbatch size, spread
+    over the validation split (not one contiguous passage from its start)."""
+    sets = []
+    for size in (4, 8, 16):
+        data = TokenData(_data(data_dir, microbatch_size=size, eval_sequences=16), seq_len=32)
+        batches = data.eval_batches()
+        assert len(batches) == 16 // size and batches[0].shape == (size, 33)
+        sets.append(np.concatenate(batches))
+    assert all(np.array_equal(sets[0], other) for other in sets[1:])
+    count = data.validation.count
+    assert count > 16
+    assert np.array_equal(sets[0][-1], data.validation.window(15 * count // 16))
+    assert not np.array_equal(sets[0], data.validation.sequential(16))
+
+
 def test_byte_tokenizer_round_trips():
     tok = ByteTokenizer()
     text = "Ay, marry, is't — ç"

@@ -8,7 +8,7 @@ import pytest
 
 import gqc_jax
 from experiments.config import OPTIMIZERS, Config, apply_overrides
-from experiments.optimizer import build_optimizer
+from experiments.optimizer import build_optimizer, learning_rate
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -129,3 +129,28 @@ def test_token_time_rescales_every_optimizer_that_has_decays(name):
             if isinstance(s, optax.ScaleByAdamState)
         ]
         np.testing.assert_allclose(adam.mu["w"], (1 - 0.9**2) * 0.5, rtol=1e-6)
+
+
+def test_learning_rate_schedules():
+    """cosine (to lr * min_lr_ratio), linear (to zero at min_lr_ratio 0) and
+    cosine_steps (the cosine rounded down to lr / 2^j), each after one warmup."""
+
+    def at(schedule, ratio, counts):
+        config = apply_overrides(
+            Config(),
+            {"optim.schedule": schedule, "optim.min_lr_ratio": ratio, "optim.warmup": 10},
+        )
+        f = learning_rate(config, 100)
+        return np.array([float(f(c)) for c in counts])
+
+    counts = [5, 10, 40, 55, 70, 100]
+    cosine = at("cosine", 0.1, counts)
+    np.testing.assert_allclose(at("linear", 0.0, counts), [1.5e-3, 3e-3, 2e-3, 1.5e-3, 1e-3, 0.0])
+    halvings = np.maximum(np.floor(np.log2(3e-3 / cosine[1:])), 0)
+    np.testing.assert_allclose(at("cosine_steps", 0.1, counts)[1:], 3e-3 / 2**halvings)
+    assert at("cosine_steps", 0.1, [5])[0] == cosine[0]  # the warmup is the cosine's
+    assert list(halvings) == [0, 0, 0, 1, 3]
+    with pytest.raises(ValueError, match="optim.schedule must be one of"):
+        apply_overrides(Config(), {"optim.schedule": "step"})
+    with pytest.raises(ValueError, match="gqc.warmup_growth must be >= 2, got 1"):
+        apply_overrides(Config(), {"gqc.controller": "batch_warmup", "gqc.warmup_growth": 1})
