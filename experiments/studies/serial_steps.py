@@ -1,92 +1,125 @@
-"""Study: GQC on the steps-vs-tokens frontier, with the learning rate coupled to
-the batch.
+"""Study: GQC on the steps-vs-tokens frontier, tuned, with Adam's clocks in tokens.
 
 At one token budget every arm trains the same GPT on the same data order per
 seed. The currency is optimizer steps (serial steps, what many accelerators turn
 into wall-clock) at equal tokens and equal loss:
 
-- fixed-batch AdamW at several batch sizes (the frontier), each with its own
-  learning-rate sweep;
+- fixed-batch AdamW at several batch sizes (the frontier), and small-batch AdamW
+  with a linear decay to zero (``adamw-b1-d2z``, Bergsma et al. 2025);
 - the hand-made schedules: batch-size warmup (the window doubles at fixed
-  fractions of the run, lr x sqrt(2) each time) and Seesaw (each halving of the
-  cosine schedule becomes a doubled window, lr x sqrt(2) back);
-- the adaptive controllers GNTS (relative and with the reference's schedule),
-  GNS, ``snr`` and MHT, and the reference's SBC ramp (1 -> 8 microbatches), each
-  as it is (learning rate fixed while the window grows) and with
-  ``lr_scaling="sqrt"``.
+  fractions of the run), a late switch to a 4x batch at 70% of the tokens
+  (``late-4x``, Wang et al. 2026), Seesaw as today's variant (the cosine between
+  cuts) and in the paper's form (``seesaw-paper``: a step decay, the learning rate
+  constant between cuts, Meterez et al. 2025), all at lr x sqrt(window);
+- the adaptive controllers GNTS (relative), GNS, ``snr`` and MHT, GNTS with the
+  reference's recipe and the reference's SBC ramp, at lr x sqrt(window);
+- every schedule and controller again with Adam's clocks counted in tokens
+  (``+tt``: ``gqc.token_time``, decays b^k and weight decay x k / sqrt(k)).
 
-Every arm's learning rate is the best of a 3-point sweep on the first seed
-(``--extend N``: while the best rate is at an edge of the grid, up to ``N`` more
-rates one grid step beyond it). The target of each seed is the small-batch
-AdamW's final validation loss of that seed plus the seed noise band; an arm's
-"steps to target" is where its evaluation curve first reaches it
-(interpolated). Every run is an ``experiments.train`` run folder;
-``docs/results/serial_steps.md`` and its figure are written from them.
+Protocol: every arm's learning rate is chosen on a selection seed that is not
+reported (``--select_seed``), on a grid of ``--sweep`` multipliers (a sqrt(2)
+grid by default) extended while the best rate sits at its edge; an adaptive
+controller's own hyperparameter (GNS tolerance, ``snr`` noise ratio, GNTS's final
+relative threshold, MHT's percent error) is swept with it. The reported seeds
+then train afresh. Every run is scored on one validation set of
+``--eval_sequences`` sequences spread over the validation split, the same for
+every arm. Results are paired per seed against small-batch AdamW: the final-loss
+difference with a 95% t-interval, and the optimizer steps to reach the base's
+own loss at 50%, 75% and 100% of its run.
 
-    python -m experiments.studies.serial_steps [--seeds 0,1,2] [--tokens 300000]
+Every run is an ``experiments.train`` run folder; a small record of each (final
+loss, eval curve, batch per step, commit) is written beside the page
+(``docs/results/serial_steps/``), and the page and its figure are written from
+those records alone (``--from_records`` rewrites them without the run folders).
+
+    python -m experiments.studies.serial_steps [--seeds 0,1,2,3,4] [--tokens 300000]
         [--arms adamw-b1,gns+sqrt,...]
 
-``--arms`` trains only the arms it names, in its order (the page lists them in
-the plan's order): a long protocol, such as the ladder-xs one of ``make
-serial-steps-xs``, can answer its main question first, and a rerun with more
-arms reads the finished ones back.
-
-``--critical_batch DIR`` sets every arm's batch per step against the critical
-batch measured by branching in the critical-batch study's run folders ``DIR``
-(``make critical-batch``, ``make critical-batch-xs``), read back through the kit:
-a table per branch interval and the measured values drawn on the figure.
+``--arms`` trains only the arms it names, in its order. ``--critical_batch DIR``
+sets every arm's batch per step against the critical batch measured by branching
+in the critical-batch study's run folders ``DIR``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import crossing, evals, mean_std, steps
 from experiments.train import train_once
 
-CONTROLLERS: dict[str, dict[str, Any]] = {
-    "gnts-relative": {**kit.GNTS_RELATIVE},
-    "gns": {"gqc.controller": "gns"},
-    "snr": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1},
-    "gnts-reference": {**kit.GNTS_REFERENCE},
-    "mht": {"gqc.controller": "mht"},
+BASE = "adamw-b1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """An arm: its batch multiplier of the microbatch, its settings, and the
+    controller hyperparameter swept with the learning rate (key, values)."""
+
+    multiplier: int
+    settings: dict[str, Any]
+    hyper: tuple[str, tuple[float, ...]] | None = None
+
+
+SQRT = {"gqc.lr_scaling": "sqrt"}
+TT = {"gqc.token_time": True}
+# The adaptive controllers, each with its own hyperparameter swept.
+CONTROLLERS: dict[str, Arm] = {
+    "gnts-relative": Arm(1, {**kit.GNTS_RELATIVE}, ("gqc.final_threshold", (0.25, 0.5, 0.75))),
+    "gns": Arm(1, {"gqc.controller": "gns"}, ("gqc.tolerance", (0.005, 0.015, 0.05))),
+    "snr": Arm(1, {"gqc.controller": "snr"}, ("gqc.noise_ratio", (0.1, 0.2, 0.4))),
+    "mht": Arm(1, {"gqc.controller": "mht"}, ("gqc.percent_error", (0.05, 0.1, 0.2))),
 }
-# Run with and without the coupling too, but a schedule made by hand, not adaptive.
-RAMPS: dict[str, dict[str, Any]] = {
-    "sbc-ramp": {"gqc.controller": "sbc", "gqc.sbc_draws": 1, "gqc.sbc_final_draws": 8},
+# Controllers run as their reference recipes: the learning rate alone is swept.
+RECIPES: dict[str, Arm] = {
+    "gnts-reference": Arm(1, {**kit.GNTS_REFERENCE}),
+    "sbc-ramp": Arm(1, {"gqc.controller": "sbc", "gqc.sbc_draws": 1, "gqc.sbc_final_draws": 8}),
 }
-SCHEDULES: dict[str, dict[str, Any]] = {
-    "batch-warmup": {"gqc.controller": "batch_warmup"},
-    "seesaw": {"gqc.controller": "seesaw"},
+# Fixed batch schedules (lr x sqrt(window) by default).
+SCHEDULES: dict[str, Arm] = {
+    "batch-warmup": Arm(1, {"gqc.controller": "batch_warmup"}),
+    "late-4x": Arm(
+        1,
+        {"gqc.controller": "batch_warmup", "gqc.warmup_fractions": "0.7", "gqc.warmup_growth": 4},
+    ),
+    "seesaw": Arm(1, {"gqc.controller": "seesaw"}),
+    "seesaw-paper": Arm(1, {"gqc.controller": "seesaw", "optim.schedule": "cosine_steps"}),
 }
 SCALE = {"preset": "ladder-s", "tokens": 20_000_000, "microbatch": 32, "seq_len": 256}
 
 
-def arms(batches: list[int]) -> dict[str, tuple[int, dict]]:
-    """name -> (batch multiplier of the microbatch, settings). The fixed-batch
-    arms train on microbatches ``m`` times larger; the others draw the base
-    microbatch."""
-    out = {f"adamw-b{m}": (m, kit.ADAMW) for m in batches}
-    out.update({name: (1, arm) for name, arm in SCHEDULES.items()})
-    for name, arm in {**CONTROLLERS, **RAMPS}.items():
-        out[name] = (1, arm)
-        out[f"{name}+sqrt"] = (1, {**arm, "gqc.lr_scaling": "sqrt"})
+def arms(batches: list[int]) -> dict[str, Arm]:
+    """name -> arm: the fixed-batch AdamW arms (``adamw-bM`` train on microbatches
+    ``M`` times larger), decay-to-zero AdamW, then every schedule and controller
+    without and with ``+tt``."""
+    out = {f"adamw-b{m}": Arm(m, kit.ADAMW) for m in batches}
+    out[f"adamw-b{batches[0]}-d2z"] = Arm(
+        batches[0], {**kit.ADAMW, "optim.schedule": "linear", "optim.min_lr_ratio": 0.0}
+    )
+    for name, arm in SCHEDULES.items():
+        out[name] = arm
+        out[f"{name}+tt"] = dataclasses.replace(arm, settings={**arm.settings, **TT})
+    for name, arm in {**CONTROLLERS, **RECIPES}.items():
+        out[f"{name}+sqrt"] = dataclasses.replace(arm, settings={**arm.settings, **SQRT})
+        out[f"{name}+sqrt+tt"] = dataclasses.replace(arm, settings={**arm.settings, **SQRT, **TT})
     return out
 
 
-def run_config(out: Path, args, seed: int, lr: float, multiplier: int, arm: dict) -> Config:
+def run_config(out: Path, args, seed: int, lr: float, arm: Arm, hyper: dict) -> Config:
     return kit.run_config(
         out,
-        {"gqc.max_draws": args.max_draws},
-        arm,
+        {"gqc.max_draws": args.max_draws, "data.eval_sequences": args.eval_sequences},
+        arm.settings,
+        hyper,
         preset=args.preset,
         seq_len=args.seq_len,
-        microbatch=args.microbatch * multiplier,
+        microbatch=args.microbatch * arm.multiplier,
         tokens=args.tokens,
         seed=seed,
         evals=args.evals,
@@ -95,10 +128,241 @@ def run_config(out: Path, args, seed: int, lr: float, multiplier: int, arm: dict
     )
 
 
-def batch_per_step(run_dir: Path, sequences_per_draw: int) -> float:
+def commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError:
+        return "unknown"
+    if head.returncode:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def record(run_dir: Path, summary: dict, sequences_per_draw: int, settings: dict) -> dict:
+    """A run's small record: what the page needs, and nothing that must be retrained."""
+    return {
+        "settings": settings,
+        "eval_loss": summary["eval_loss"],
+        "steps": summary["steps"],
+        "params": summary["params"],
+        "elapsed_s": round(summary["elapsed_s"], 1),
+        "sequences_per_draw": sequences_per_draw,
+        "evals": [
+            [r["microbatch"], r["tokens"], r["step"], r["eval/loss"]] for r in kit.evals(run_dir)
+        ],
+        "windows": [[r["tokens"], r["gqc/draws"]] for r in kit.steps(run_dir)],
+        "commit": summary.get("commit", "unknown"),
+    }
+
+
+def write_record(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, sort_keys=True) + "\n")
+
+
+def train(path: Path, out: Path, config: Config, arm: Arm, hyper: dict, args) -> dict:
+    """The record at ``path``, trained into ``out`` first if it is not there."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    summary = {**train_once(config), "commit": args.commit}
+    settings = {**arm.settings, **hyper, "optim.lr": config.optim.lr}
+    value = record(out, summary, args.microbatch * arm.multiplier, settings)
+    write_record(path, value)
+    return value
+
+
+def point_name(lr: float, hyper: dict) -> str:
+    return f"lr{lr:.3g}" + "".join(f"-{k.split('.')[-1]}{v:g}" for k, v in hyper.items())
+
+
+def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dict]:
+    """An arm's sweep on the selection seed: point name -> record. The learning
+    rate on the ``--sweep`` grid around the centre (x sqrt(M) for ``adamw-bM``)
+    times each value of the arm's own hyperparameter; then, for the best value,
+    more rates beyond an edge-best rate, up to ``--extend``."""
+    centre = args.lr * math.sqrt(arm.multiplier)
+    grid = [centre * v for v in args.sweep]
+    hypers = [{arm.hyper[0]: v} for v in arm.hyper[1]] if arm.hyper else [{}]
+    points: dict[str, tuple[float, dict]] = {}
+    out: dict[str, dict] = {}
+
+    def run(lr: float, hyper: dict) -> None:
+        key = point_name(lr, hyper)
+        points[key] = (lr, hyper)
+        folder = root / name / "sweep" / key
+        config = run_config(folder, args, args.select_seed, lr, arm, hyper)
+        out[key] = train(records / name / "sweep" / f"{key}.json", folder, config, arm, hyper, args)
+
+    for hyper in hypers:
+        for lr in grid:
+            run(lr, hyper)
+    best = min(out, key=lambda k: out[k]["eval_loss"])
+    lr, hyper = points[best]
+    rates = sorted(r for r, h in points.values() if h == hyper)
+    for _ in range(args.extend if len(grid) > 1 else 0):
+        if lr == rates[-1]:
+            lr = rates[-1] * rates[-1] / rates[-2]
+        elif lr == rates[0]:
+            lr = rates[0] * rates[0] / rates[1]
+        else:
+            break
+        run(lr, hyper)
+        best = min(out, key=lambda k: out[k]["eval_loss"])
+        lr, hyper = points[best]
+        rates = sorted(r for r, h in points.values() if h == hyper)
+    return out
+
+
+def best_point(swept: dict[str, dict]) -> dict:
+    """The swept record with the lowest final validation loss."""
+    return min(swept.values(), key=lambda r: r["eval_loss"])
+
+
+def crossing(rec: dict, target: float) -> float | None:
+    """Optimizer steps at which the eval loss first reaches ``target``,
+    linearly interpolated between evaluations; None if it never does."""
+    for (_, _, s0, l0), (_, _, s1, l1) in zip(rec["evals"], rec["evals"][1:], strict=False):
+        if l1 <= target:
+            f = (l0 - target) / max(l0 - l1, 1e-12)
+            return s0 + f * (s1 - s0)
+    return None
+
+
+def loss_at_fraction(rec: dict, fraction: float) -> float:
+    """The eval loss at the evaluation nearest ``fraction`` of the run's tokens."""
+    last = rec["evals"][-1][1]
+    return min(rec["evals"], key=lambda e: abs(e[1] - fraction * last))[3]
+
+
+def batch_per_step(rec: dict) -> float:
     """Mean sequences per optimizer step over the run."""
-    records = steps(run_dir)
-    return sum(r["gqc/draws"] for r in records) * sequences_per_draw / max(len(records), 1)
+    draws = [d for _, d in rec["windows"]]
+    return sum(draws) * rec["sequences_per_draw"] / max(len(draws), 1)
+
+
+def mean_batch_between(rec: dict, start: int, stop: int) -> float:
+    """Mean sequences per optimizer step over the steps that end within tokens
+    ``(start, stop]``; NaN if none does."""
+    inside = [d * rec["sequences_per_draw"] for t, d in rec["windows"] if start < t <= stop]
+    return statistics.mean(inside) if inside else math.nan
+
+
+def paired(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% t-interval half-width of paired per-seed differences."""
+    from gqc_jax.student_t import t_quantile
+
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    q = float(t_quantile(0.95, len(values) - 1))
+    return mean, q * statistics.stdev(values) / math.sqrt(len(values))
+
+
+FRACTIONS = (0.5, 0.75, 1.0)
+
+
+def analyse(plan: dict[str, Arm], seeds: list[int], results: dict) -> dict[str, dict]:
+    """Per arm: final losses, their paired difference against the base, steps,
+    and per target fraction the steps saved against the base (per seed that
+    reaches it)."""
+    base = {s: results[(BASE, s)] for s in seeds}
+    rows = {}
+    for name in plan:
+        recs = [results[(name, s)] for s in seeds]
+        diffs = [r["eval_loss"] - base[s]["eval_loss"] for s, r in zip(seeds, recs, strict=True)]
+        saved = {}
+        for fraction in FRACTIONS:
+            ratios = []
+            for s, r in zip(seeds, recs, strict=True):
+                target = loss_at_fraction(base[s], fraction)
+                mine, theirs = crossing(r, target), crossing(base[s], target)
+                if mine is not None and theirs:
+                    ratios.append(1 - mine / theirs)
+            saved[fraction] = ratios
+        rows[name] = {
+            "loss": [r["eval_loss"] for r in recs],
+            "diff": paired(diffs),
+            "steps": statistics.mean(r["steps"] for r in recs),
+            "saved": saved,
+            "batch": statistics.mean(batch_per_step(r) for r in recs),
+            "seconds": statistics.mean(r["elapsed_s"] for r in recs),
+        }
+    return rows
+
+
+def within(row: dict) -> bool:
+    """The arm's final loss is not worse than the base's: the paired 95%
+    interval of the difference reaches zero or below."""
+    mean, half = row["diff"]
+    return mean - (0.0 if math.isnan(half) else half) <= 0.0
+
+
+def saved_cell(ratios: list[float], seeds: int) -> str:
+    if not ratios:
+        return "never"
+    text = f"{statistics.mean(ratios):+.0%}"
+    return text if len(ratios) == seeds else f"{text} ({len(ratios)}/{seeds})"
+
+
+def verdict(rows: dict, seeds: list[int]) -> list[str]:
+    """Which arm, if any, matches small-batch AdamW's final loss with the most
+    steps saved; whether the token-time coupling closes a gap; the goal."""
+    n = len(seeds)
+
+    def final_saved(name: str) -> float:
+        ratios = rows[name]["saved"][1.0]
+        return statistics.mean(ratios) if len(ratios) == n else -math.inf
+
+    adaptive = [name for name in rows if name.split("+")[0] in CONTROLLERS]
+    schedules = [name for name in rows if name.split("+")[0] in SCHEDULES]
+    lines = []
+    matching = [name for name in rows if name != BASE and within(rows[name])]
+    if matching:
+        best = max(matching, key=final_saved)
+        saved = final_saved(best)
+        lines.append(
+            f"- Arms whose final loss is not significantly worse than `{BASE}`'s (the "
+            f"paired 95% interval reaches zero): {', '.join(matching)}. Of these, **{best}** reaches "
+            f"`{BASE}`'s final loss with the most steps saved"
+            + (f" ({saved:.0%})." if saved > -math.inf else " (not on every seed).")
+        )
+    else:
+        lines.append(f"- No arm matches `{BASE}`'s final loss (paired 95% intervals).")
+    gaps = []
+    for name in rows:
+        if name.endswith("+tt") and name[: -len("+tt")] in rows:
+            without, coupled = rows[name[: -len("+tt")]]["diff"][0], rows[name]["diff"][0]
+            closed = "" if without <= 0 else f", {1 - coupled / without:.0%} of the gap closed"
+            gaps.append(f"{name[: -len('+tt')]} {without:+.4f} -> {coupled:+.4f}{closed}")
+    if gaps:
+        lines.append(
+            f"- Final-loss difference to `{BASE}` (paired mean, nats), without -> with "
+            "Adam's clocks in tokens (`+tt`): " + "; ".join(gaps) + "."
+        )
+    if adaptive:
+        best = max(adaptive, key=lambda a: (within(rows[a]), final_saved(a)))
+        goal = (
+            within(rows[best])
+            and final_saved(best) >= 0.45
+            and all(final_saved(best) > final_saved(s) for s in schedules)
+        )
+        lines.append(
+            f"- The goal (an adaptive arm not significantly worse than `{BASE}`'s final loss with "
+            f">= 45% fewer steps, ahead of batch-size warmup and Seesaw) is "
+            f"{'met' if goal else 'not met'} here; the closest adaptive arm is **{best}** "
+            f"(difference {rows[best]['diff'][0]:+.4f} nats, steps to the final target "
+            f"{saved_cell(rows[best]['saved'][1.0], n)})."
+        )
+    return lines
 
 
 def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
@@ -110,266 +374,7 @@ def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
     return [(start, stop, values) for (start, stop), values in sorted(intervals.items())]
 
 
-def figure(dirs: dict, plan: dict, seeds: list[int], args, out: Path, cbs: list[dict]) -> Path:
-    plt = kit.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
-    for i, (name, (m, _)) in enumerate(plan.items()):
-        color = plt.get_cmap("tab20")(i % 20)  # more arms than the default cycle's 10
-        curves = [evals(dirs[(name, s)]) for s in seeds]
-        n = min(len(c) for c in curves)
-        loss = [statistics.mean(c[i]["eval/loss"] for c in curves) for i in range(1, n)]
-        step = [statistics.mean(c[i]["step"] for c in curves) for i in range(1, n)]
-        tokens = [curves[0][i]["tokens"] for i in range(1, n)]
-        style = "--" if name.startswith("adamw") else "-"
-        axes[0].plot(step, loss, style, marker=".", ms=3, color=color, label=name)
-        axes[1].plot(tokens, loss, style, marker=".", ms=3, color=color, label=name)
-        records = steps(dirs[(name, seeds[0])])
-        size = args.microbatch * m
-        axes[2].plot(
-            [r["tokens"] for r in records],
-            [r["gqc/draws"] * size for r in records],
-            style,
-            lw=1,
-            color=color,
-        )
-    axes[0].set(title="val loss vs optimizer steps (mean of seeds)", xlabel="optimizer steps")
-    axes[0].set(xscale="log", ylabel="val loss")
-    axes[1].set(title="val loss vs tokens (mean of seeds)", xlabel="tokens")
-    for j, (start, stop, values) in enumerate(critical_intervals(cbs)):
-        of_seeds = f", mean of {len(values)} seeds" if len(values) > 1 else ""
-        axes[2].hlines(
-            statistics.mean(values),
-            start,
-            min(stop, args.tokens),  # a longer critical-batch run: up to this one's end
-            color="k",
-            lw=3,
-            zorder=5,
-            label=None if j else f"critical batch (measured{of_seeds})",
-        )
-    title = f"batch per step (seed {seeds[0]})" + (" and the critical batch" if cbs else "")
-    axes[2].set(title=title, xlabel="tokens")
-    axes[2].set(ylabel="sequences per step", yscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    # The arms' colours are the same in every panel: the right one names the bars alone.
-    axes[0].legend(fontsize=6)
-    axes[1].legend(fontsize=6)
-    if cbs:
-        axes[2].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return kit.save_figure(fig, out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = kit.parser(__name__, __doc__, "runs/serial_steps", "docs/results/serial_steps.md")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--tokens", type=int, default=300_000, help="token budget per run")
-    parser.add_argument("--microbatch", type=int, default=8, help="sequences per microbatch")
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--batches", default="1,2,4", help="fixed-batch AdamW: microbatches")
-    parser.add_argument("--lr", type=float, default=3e-3, help="centre of every sweep")
-    parser.add_argument("--sweep", default="0.5,1,2", help="multipliers of the centre lr")
-    parser.add_argument(
-        "--extend",
-        type=int,
-        default=0,
-        help="rates added beyond a sweep whose best rate is at its edge, at most",
-    )
-    parser.add_argument("--max_draws", type=int, default=16)
-    parser.add_argument("--evals", type=int, default=24, help="evaluations per run")
-    parser.add_argument(
-        "--arms", default="", help="only these arms, trained in this order (default: all)"
-    )
-    parser.add_argument(
-        "--critical_batch",
-        default="",
-        help="a critical-batch study's run folders: its measured critical batch on the page",
-    )
-    parser.add_argument("--epsilon", type=float, default=0.02, help="its loss tolerance (nats)")
-    args = kit.parse_args(parser, argv, SCALE)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
-    sweep = [float(v) for v in args.sweep.split(",")]
-    plan = arms(batches)
-    order = list(plan)
-    if args.arms:
-        order = args.arms.split(",")
-        unknown = [name for name in order if name not in plan]
-        if unknown:
-            parser.error(f"--arms: unknown arm(s) {unknown}; expected names from {list(plan)}")
-        if f"adamw-b{batches[0]}" not in order:
-            parser.error(f"--arms must include adamw-b{batches[0]}, whose loss is the target")
-        plan = {name: arm for name, arm in plan.items() if name in order}
-    root = Path(args.out)
-    cbs: list[dict] = []
-    if args.critical_batch:
-        try:
-            cbs = kit.measured_critical_batch(Path(args.critical_batch), args.epsilon)
-        except (OSError, ValueError) as error:
-            parser.error(f"--critical_batch={args.critical_batch}: {error}")
-
-    lrs, swept, dirs, results = {}, {}, {}, {}
-    for name in order:
-        m, arm = plan[name]
-        # Fixed-batch arms sweep around the square-root rule's rate for their batch.
-        centre = args.lr * math.sqrt(m)
-        grid = [centre * v for v in sweep]
-        for lr in grid:
-            swept[(name, lr)] = sweep_run(root / name, args, seeds[0], lr, m, arm)
-        lrs[name] = best_rate(swept, name)
-        # A best rate at an edge of the grid: one more step of the grid beyond it.
-        for _ in range(args.extend if len(grid) > 1 else 0):
-            if lrs[name] == grid[-1]:
-                grid.append(grid[-1] * grid[-1] / grid[-2])
-                lr = grid[-1]
-            elif lrs[name] == grid[0]:
-                grid.insert(0, grid[0] * grid[0] / grid[1])
-                lr = grid[0]
-            else:
-                break
-            swept[(name, lr)] = sweep_run(root / name, args, seeds[0], lr, m, arm)
-            lrs[name] = best_rate(swept, name)
-        for seed in seeds:
-            if seed == seeds[0]:
-                out, result = swept[(name, lrs[name])]
-            else:
-                out = root / name / f"s{seed}"
-                result = train_once(run_config(out, args, seed, lrs[name], m, arm))
-            dirs[(name, seed)], results[(name, seed)] = out, result
-    fig = figure(dirs, plan, seeds, args, Path(args.page).with_suffix(".png"), cbs)
-    page = write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig, cbs)
-    print(page.read_text())
-    return 0
-
-
-def sweep_run(root: Path, args, seed: int, lr: float, m: int, arm: dict) -> tuple[Path, dict]:
-    """One point of an arm's learning-rate sweep: its folder and summary."""
-    out = root / "lr-sweep" / f"lr{lr:.3g}"
-    return out, train_once(run_config(out, args, seed, lr, m, arm))
-
-
-def best_rate(swept: dict, name: str) -> float:
-    """The swept rate of ``name`` with the lowest final validation loss."""
-    losses = {lr: result["eval_loss"] for (n, lr), (_, result) in swept.items() if n == name}
-    return min(losses, key=losses.__getitem__)
-
-
-def analyse(plan, seeds, batches, dirs, results, args) -> dict:
-    """Per arm: final losses, steps, steps to each seed's target, batch per step."""
-    base = f"adamw-b{batches[0]}"
-    finals = {name: [results[(name, s)]["eval_loss"] for s in seeds] for name in plan}
-    band = statistics.stdev(finals[base]) if len(seeds) > 1 else 0.0
-    targets = {s: results[(base, s)]["eval_loss"] + band for s in seeds}
-    rows = {}
-    for name, (m, _) in plan.items():
-        reached = [crossing(dirs[(name, s)], targets[s]) for s in seeds]
-        rows[name] = {
-            "loss": finals[name],
-            "steps": statistics.mean(results[(name, s)]["steps"] for s in seeds),
-            "to_target": [r[0] for r in reached if r is not None],
-            "batch": statistics.mean(
-                batch_per_step(dirs[(name, s)], args.microbatch * m) for s in seeds
-            ),
-            "seconds": statistics.mean(results[(name, s)]["elapsed_s"] for s in seeds),
-        }
-    base_steps = statistics.mean(rows[base]["to_target"]) if rows[base]["to_target"] else None
-    for row in rows.values():
-        complete = len(row["to_target"]) == len(seeds)
-        row["fewer"] = (
-            1 - statistics.mean(row["to_target"]) / base_steps if complete and base_steps else None
-        )
-    return {"base": base, "band": band, "rows": rows}
-
-
-def write_page(args, plan, seeds, batches, sweep, lrs, swept, dirs, results, fig, cbs) -> Path:
-    a = analyse(plan, seeds, batches, dirs, results, args)
-    base, band, rows = a["base"], a["band"], a["rows"]
-    params = results[(base, seeds[0])]["params"]
-    every = [r for _, r in swept.values()] + list(results.values())
-    lines = [
-        "# Serial steps at equal tokens: GQC against the batch-size frontier",
-        "",
-        kit.generated_by(
-            f"python -m experiments.studies.serial_steps --seeds={args.seeds} "
-            f"--tokens={args.tokens} --microbatch={args.microbatch} --preset={args.preset} "
-            f"--batches={args.batches} --lr={args.lr:g} --sweep={args.sweep}"
-            + (f" --extend={args.extend}" if args.extend else "")
-            + (f" --arms={args.arms}" if args.arms else "")
-            + (
-                f" --critical_batch={args.critical_batch} --epsilon={args.epsilon:g}"
-                if args.critical_batch
-                else ""
-            ),
-            every,
-        ),
-        "",
-        f"Model: `{args.preset}` GPT ({params:,} parameters, byte tokens, {args.seq_len}-token "
-        f"sequences); data: the default corpus (Shakespeare); {args.tokens:,} tokens per run; "
-        f"seeds {args.seeds} (a seed sets the initialisation and the data order; every arm of "
-        "a seed sees the same tokens in the same order). AdamW (b1 0.9, b2 0.95, weight decay "
-        "0.1, clip 1.0), warmup 5% then cosine to 10% on the microbatch clock. Fixed-batch arms "
-        f"`adamw-bM` train on microbatches of M x {args.microbatch} sequences; every other arm "
-        f"draws microbatches of {args.microbatch} and steps on windows of them (at most "
-        f'{args.max_draws}). `+sqrt`: `lr_scaling="sqrt"`, a window of k microbatches steps '
-        "at lr x sqrt(k); batch-warmup (windows double at 10%, 20%, 40% of the run) and "
-        "Seesaw use the square-root rule too. Each arm's learning rate is the best of "
-        f"{', '.join(f'x{v:g}' for v in sweep)} around {args.lr:g} (x sqrt(M) for `adamw-bM`) "
-        f"on seed {seeds[0]}"
-        + (
-            f"; while the best rate is at an edge of the grid, up to {args.extend} more rates "
-            "one grid step beyond it."
-            if args.extend
-            else "."
-        ),
-        "",
-        f"Target of each seed: `{base}`'s final validation loss of that seed plus the seed "
-        f"noise band (the std of `{base}`'s final losses over seeds, {band:.4f}). Steps to "
-        "target: the optimizer step at which an arm's validation curve first reaches it, "
-        f"interpolated between its {args.evals} evaluations, mean over seeds; fewer steps: "
-        f"against `{base}`'s own steps to the same targets. A sweep whose best rate is at "
-        "the edge of its grid is marked below: that arm may do better at a rate outside it.",
-        "",
-        "| arm | lr | val loss | opt steps | steps to target | fewer steps | "
-        "batch/step (seqs) | wall-clock (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name in plan:
-        r = rows[name]
-        reached = len(r["to_target"])
-        to_target = (
-            f"{statistics.mean(r['to_target']):.0f}"
-            + ("" if reached == len(seeds) else f" ({reached} of {len(seeds)} seeds)")
-            if reached
-            else "never"
-        )
-        fewer = "–" if r["fewer"] is None else f"{r['fewer']:+.0%}"
-        lines.append(
-            f"| {name} | {lrs[name]:.3g} | {mean_std(r['loss'])} | {r['steps']:.0f} | "
-            f"{to_target} | {fewer} | {r['batch']:.1f} | {r['seconds']:.0f} |"
-        )
-    lines += ["", "## Learning-rate sweeps (first seed, val loss)", ""]
-    for name in plan:
-        grid = sorted(lr for n, lr in swept if n == name)
-        cells = ", ".join(f"{lr:.3g}: {swept[(name, lr)][1]['eval_loss']:.4f}" for lr in grid)
-        edge = " (best at the edge of the grid)" if lrs[name] in (grid[0], grid[-1]) else ""
-        lines.append(f"- {name}: {cells}{edge}")
-    lines += ["", "## Against the goal", "", *verdict(rows, base, band, seeds), ""]
-    if cbs:
-        lines += against_critical_batch(args, plan, seeds, dirs, cbs)
-    lines += [
-        f"![serial steps]({fig.name})",
-        "",
-        "Left: validation loss against optimizer steps (log scale) and, middle, against "
-        "tokens, mean of seeds. Right: sequences per optimizer step over training (first "
-        "seed). Dashed: fixed-batch AdamW."
-        + (" Black bars: the measured critical batch over each branch interval." if cbs else ""),
-        "",
-    ]
-    return kit.write_page(args.page, lines)
-
-
-def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
+def against_critical_batch(args, plan, seeds, results, cbs) -> list[str]:
     """The page's section: each arm's batch per step within each branch interval
     of the critical-batch study, against the critical batch measured there."""
     intervals = critical_intervals(cbs)
@@ -383,11 +388,9 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
         f", microbatches of {first['microbatch']} x {first['seq_len']}-token sequences, "
         f"{first['tokens']:,} tokens per run against {args.tokens:,} here, "
         f"seed{'s' * (len(cbs_seeds) > 1)} {', '.join(map(str, cbs_seeds))}; "
-        f"epsilon {args.epsilon:g} nats; its own page gives the protocol): the largest batch, "
-        "at lr x sqrt(batch / microbatch), whose loss after a branch stays within epsilon of "
-        "the microbatch's. Cells: an arm's mean "
-        "sequences per optimizer step over the steps that end within each branch interval "
-        "(in tokens), mean over seeds; '–' where no step ends there.",
+        f"epsilon {args.epsilon:g} nats; its own page gives the protocol). Cells: an arm's "
+        "mean sequences per optimizer step over the steps that end within each branch "
+        "interval (in tokens), mean over seeds; '–' where no step ends there.",
         "",
         "| arm | " + " | ".join(f"{a:,}-{b:,}" for a, b, _ in intervals) + " | above it |",
         "|---|" + "---|" * len(intervals) + "---|",
@@ -398,11 +401,9 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
         )
         + " | |",
     ]
-    for name, (m, _) in plan.items():
+    for name in plan:
         cells = [
-            statistics.mean(
-                kit.mean_batch_between(dirs[(name, s)], args.microbatch * m, a, b) for s in seeds
-            )
+            statistics.mean(mean_batch_between(results[(name, s)], a, b) for s in seeds)
             for a, b, _ in intervals
         ]
         counted = [(c, v) for c, v in zip(cells, means, strict=True) if not math.isnan(c)]
@@ -415,68 +416,241 @@ def against_critical_batch(args, plan, seeds, dirs, cbs) -> list[str]:
     return [*lines, ""]
 
 
-def verdict(rows: dict, base: str, band: float, seeds: list[int]) -> list[str]:
-    """The goal: an adaptive arm within seed noise of the small-batch AdamW's
-    final loss with >= 45% fewer steps, beating batch-size warmup and Seesaw."""
-    base_loss = statistics.mean(rows[base]["loss"])
-    adaptive = [n for n in rows if n.split("+")[0] in CONTROLLERS]
+def figure(plan, seeds, results, out: Path, cbs: list[dict], tokens: int) -> Path:
+    plt = kit.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
+    for i, name in enumerate(plan):
+        color = plt.get_cmap("tab20")(i % 20)
+        curves = [results[(name, s)]["evals"] for s in seeds]
+        n = min(len(c) for c in curves)
+        loss = [statistics.mean(c[j][3] for c in curves) for j in range(1, n)]
+        step = [statistics.mean(c[j][2] for c in curves) for j in range(1, n)]
+        toks = [curves[0][j][1] for j in range(1, n)]
+        style = "--" if name.startswith("adamw") else ":" if name.endswith("+tt") else "-"
+        axes[0].plot(step, loss, style, marker=".", ms=3, color=color, label=name)
+        axes[1].plot(toks, loss, style, marker=".", ms=3, color=color, label=name)
+        rec = results[(name, seeds[0])]
+        axes[2].plot(
+            [t for t, _ in rec["windows"]],
+            [d * rec["sequences_per_draw"] for _, d in rec["windows"]],
+            style,
+            lw=1,
+            color=color,
+        )
+    axes[0].set(title="val loss vs optimizer steps (mean of seeds)", xlabel="optimizer steps")
+    axes[0].set(xscale="log", ylabel="val loss")
+    axes[1].set(title="val loss vs tokens (mean of seeds)", xlabel="tokens")
+    for j, (start, stop, values) in enumerate(critical_intervals(cbs)):
+        axes[2].hlines(
+            statistics.mean(values),
+            start,
+            min(stop, tokens),
+            color="k",
+            lw=3,
+            zorder=5,
+            label=None if j else "critical batch (measured)",
+        )
+    axes[2].set(title=f"batch per step (seed {seeds[0]})", xlabel="tokens")
+    axes[2].set(ylabel="sequences per step", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=5, ncol=2)
+    if cbs:
+        axes[2].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return kit.save_figure(fig, out)
 
-    def within(name):
-        return statistics.mean(rows[name]["loss"]) <= base_loss + band
 
-    def fewer(name):
-        return rows[name]["fewer"] if rows[name]["fewer"] is not None else -1.0
-
-    schedules = [n for n in SCHEDULES if n in rows]
-    lines = []
-    for name in schedules:
-        f = rows[name]["fewer"]
+def write_page(args, plan, seeds, swept, results, fig, cbs) -> Path:
+    rows = analyse(plan, seeds, results)
+    every = [r for points in swept.values() for r in points.values()] + list(results.values())
+    commits = sorted({r["commit"] for r in every})
+    params = results[(BASE, seeds[0])]["params"]
+    minutes = sum(r["elapsed_s"] for r in every) / 60
+    n = len(seeds)
+    lines = [
+        "# Serial steps at equal tokens: tuned GQC against the batch-size frontier",
+        "",
+        f"Generated by `{args.command}`: {len(every)} training runs, {minutes:.0f} min of "
+        f"training in all (the runs' own clocks), on {kit.machine()}, at commit"
+        f"{'s' * (len(commits) > 1)} {', '.join(commits)}. Each run's record (final loss, "
+        f"eval curve, window per step) is in `{args.records}`; this page and its figure are "
+        "written from those records alone. Rerunning a record's settings at its commit on "
+        "this machine reproduces it bit for bit; another machine or commit may differ in "
+        "the last digits.",
+        "",
+        f"Model: `{args.preset}` GPT ({params:,} parameters, byte tokens, {args.seq_len}-token "
+        f"sequences); data: the default corpus (Shakespeare); {args.tokens:,} tokens per run. "
+        f"Seeds {', '.join(map(str, seeds))} are reported; learning rates and the controllers' "
+        f"own hyperparameters were chosen on seed {args.select_seed}, which is not. A seed "
+        "sets the initialisation and the data order: every arm of a seed sees the same tokens "
+        "in the same order. AdamW (b1 0.9, b2 0.95, weight decay 0.1, clip 1.0), warmup 5% "
+        "then cosine to 10% on the microbatch clock (`-d2z`: linear to zero). Fixed-batch "
+        f"arms `adamw-bM` train on microbatches of M x {args.microbatch} sequences; every "
+        f"other arm draws microbatches of {args.microbatch} and steps on windows of them (at "
+        f"most {args.max_draws}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
+        "decay x k / sqrt(k) for a window of k (`gqc.token_time`). Validation: the same "
+        f"{args.eval_sequences} sequences, spread over the validation split, for every arm, "
+        f"at {args.evals} points of each run.",
+        "",
+        f"Sweeps: the learning rate on the grid {', '.join(f'x{v:.4g}' for v in args.sweep)} "
+        f"around {args.lr:g} (x sqrt(M) for `adamw-bM`), extended by up to {args.extend} "
+        "rates while the best sits at an edge; for the adaptive controllers, times their own "
+        "hyperparameter's values (listed below).",
+        "",
+        f"Columns: the final validation loss (mean ± std over seeds); its paired difference "
+        f"to `{BASE}` per seed (mean and 95% t-interval); optimizer steps; steps saved to "
+        f"reach `{BASE}`'s own validation loss at 50%, 75% and 100% of its run (per seed, "
+        "against its steps to the same loss, mean over the seeds that reach it; the count "
+        "when not all do).",
+        "",
+        "| arm | lr | own | val loss | Δ vs base (95% CI) | opt steps | saved @50% | "
+        "saved @75% | saved @100% | batch/step (seqs) | s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, arm in plan.items():
+        r = rows[name]
+        chosen = best_point(swept[name])["settings"]
+        own = f"{chosen[arm.hyper[0]]:g}" if arm.hyper else ""
+        mean, half = r["diff"]
+        diff = "0" if name == BASE else f"{mean:+.4f} ± {half:.4f}"
+        saved = [saved_cell(r["saved"][f], n) for f in FRACTIONS]
         lines.append(
-            f"- {name}: {'within' if within(name) else 'outside'} the noise band of `{base}`'s "
-            f"final loss, "
-            + (f"{f:.0%} fewer steps to target." if f is not None else "target not reached.")
+            f"| {name} | {chosen['optim.lr']:.3g} | {own} | {kit.mean_std(r['loss'])} | {diff} | "
+            f"{r['steps']:.0f} | {' | '.join(saved)} | {r['batch']:.1f} | {r['seconds']:.0f} |"
         )
-    if adaptive:
-        # Closest: the most steps saved among arms that reach every target, else
-        # the lowest final loss.
-        reaching = [n for n in adaptive if rows[n]["fewer"] is not None]
-        best = (
-            max(reaching, key=fewer)
-            if reaching
-            else min(adaptive, key=lambda n: statistics.mean(rows[n]["loss"]))
+    lines += ["", f"## Sweeps (seed {args.select_seed}, val loss)", ""]
+    for name, arm in plan.items():
+        own_key = arm.hyper[0] if arm.hyper else None
+        ordered = sorted(
+            swept[name].items(),
+            key=lambda kv: (kv[1]["settings"].get(own_key, 0), kv[1]["settings"]["optim.lr"]),
         )
-        reached = within(best) and fewer(best) >= 0.45
-        ahead = all(fewer(best) > fewer(n) for n in schedules)
-        if not (reached and ahead):
-            goal = "not met"
-        elif len(schedules) == len(SCHEDULES):
-            goal = "met"
+        cells = [f"{key}: {rec['eval_loss']:.4f}" for key, rec in ordered]
+        best = best_point(swept[name])["settings"]
+        rates = sorted(
+            rec["settings"]["optim.lr"]
+            for rec in swept[name].values()
+            if not arm.hyper or rec["settings"][arm.hyper[0]] == best[arm.hyper[0]]
+        )
+        edge = (
+            " (best at the edge of the grid)" if best["optim.lr"] in (rates[0], rates[-1]) else ""
+        )
+        own = f" (own: `{arm.hyper[0]}`)" if arm.hyper else ""
+        lines.append(f"- {name}{own}: {', '.join(cells)}{edge}")
+    lines += ["", "## Against the goal", "", *verdict(rows, seeds), ""]
+    if cbs:
+        lines += against_critical_batch(args, plan, seeds, results, cbs)
+    lines += [
+        f"![serial steps]({fig.name})",
+        "",
+        "Left: validation loss against optimizer steps (log scale) and, middle, against "
+        "tokens, mean of seeds. Right: sequences per optimizer step over training (first "
+        "seed). Dashed: fixed-batch AdamW; dotted: `+tt`."
+        + (" Black bars: the measured critical batch over each branch interval." if cbs else ""),
+        "",
+    ]
+    return kit.write_page(args.page, lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = kit.parser(__name__, __doc__, "runs/serial_steps", "docs/results/serial_steps.md")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="the reported seeds")
+    parser.add_argument(
+        "--select_seed", type=int, default=100, help="the seed sweeps choose on (not reported)"
+    )
+    parser.add_argument("--tokens", type=int, default=300_000, help="token budget per run")
+    parser.add_argument("--microbatch", type=int, default=8, help="sequences per microbatch")
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--batches", default="1,2,4", help="fixed-batch AdamW: microbatches")
+    parser.add_argument("--lr", type=float, default=3e-3, help="centre of every sweep")
+    parser.add_argument(
+        "--sweep", default="0.7071,1,1.4142", help="multipliers of the centre lr (a grid)"
+    )
+    parser.add_argument(
+        "--extend", type=int, default=4, help="rates added beyond an edge-best rate, at most"
+    )
+    parser.add_argument("--max_draws", type=int, default=16)
+    parser.add_argument("--evals", type=int, default=12, help="evaluations per run")
+    parser.add_argument(
+        "--eval_sequences", type=int, default=512, help="the one validation set, in sequences"
+    )
+    parser.add_argument(
+        "--arms", default="", help="only these arms, trained in this order (default: all)"
+    )
+    parser.add_argument(
+        "--records", default="", help="the runs' records (default: beside the page)"
+    )
+    parser.add_argument(
+        "--from_records",
+        action="store_true",
+        help="write the page from the records alone (train nothing)",
+    )
+    parser.add_argument(
+        "--critical_batch",
+        default="",
+        help="a critical-batch study's run folders: its measured critical batch on the page",
+    )
+    parser.add_argument("--epsilon", type=float, default=0.02, help="its loss tolerance (nats)")
+    args = kit.parse_args(parser, argv, SCALE)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.select_seed in seeds:
+        parser.error(f"--select_seed={args.select_seed} must not be a reported seed ({seeds})")
+    batches = [int(b) for b in args.batches.split(",")]
+    args.sweep = sorted(float(v) for v in args.sweep.split(","))
+    plan = arms(batches)
+    order = list(plan)
+    if args.arms:
+        order = args.arms.split(",")
+        unknown = [name for name in order if name not in plan]
+        if unknown:
+            parser.error(f"--arms: unknown arm(s) {unknown}; expected names from {list(plan)}")
+        if BASE not in order:
+            parser.error(f"--arms must include {BASE}, the base every arm is paired with")
+        plan = {name: arm for name, arm in plan.items() if name in order}
+    if batches[0] != 1:
+        parser.error("--batches must start at 1: adamw-b1 is the base")
+    page = Path(args.page)
+    records = Path(args.records) if args.records else page.with_suffix("")
+    args.records = str(records)
+    # The training command: the same page comes back from --from_records.
+    command = kit.command("experiments.studies.serial_steps", argv)
+    args.command = command.replace(" --from_records", "")
+    args.commit = commit()
+    cbs: list[dict] = []
+    if args.critical_batch:
+        try:
+            cbs = kit.measured_critical_batch(Path(args.critical_batch), args.epsilon)
+        except (OSError, ValueError) as error:
+            parser.error(f"--critical_batch={args.critical_batch}: {error}")
+    root = Path(args.out)
+    swept, results = {}, {}
+    for name in order:
+        arm = plan[name]
+        if args.from_records:
+            swept[name] = {
+                p.stem: json.loads(p.read_text())
+                for p in sorted((records / name / "sweep").glob("*.json"))
+            }
+            if not swept[name]:
+                parser.error(f"--from_records: no records of {name} under {records}")
         else:
-            goal = "met against the schedules run here (not all of them ran)"
-        lines.append(
-            f"- The adaptive arm that comes closest is **{best}**: "
-            + (
-                f"{fewer(best):.0%} fewer steps to target"
-                if rows[best]["fewer"] is not None
-                else f"the lowest final loss of them; it reaches the target in "
-                f"{len(rows[best]['to_target'])} of {len(seeds)} seeds"
-            )
-            + f", final loss {statistics.mean(rows[best]['loss']):.4f} against "
-            f"{base_loss:.4f} (band {band:.4f}). The goal (within the band, >= 45% fewer "
-            f"steps, ahead of batch-size warmup and Seesaw) is {goal} here."
-        )
-    gaps = []
-    for n in [*CONTROLLERS, *RAMPS]:
-        if n not in rows or f"{n}+sqrt" not in rows:
-            continue
-        without, coupled = (statistics.mean(rows[a]["loss"]) - base_loss for a in (n, f"{n}+sqrt"))
-        gaps.append(f"{n} {without:+.4f} -> {coupled:+.4f}" + " (closed)" * (coupled <= band))
-    if gaps:
-        lines.append(
-            f"- The equal-token gap to `{base}`'s final loss, without -> with the square-root "
-            "coupling (nats; closed: within the band): " + ", ".join(gaps) + "."
-        )
-    return lines
+            swept[name] = sweep(name, arm, args, records, root)
+        chosen = best_point(swept[name])["settings"]
+        hyper = {arm.hyper[0]: chosen[arm.hyper[0]]} if arm.hyper else {}
+        for seed in seeds:
+            path = records / name / f"s{seed}.json"
+            if args.from_records:
+                results[(name, seed)] = json.loads(path.read_text())
+                continue
+            folder = root / name / f"s{seed}"
+            config = run_config(folder, args, seed, chosen["optim.lr"], arm, hyper)
+            results[(name, seed)] = train(path, folder, config, arm, hyper, args)
+    fig = figure(plan, seeds, results, page.with_suffix(".png"), cbs, args.tokens)
+    written = write_page(args, plan, seeds, swept, results, fig, cbs)
+    print(written.read_text())
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""experiments.studies.serial_steps: the arms, and the whole study on a tiny budget."""
+"""experiments.studies.serial_steps: the arms, the sweep, the paired analysis,
+and the page written from the runs' records alone."""
 
 import argparse
 import json
@@ -15,23 +16,182 @@ def test_every_arm_of_the_plan():
     assert list(plan) == [
         "adamw-b1",
         "adamw-b4",
+        "adamw-b1-d2z",
         "batch-warmup",
+        "batch-warmup+tt",
+        "late-4x",
+        "late-4x+tt",
         "seesaw",
-        "gnts-relative",
+        "seesaw+tt",
+        "seesaw-paper",
+        "seesaw-paper+tt",
         "gnts-relative+sqrt",
-        "gns",
+        "gnts-relative+sqrt+tt",
         "gns+sqrt",
-        "snr",
+        "gns+sqrt+tt",
         "snr+sqrt",
-        "gnts-reference",
-        "gnts-reference+sqrt",
-        "mht",
+        "snr+sqrt+tt",
         "mht+sqrt",
-        "sbc-ramp",
+        "mht+sqrt+tt",
+        "gnts-reference+sqrt",
+        "gnts-reference+sqrt+tt",
         "sbc-ramp+sqrt",
+        "sbc-ramp+sqrt+tt",
     ]
-    assert plan["adamw-b4"][0] == 4 and plan["snr+sqrt"][1]["gqc.lr_scaling"] == "sqrt"
-    assert "gqc.lr_scaling" not in plan["snr"][1]
+    assert plan["adamw-b4"].multiplier == 4
+    assert plan["adamw-b1-d2z"].settings["optim.schedule"] == "linear"
+    assert plan["seesaw-paper"].settings["optim.schedule"] == "cosine_steps"
+    assert plan["late-4x+tt"].settings["gqc.warmup_growth"] == 4
+    assert plan["gns+sqrt+tt"].settings["gqc.token_time"] is True
+    assert "gqc.token_time" not in plan["gns+sqrt"].settings
+    assert plan["gns+sqrt"].hyper == ("gqc.tolerance", (0.005, 0.015, 0.05))
+    assert plan["sbc-ramp+sqrt"].hyper is None
+
+
+def _fake_training(monkeypatch, losses):
+    """Training replaced by a record whose final loss is losses(lr, settings)."""
+    trained = []
+
+    def fake_train_once(config):
+        trained.append(config)
+        return {"eval_loss": 0.0, "steps": 1, "params": 1, "elapsed_s": 1.0}
+
+    def fake_record(run_dir, summary, sequences_per_draw, settings):
+        loss = losses(settings["optim.lr"], settings)
+        return {
+            "settings": settings,
+            "eval_loss": loss,
+            "steps": 4,
+            "params": 1,
+            "elapsed_s": 1.0,
+            "sequences_per_draw": sequences_per_draw,
+            "evals": [[0, 0, 0, loss + 1.0], [4, 100, 4, loss]],
+            "windows": [[25 * i, 1] for i in range(1, 5)],
+            "commit": summary["commit"],
+        }
+
+    monkeypatch.setattr(ss, "train_once", fake_train_once)
+    monkeypatch.setattr(ss, "record", fake_record)
+    return trained
+
+
+@pytest.mark.parametrize(
+    ("optimum", "extend", "expected"),
+    [
+        (5e-3, 2, [2e-3, 4e-3, 8e-3]),  # inside the grid: nothing added
+        (2e-2, 1, [2e-3, 4e-3, 8e-3, 1.6e-2]),  # one more above, capped by extend=1
+        (2e-2, 2, [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]),  # 1.6e-2 best: bracketed now
+        (1e-3, 2, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]),  # below, until bracketed
+        (2e-2, 0, [2e-3, 4e-3, 8e-3]),  # no extension: the grid as given
+    ],
+)
+def test_the_sweep_extends_beyond_an_edge_best_until_bracketed(
+    optimum, extend, expected, tmp_path, monkeypatch
+):
+    trained = _fake_training(monkeypatch, lambda lr, s: abs(math.log(lr / optimum)))
+    args = ["--seeds=0", "--lr=4e-3", "--sweep=0.5,1,2", f"--extend={extend}", "--arms=adamw-b1"]
+    assert ss.main([*args, f"--out={tmp_path}", f"--page={tmp_path / 'p.md'}"]) == 0
+    swept = [c.optim.lr for c in trained if c.data.seed == 100]
+    assert sorted(swept) == pytest.approx(expected)
+    # The reported seed trains afresh at the chosen rate; the selection seed is not reported.
+    assert [c.data.seed for c in trained if c.data.seed != 100] == [0]
+    assert "chosen on seed 100, which is not" in (tmp_path / "p.md").read_text()
+
+
+def test_a_controller_sweeps_its_own_hyperparameter_with_the_rate(tmp_path, monkeypatch):
+    def losses(lr, settings):
+        tolerance = settings.get("gqc.tolerance", 0.015)
+        return abs(math.log(lr / 4e-3)) + abs(math.log(tolerance / 0.015))
+
+    trained = _fake_training(monkeypatch, losses)
+    args = ["--seeds=0,1", "--lr=4e-3", "--sweep=0.5,1,2", "--arms=adamw-b1,gns+sqrt+tt"]
+    assert ss.main([*args, f"--out={tmp_path}", f"--page={tmp_path / 'p.md'}"]) == 0
+    gns = [c for c in trained if c.gqc.controller == "gns"]
+    assert len(gns) == 9 + 2  # 3 rates x 3 tolerances, then 2 seeds
+    assert {(c.gqc.tolerance, c.optim.lr) for c in gns if c.data.seed != 100} == {(0.015, 4e-3)}
+    assert all(c.gqc.token_time and c.gqc.lr_scaling == "sqrt" for c in gns)
+    assert all(c.data.eval_sequences == 512 for c in trained)
+    page = (tmp_path / "p.md").read_text()
+    assert "| gns+sqrt+tt | 0.004 | 0.015 |" in page
+    assert "- gns+sqrt+tt (own: `gqc.tolerance`): lr0.002-tolerance0.005:" in page
+
+
+def test_the_selection_seed_must_not_be_reported(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ss.main(["--seeds=0,1", "--select_seed=1", "--arms=adamw-b1"])
+    assert exit_.value.code == 2 and "must not be a reported seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        ("adamw-b1,gns+cubic", "unknown arm(s) ['gns+cubic']"),
+        ("gns+sqrt", "must include adamw-b1"),
+    ],
+)
+def test_arms_refuses_unknown_names_and_a_plan_without_the_base(arms, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ss.main([f"--arms={arms}"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_paired_interval_is_the_t_interval_of_the_differences():
+    mean, half = ss.paired([0.01, 0.03, 0.02, 0.04, 0.00])
+    # scipy.stats.t.ppf(0.975, 4) = 2.7764; std 0.015811; sqrt(5)
+    assert mean == pytest.approx(0.02)
+    assert half == pytest.approx(2.7764 * 0.0158114 / math.sqrt(5), rel=1e-4)
+    assert math.isnan(ss.paired([0.1])[1])
+
+
+def _rec(loss, steps_per_eval, draws=1):
+    """A record whose eval curve falls linearly to ``loss`` over 4 evals."""
+    evals = [[i, 100 * i, steps_per_eval * i, loss + 0.1 * (4 - i)] for i in range(5)]
+    return {
+        "eval_loss": loss,
+        "steps": 4 * steps_per_eval,
+        "elapsed_s": 1.0,
+        "sequences_per_draw": 8,
+        "evals": evals,
+        "windows": [[100 * i, draws] for i in range(1, 5)],
+    }
+
+
+def test_analysis_pairs_each_seed_with_the_base():
+    results = {
+        ("adamw-b1", 0): _rec(2.0, 10),
+        ("adamw-b1", 1): _rec(2.1, 10),
+        ("gns+sqrt", 0): _rec(2.0, 5, draws=2),  # the same curve in half the steps
+        ("gns+sqrt", 1): _rec(2.15, 5, draws=2),  # worse at the end: never the final target
+    }
+    plan = {"adamw-b1": None, "gns+sqrt": None}
+    rows = ss.analyse(plan, [0, 1], results)
+    assert rows["gns+sqrt"]["diff"][0] == pytest.approx(0.025)
+    assert rows["gns+sqrt"]["saved"][0.5] == pytest.approx([0.5, 0.375])
+    assert rows["gns+sqrt"]["saved"][1.0] == pytest.approx([0.5])
+    assert rows["gns+sqrt"]["batch"] == 16.0
+    assert ss.saved_cell(rows["gns+sqrt"]["saved"][1.0], 2) == "+50% (1/2)"
+    assert ss.saved_cell([], 2) == "never"
+
+
+def test_verdict_names_the_best_matching_arm_the_token_time_gaps_and_the_goal():
+    def row(diff, half, saved):
+        return {"diff": (diff, half), "saved": {1.0: saved}}
+
+    rows = {
+        "adamw-b1": row(0.0, 0.0, [0.0, 0.0]),
+        "seesaw": row(0.0, 0.01, [0.2, 0.3]),
+        "gns+sqrt": row(0.05, 0.01, []),
+        "gns+sqrt+tt": row(0.0, 0.01, [0.5, 0.6]),
+    }
+    lines = ss.verdict(rows, [0, 1])
+    assert (
+        "**gns+sqrt+tt** reaches `adamw-b1`'s final loss with the most steps saved (55%)"
+        in (lines[0])
+    )
+    assert lines[1].endswith("gns+sqrt +0.0500 -> +0.0000, 100% of the gap closed.")
+    assert "is met here" in lines[2]
+    rows["gns+sqrt+tt"] = row(0.03, 0.01, [0.5, 0.6])
+    assert "is not met here" in ss.verdict(rows, [0, 1])[2]
 
 
 def _critical_batch_study(root: Path) -> Path:
@@ -54,142 +214,52 @@ def _critical_batch_study(root: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_cli_runs_every_arm_and_rewrites_the_page_from_its_runs(tmp_path, data_dir):
+def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data_dir):
+    """Real runs: the records beside the page are all the page needs; nothing
+    retrains and the page comes back byte-identical without the run folders."""
     args = [
         f"--critical_batch={_critical_batch_study(tmp_path / 'cbs')}",
-        "--seeds=0,1",
-        "--tokens=4096",
-        "--microbatch=8",
-        "--seq_len=32",
-        "--batches=1,2",
-        "--sweep=1,2",
-        "--max_draws=4",
-        "--evals=4",
-        f"--data_dir={data_dir}",
-        f"--out={tmp_path / 'runs'}",
-        f"--page={tmp_path / 's.md'}",
-    ]
-    assert ss.main(args) == 0
-    page = (tmp_path / "s.md").read_text()
-    for name in ss.arms([1, 2]):
-        assert f"| {name} |" in page and f"- {name}: " in page
-    assert "## Against the goal" in page and "The goal (within the band" in page
-    assert "without -> with the square-root coupling" in page and "sbc-ramp " in page
-    assert "| **measured critical batch** | **16** | |" in page  # tokens 1,024-2,048
-    assert (tmp_path / "s.png").stat().st_size > 10_000
-    # 16 arms x (2 sweep points + 1 more seed)
-    assert len(list((tmp_path / "runs").rglob("summary.json"))) == 48
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("metrics.jsonl")}
-    assert ss.main(args) == 0  # nothing retrains: the page is written from the run folders
-    assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert (tmp_path / "s.md").read_text() == page
-
-
-def test_arms_trains_only_the_named_arms_in_their_order(tmp_path, data_dir, capsys):
-    args = [
         "--seeds=0",
+        "--select_seed=7",
         "--tokens=2048",
         "--microbatch=8",
         "--seq_len=32",
+        "--batches=1",
         "--sweep=1",
         "--max_draws=4",
         "--evals=2",
-        "--arms=gns+sqrt,adamw-b1",
+        "--eval_sequences=16",
+        "--arms=adamw-b1,late-4x+tt",
         f"--data_dir={data_dir}",
         f"--out={tmp_path / 'runs'}",
-        f"--page={tmp_path / 's.md'}",
+        f"--page={tmp_path / 'results' / 's.md'}",
     ]
     assert ss.main(args) == 0
-    trained = [line for line in capsys.readouterr().err.splitlines() if line.startswith("-> ")]
-    assert [Path(line[3:]).parts[-3] for line in trained] == ["gns+sqrt", "adamw-b1"]
-    assert sorted(
-        p.parent.parent.parent.name for p in (tmp_path / "runs").rglob("summary.json")
-    ) == [
-        "adamw-b1",
-        "gns+sqrt",
+    page = (tmp_path / "results" / "s.md").read_text()
+    records = sorted(
+        p.relative_to(tmp_path / "results" / "s")
+        for p in (tmp_path / "results" / "s").rglob("*.json")
+    )
+    assert [str(p) for p in records] == [
+        "adamw-b1/s0.json",
+        "adamw-b1/sweep/lr0.003.json",
+        "late-4x+tt/s0.json",
+        "late-4x+tt/sweep/lr0.003.json",
     ]
-    page = (tmp_path / "s.md").read_text()
-    rows = [line.split(" | ")[0] for line in page.splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["| adamw-b1", "| gns+sqrt"]  # the plan's order, after the header
-    assert "--arms=gns+sqrt,adamw-b1" in page and "The adaptive arm that comes closest" in page
+    assert "| adamw-b1 | 0.003 |  |" in page and "| late-4x+tt | 0.003 |" in page
+    assert "| **measured critical batch** | **16** | |" in page
+    assert (tmp_path / "results" / "s.png").stat().st_size > 10_000
+    rec = json.loads((tmp_path / "results" / "s" / "late-4x+tt" / "s0.json").read_text())
+    assert rec["settings"]["gqc.token_time"] is True and rec["evals"][-1][0] == 8
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    assert ss.main([*args, "--from_records"]) == 0
+    assert (tmp_path / "results" / "s.md").read_text() == page
+    assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize(
-    ("arms", "message"),
-    [("adamw-b1,gns+cubic", "unknown arm(s) ['gns+cubic']"), ("gns", "must include adamw-b1")],
-)
-def test_arms_refuses_unknown_names_and_a_plan_without_the_target(arms, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        ss.main([f"--arms={arms}"])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_verdict_states_whether_the_goal_is_met():
-    def row(loss, fewer):
-        return {"loss": [loss], "fewer": fewer, "to_target": [1] if fewer is not None else []}
-
-    rows = {
-        "adamw-b1": row(2.0, 0.0),
-        "batch-warmup": row(2.0, 0.43),
-        "seesaw": row(2.0, 0.36),
-        "gns": row(2.1, None),
-        "gns+sqrt": row(2.005, 0.5),
-    }
-    lines = ss.verdict(rows, "adamw-b1", band=0.01, seeds=[0])
-    assert "**gns+sqrt**: 50% fewer steps" in lines[2] and "is met here" in lines[2]
-    assert lines[3].endswith("gns +0.1000 -> +0.0050 (closed).")
-    del rows["seesaw"]
-    assert "met against the schedules run here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
-    rows["gns+sqrt"] = row(2.05, 0.5)
-    assert "is not met here" in ss.verdict(rows, "adamw-b1", 0.01, [0])[1]
-
-
-@pytest.mark.parametrize(
-    ("optimum", "extend", "expected"),
-    [
-        (5e-3, 2, [2e-3, 4e-3, 8e-3]),  # inside the grid: nothing added
-        (2e-2, 1, [2e-3, 4e-3, 8e-3, 1.6e-2]),  # one more above, capped by extend=1
-        (2e-2, 2, [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]),  # 1.6e-2 best: bracketed now
-        (1e-3, 2, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]),  # below, until bracketed
-        (2e-2, 0, [2e-3, 4e-3, 8e-3]),  # the default: the grid as given
-    ],
-)
-def test_extend_adds_rates_beyond_an_edge_best_until_bracketed(
-    optimum, extend, expected, tmp_path, monkeypatch
-):
-    trained = []
-
-    def fake_train_once(config):
-        trained.append(config.optim.lr)
-        return {"eval_loss": abs(math.log(config.optim.lr / optimum))}
-
-    monkeypatch.setattr(ss, "train_once", fake_train_once)
-    monkeypatch.setattr(ss, "figure", lambda *a: None)
-    monkeypatch.setattr(ss, "write_page", lambda *a: tmp_path / "page.md")
-    (tmp_path / "page.md").write_text("")
-    args = ["--seeds=0", "--lr=4e-3", f"--extend={extend}", "--arms=adamw-b1"]
-    assert ss.main([*args, f"--out={tmp_path}"]) == 0
-    assert sorted(trained) == pytest.approx(expected)
-
-
-def test_a_critical_batch_folder_without_a_study_is_refused_before_training(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        ss.main([f"--critical_batch={tmp_path}", "--arms=adamw-b1", f"--out={tmp_path}"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and f"--critical_batch={tmp_path}: " in err
-    assert "no critical-batch runs" in err and not list(tmp_path.iterdir())
-
-
-def _steps(folder: Path, records: list[tuple[int, int]]) -> Path:
-    """A run folder whose steps end at the given (tokens, draws)."""
-    folder.mkdir(parents=True)
-    lines = [json.dumps({"tokens": t, "gqc/draws": d, "train/loss": 1.0}) for t, d in records]
-    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-def test_each_arm_is_set_against_the_critical_batch_of_each_interval(tmp_path):
+def test_each_arm_is_set_against_the_critical_batch_of_each_interval():
     def cbs_row(seed, start, stop, sequences):
         return {
             "seed": seed,
@@ -209,20 +279,22 @@ def test_each_arm_is_set_against_the_critical_batch_of_each_interval(tmp_path):
         cbs_row(1, 1000, 2000, 64),
     ]
     assert ss.critical_intervals(cbs) == [(0, 1000, [16, 16]), (1000, 2000, [32, 64])]
-    plan = {"adamw-b2": (2, {}), "gns": (1, {})}
-    dirs = {
-        ("adamw-b2", 0): _steps(tmp_path / "b2", [(500, 1), (1000, 1), (1500, 1)]),
+
+    def rec(windows, per_draw):
+        return {"windows": windows, "sequences_per_draw": per_draw}
+
+    plan = {"adamw-b2": None, "gns+sqrt": None}
+    results = {
+        ("adamw-b2", 0): rec([(500, 1), (1000, 1), (1500, 1)], 16),
         # Windows of 1 and 3 microbatches of 8 in the first interval, none in the second.
-        ("gns", 0): _steps(tmp_path / "gns", [(200, 1), (1000, 3), (2500, 9)]),
+        ("gns+sqrt", 0): rec([(200, 1), (1000, 3), (2500, 9)], 8),
     }
     args = argparse.Namespace(critical_batch="runs/cb", epsilon=0.02, tokens=3000, microbatch=8)
-    lines = ss.against_critical_batch(args, plan, [0], dirs, cbs)
+    lines = ss.against_critical_batch(args, plan, [0], results, cbs)
     text = "\n".join(lines)
     assert "`runs/cb` (`tiny`, microbatches of 8 x 32-token sequences, 4,000 tokens" in text
     assert "seeds 0, 1; epsilon 0.02" in text
     assert "| arm | 0-1,000 | 1,000-2,000 | above it |" in lines
     assert "| **measured critical batch** | **16** | **48** (32-64) | |" in lines
     assert "| adamw-b2 | 16.0 | 16.0 | 0 of 2 |" in lines
-    assert "| gns | 16.0 | – | 0 of 1 |" in lines
-    dirs[("gns", 0)] = _steps(tmp_path / "gns-big", [(1000, 3), (2000, 8)])
-    assert "| gns | 24.0 | 64.0 | 2 of 2 |" in ss.against_critical_batch(args, plan, [0], dirs, cbs)
+    assert "| gns+sqrt | 16.0 | – | 0 of 1 |" in lines
