@@ -9,7 +9,7 @@ step late without blocking the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -206,19 +206,3 @@ class OneStepLate:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._on_metrics(*jax.device_get(pending))
-
-
-def run_steps(
-    step: Callable[[TrainState, jax.Array], tuple[TrainState, dict]],
-    state: TrainState,
-    batches: Iterable[jax.Array],
-    on_metrics: Callable[[dict], None],
-) -> TrainState:
-    """Runs ``step`` over ``batches``, handing each step's metrics to ``on_metrics``
-    one step late (:class:`OneStepLate`)."""
-    late = OneStepLate(on_metrics)
-    for tokens in batches:
-        state, metrics = step(state, tokens)
-        late.push(metrics)
-    late.drain()
-    return state

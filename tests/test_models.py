@@ -13,10 +13,10 @@ import gqc_jax  # noqa: E402
 from models.gpt import GPT, GPTConfig, count_params, next_token_loss, preset  # noqa: E402
 from models.sharding import make_mesh, param_spec, parse_mesh_spec  # noqa: E402
 from models.train_step import (  # noqa: E402
+    OneStepLate,
     init_state,
     make_eval_step,
     make_train_step,
-    run_steps,
 )
 
 CONFIG = preset("tiny", vocab_size=64, seq_len=32, width=32, heads=4, depth=2)
@@ -159,13 +159,18 @@ def test_local_slice_on_one_process():
     assert local_slice(8) == slice(0, 8)  # one process reads every row
 
 
-def test_run_steps_reports_every_step_in_order():
+def test_one_step_late_reports_every_step_in_order():
     mesh = make_mesh("data=1", jax.devices()[:1])
     tx = optax.adamw(1e-3)
     graphdef, state, shardings = init_state(GPT(CONFIG, rngs=nnx.Rngs(0)), tx, mesh)
     step = make_train_step(graphdef, tx, mesh, shardings)
     seen = []
     batches = [jnp.full((8, 33), i, jnp.int32) for i in range(5)]
-    state = run_steps(step, state, batches, seen.append)
+    late = OneStepLate(seen.append)
+    for tokens in batches:
+        state, metrics = step(state, tokens)
+        late.push(metrics)
+        assert len(seen) == int(state.microbatch) - 1  # the previous step's, fetched late
+    late.drain()
     assert len(seen) == 5 and int(state.microbatch) == 5
     assert all(isinstance(m["loss"], np.ndarray) for m in seen)
