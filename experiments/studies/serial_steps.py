@@ -250,10 +250,11 @@ def batch_per_step(rec: dict) -> float:
 
 
 def mean_batch_between(rec: dict, start: int, stop: int) -> float:
-    """Mean sequences per optimizer step over the steps that end within tokens
-    ``(start, stop]``; NaN if none does."""
+    """The token-weighted mean batch (sequences) of the steps that end within
+    tokens ``(start, stop]``: the batch the average token trained in, sum b^2 /
+    sum b; NaN if no step ends there."""
     inside = [d * rec["sequences_per_draw"] for t, d in rec["windows"] if start < t <= stop]
-    return statistics.mean(inside) if inside else math.nan
+    return sum(b * b for b in inside) / sum(inside) if inside else math.nan
 
 
 def paired(values: list[float]) -> tuple[float, float]:
@@ -389,7 +390,7 @@ def against_critical_batch(args, plan, seeds, results, cbs) -> list[str]:
         f"{first['tokens']:,} tokens per run against {args.tokens:,} here, "
         f"seed{'s' * (len(cbs_seeds) > 1)} {', '.join(map(str, cbs_seeds))}; "
         f"epsilon {args.epsilon:g} nats; its own page gives the protocol). Cells: an arm's "
-        "mean sequences per optimizer step over the steps that end within each branch "
+        "token-weighted mean batch (sequences) over the steps that end within each branch "
         "interval (in tokens), mean over seeds; '–' where no step ends there.",
         "",
         "| arm | " + " | ".join(f"{a:,}-{b:,}" for a, b, _ in intervals) + " | above it |",

@@ -297,4 +297,5 @@ def test_each_arm_is_set_against_the_critical_batch_of_each_interval():
     assert "| arm | 0-1,000 | 1,000-2,000 | above it |" in lines
     assert "| **measured critical batch** | **16** | **48** (32-64) | |" in lines
     assert "| adamw-b2 | 16.0 | 16.0 | 0 of 2 |" in lines
-    assert "| gns+sqrt | 16.0 | – | 0 of 1 |" in lines
+    # Steps of 8 and 24 sequences: the average token trained in a batch of 20.
+    assert "| gns+sqrt | 20.0 | – | 1 of 1 |" in lines
