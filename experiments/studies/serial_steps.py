@@ -160,8 +160,25 @@ def record(run_dir: Path, summary: dict, sequences_per_draw: int, settings: dict
             [r["microbatch"], r["tokens"], r["step"], r["eval/loss"]] for r in kit.evals(run_dir)
         ],
         "windows": [[r["tokens"], r["gqc/draws"]] for r in kit.steps(run_dir)],
+        "adam": [adam_point(r) for r in kit.steps(run_dir) if "diag/second_moment" in r],
         "commit": summary.get("commit", "unknown"),
     }
+
+
+def adam_point(step: dict) -> list[float]:
+    """[tokens, Adam's second moment sum nu, the update's global norm] of one step
+    (the norm from each layer's update ratio times its norm after the step, which
+    differs from the norm before by about the ratio, ~1e-3)."""
+    squares = sum(
+        (step[key] * step[key.replace("update_ratio", "norm")]) ** 2
+        for key in step
+        if key.endswith("/update_ratio")
+    )
+    return [
+        step["tokens"],
+        float(f"{step['diag/second_moment']:.6g}"),
+        float(f"{squares**0.5:.6g}"),
+    ]
 
 
 def write_record(path: Path, value: dict) -> None:
@@ -170,10 +187,14 @@ def write_record(path: Path, value: dict) -> None:
 
 
 def train(path: Path, out: Path, config: Config, arm: Arm, hyper: dict, args) -> dict:
-    """The record at ``path``, trained into ``out`` first if it is not there."""
-    if path.is_file():
+    """The record at ``path``, trained into ``out`` first if it is not there
+    (with ``--rebuild_records``, written again from the finished run in ``out``,
+    keeping the commit it was trained at)."""
+    rebuild = args.rebuild_records and path.is_file() and (out / "summary.json").is_file()
+    if path.is_file() and not rebuild:
         return json.loads(path.read_text())
-    summary = {**train_once(config), "commit": args.commit}
+    commit = json.loads(path.read_text())["commit"] if rebuild else args.commit
+    summary = {**train_once(config), "commit": commit}
     settings = {**arm.settings, **hyper, "optim.lr": config.optim.lr}
     value = record(out, summary, args.microbatch * arm.multiplier, settings)
     write_record(path, value)
@@ -366,6 +387,94 @@ def verdict(rows: dict, seeds: list[int]) -> list[str]:
     return lines
 
 
+def window_jumps(rec: dict) -> list[int]:
+    """Indices of the steps whose window is at least twice the previous step's."""
+    draws = [d for _, d in rec["windows"]]
+    return [i for i in range(1, len(draws)) if draws[i] >= 2 * draws[i - 1]]
+
+
+def responses(rec: dict) -> tuple[int, float, float] | None:
+    """Around each step whose window at least doubles: Adam's update norm and
+    second moment at that step over the step before, as geometric means over the
+    jumps; with the number of jumps. None without Adam diagnostics or jumps."""
+    adam = rec.get("adam") or []
+    if len(adam) != len(rec["windows"]):
+        return None
+    jumps = [i for i in window_jumps(rec) if adam[i - 1][1] > 0 and adam[i - 1][2] > 0]
+    if not jumps:
+        return None
+
+    def geomean(column: int) -> float:
+        logs = [math.log(adam[i][column] / adam[i - 1][column]) for i in jumps]
+        return math.exp(statistics.mean(logs))
+
+    return len(jumps), geomean(2), geomean(1)
+
+
+def mechanism(plan, seeds, results) -> list[str]:
+    """The page's section: does Adam over-react when a window grows, and does
+    counting its clocks in tokens remove it?"""
+    pairs = [
+        name[: -len("+tt")] for name in plan if name.endswith("+tt") and name[: -len("+tt")] in plan
+    ]
+    rows = []
+    for base in pairs:
+        cells = []
+        for name in (base, f"{base}+tt"):
+            measured = [responses(results[(name, s)]) for s in seeds]
+            found = [f for f in measured if f is not None]
+            if not found:
+                cells.append("– | – | –")
+                continue
+            jumps = sum(f[0] for f in found)
+            update = math.exp(statistics.mean(math.log(f[1]) for f in found))
+            second = math.exp(statistics.mean(math.log(f[2]) for f in found))
+            cells.append(f"{jumps} | {update:.3f} | {second:.3f}")
+        rows.append(f"| {base} | {' | '.join(cells)} |")
+    if not rows:
+        return []
+    return [
+        "## Mechanism: Adam around a growing window",
+        "",
+        "At each optimizer step whose window is at least twice the previous step's: "
+        "Adam's update norm and its second moment (sum of nu) at that step over the step "
+        "before (geometric mean over the jumps of a seed, then over seeds; all seeds' jumps "
+        "counted). A ratio below 1 for the update norm is a step that shrinks when the batch "
+        "grows; `+tt` should remove what the step-counted decays cause.",
+        "",
+        "| arm | jumps | update norm ratio | second moment ratio | jumps (+tt) | "
+        "update norm ratio (+tt) | second moment ratio (+tt) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def mechanism_figure(plan, seed: int, results, out: Path) -> Path | None:
+    """Adam's update norm and second moment over training (one seed) for every
+    arm run with and without ``+tt``."""
+    names = [n for n in plan if n.endswith("+tt") and n[: -len("+tt")] in plan]
+    names = [m for n in names for m in (n[: -len("+tt")], n) if results[(m, seed)].get("adam")]
+    if not names:
+        return None
+    plt = kit.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
+    for i, name in enumerate(names):
+        adam = results[(name, seed)]["adam"]
+        color = plt.get_cmap("tab20")(i % 20)
+        style = ":" if name.endswith("+tt") else "-"
+        tokens = [a[0] for a in adam]
+        axes[0].plot(tokens, [a[2] for a in adam], style, lw=1, color=color, label=name)
+        axes[1].plot(tokens, [a[1] for a in adam], style, lw=1, color=color, label=name)
+    axes[0].set(title=f"Adam's update norm per step (seed {seed})", xlabel="tokens", yscale="log")
+    axes[1].set(title="Adam's second moment (sum of nu)", xlabel="tokens", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    return kit.save_figure(fig, out)
+
+
 def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
     """(start, stop) in tokens of each branch interval, with its measured critical
     batch per seed."""
@@ -462,7 +571,7 @@ def figure(plan, seeds, results, out: Path, cbs: list[dict], tokens: int) -> Pat
     return kit.save_figure(fig, out)
 
 
-def write_page(args, plan, seeds, swept, results, fig, cbs) -> Path:
+def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) -> Path:
     rows = analyse(plan, seeds, results)
     every = [r for points in swept.values() for r in points.values()] + list(results.values())
     commits = sorted({r["commit"] for r in every})
@@ -540,6 +649,15 @@ def write_page(args, plan, seeds, swept, results, fig, cbs) -> Path:
         own = f" (own: `{arm.hyper[0]}`)" if arm.hyper else ""
         lines.append(f"- {name}{own}: {', '.join(cells)}{edge}")
     lines += ["", "## Against the goal", "", *verdict(rows, seeds), ""]
+    lines += mechanism(plan, seeds, results)
+    if mechanism_fig is not None:
+        lines += [
+            f"![Adam around the windows]({mechanism_fig.name})",
+            "",
+            f"Adam's update norm (left) and second moment (right) per step, seed {seeds[0]}; "
+            "dotted: `+tt`.",
+            "",
+        ]
     if cbs:
         lines += against_critical_batch(args, plan, seeds, results, cbs)
     lines += [
@@ -589,6 +707,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write the page from the records alone (train nothing)",
     )
     parser.add_argument(
+        "--rebuild_records",
+        action="store_true",
+        help="write each existing record again from its finished run folder",
+    )
+    parser.add_argument(
         "--critical_batch",
         default="",
         help="a critical-batch study's run folders: its measured critical batch on the page",
@@ -617,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     args.records = str(records)
     # The training command: the same page comes back from --from_records.
     command = kit.command("experiments.studies.serial_steps", argv)
-    args.command = command.replace(" --from_records", "")
+    args.command = command.replace(" --from_records", "").replace(" --rebuild_records", "")
     args.commit = commit()
     cbs: list[dict] = []
     if args.critical_batch:
@@ -649,7 +772,10 @@ def main(argv: list[str] | None = None) -> int:
             config = run_config(folder, args, seed, chosen["optim.lr"], arm, hyper)
             results[(name, seed)] = train(path, folder, config, arm, hyper, args)
     fig = figure(plan, seeds, results, page.with_suffix(".png"), cbs, args.tokens)
-    written = write_page(args, plan, seeds, swept, results, fig, cbs)
+    adam_fig = mechanism_figure(
+        plan, seeds[0], results, page.with_name(f"{page.stem}_mechanism.png")
+    )
+    written = write_page(args, plan, seeds, swept, results, fig, cbs, adam_fig)
     print(written.read_text())
     return 0
 

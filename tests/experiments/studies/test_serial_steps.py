@@ -251,6 +251,14 @@ def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data
     assert (tmp_path / "results" / "s.png").stat().st_size > 10_000
     rec = json.loads((tmp_path / "results" / "s" / "late-4x+tt" / "s0.json").read_text())
     assert rec["settings"]["gqc.token_time"] is True and rec["evals"][-1][0] == 8
+    assert len(rec["adam"]) == len(rec["windows"]) == rec["steps"]
+    # A record written by an older format comes back whole from its run folder.
+    path = tmp_path / "results" / "s" / "late-4x+tt" / "s0.json"
+    path.write_text(json.dumps({**rec, "adam": [], "commit": "abc"}))
+    assert ss.main([*args, "--rebuild_records"]) == 0
+    assert json.loads(path.read_text()) == {**rec, "commit": "abc"}
+    path.write_text(json.dumps(rec, sort_keys=True) + "\n")
+    assert ss.main(args) == 0 and (tmp_path / "results" / "s.md").read_text() == page
     import shutil
 
     shutil.rmtree(tmp_path / "runs")
@@ -299,3 +307,25 @@ def test_each_arm_is_set_against_the_critical_batch_of_each_interval():
     assert "| adamw-b2 | 16.0 | 16.0 | 0 of 2 |" in lines
     # Steps of 8 and 24 sequences: the average token trained in a batch of 20.
     assert "| gns+sqrt | 20.0 | – | 1 of 1 |" in lines
+
+
+def test_mechanism_measures_adam_at_each_window_that_at_least_doubles():
+    def rec(draws, update, second):
+        return {
+            "windows": [[100 * i, d] for i, d in enumerate(draws, 1)],
+            "adam": [
+                [100 * i, v, u] for i, (u, v) in enumerate(zip(update, second, strict=True), 1)
+            ],
+        }
+
+    # Jumps at steps 2 (1 -> 2) and 4 (2 -> 8); 2 -> 3 is not a doubling.
+    plain = rec([1, 2, 3, 8], [1.0, 0.5, 0.5, 0.25], [4.0, 4.0, 2.0, 2.0])
+    assert ss.window_jumps(plain) == [1, 3]
+    jumps, update, second = ss.responses(plain)
+    assert jumps == 2 and update == pytest.approx(0.5) and second == pytest.approx(1.0)
+    assert ss.responses({"windows": plain["windows"], "adam": []}) is None
+    coupled = rec([1, 2, 3, 8], [1.0, 1.0, 1.0, 1.0], [4.0, 2.0, 2.0, 1.0])
+    plan = {"adamw-b1": None, "late-4x": None, "late-4x+tt": None}
+    results = {("late-4x", 0): plain, ("late-4x+tt", 0): coupled}
+    lines = ss.mechanism(plan, [0], results)
+    assert "| late-4x | 2 | 0.500 | 1.000 | 2 | 1.000 | 0.500 |" in lines
