@@ -363,7 +363,12 @@ def verdict(rows: dict, seeds: list[int]) -> list[str]:
     for name in rows:
         if name.endswith("+tt") and name[: -len("+tt")] in rows:
             without, coupled = rows[name[: -len("+tt")]]["diff"][0], rows[name]["diff"][0]
-            closed = "" if without <= 0 else f", {1 - coupled / without:.0%} of the gap closed"
+            if without <= 0:
+                closed = ""
+            elif coupled > without:
+                closed = ", wider"
+            else:
+                closed = f", {1 - coupled / without:.0%} of the gap closed"
             gaps.append(f"{name[: -len('+tt')]} {without:+.4f} -> {coupled:+.4f}{closed}")
     if gaps:
         lines.append(
@@ -371,7 +376,7 @@ def verdict(rows: dict, seeds: list[int]) -> list[str]:
             "Adam's clocks in tokens (`+tt`): " + "; ".join(gaps) + "."
         )
     if adaptive:
-        best = max(adaptive, key=lambda a: (within(rows[a]), final_saved(a)))
+        best = min(adaptive, key=lambda a: rows[a]["diff"][0])
         goal = (
             within(rows[best])
             and final_saved(best) >= 0.45
@@ -380,7 +385,7 @@ def verdict(rows: dict, seeds: list[int]) -> list[str]:
         lines.append(
             f"- The goal (an adaptive arm not significantly worse than `{BASE}`'s final loss with "
             f">= 45% fewer steps, ahead of batch-size warmup and Seesaw) is "
-            f"{'met' if goal else 'not met'} here; the closest adaptive arm is **{best}** "
+            f"{'met' if goal else 'not met'} here; the adaptive arm closest in final loss is **{best}** "
             f"(difference {rows[best]['diff'][0]:+.4f} nats, steps to the final target "
             f"{saved_cell(rows[best]['saved'][1.0], n)})."
         )
