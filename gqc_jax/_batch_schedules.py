@@ -90,9 +90,10 @@ def batch_size_warmup(
         raise ValueError(
             f"fractions must be strictly increasing values in (0, 1), got {fractions!r}."
         )
-    if not is_int(growth) or growth < 2:
+    traced = isinstance(growth, jax.core.Tracer)  # injected: used as traced
+    if not traced and (not is_int(growth) or growth < 2):
         raise ValueError(f"growth must be an int >= 2, got {growth!r}.")
-    if growth ** len(fractions) > max_draws:
+    if not traced and growth ** len(fractions) > max_draws:
         raise ValueError(
             f"{len(fractions)} x{growth} growths need windows of up to "
             f"{growth ** len(fractions)} microbatches, above max_draws={max_draws}."
@@ -102,7 +103,7 @@ def batch_size_warmup(
         total = jnp.asarray(total_microbatches, jnp.float32)
         boundaries = jnp.round(jnp.asarray(fractions, jnp.float32) * total).astype(jnp.int32)
         growths = jnp.sum(count >= boundaries)
-        return jnp.power(jnp.int32(growth), growths).astype(jnp.float32)
+        return jnp.power(jnp.asarray(growth, jnp.int32), growths).astype(jnp.float32)
 
     return sbc(
         inner,
