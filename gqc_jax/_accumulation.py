@@ -577,18 +577,22 @@ def request_flush(opt_state: optax.OptState) -> optax.OptState:
             else s
         ),
         opt_state,
-        is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState),
+        is_leaf=_is_controller_state,
     )
+
+
+def _is_controller_state(x: Any) -> bool:
+    return isinstance(x, AdaptiveAccumulationState)
+
+
+def controller_states(opt_state: optax.OptState) -> list[tuple[Any, AdaptiveAccumulationState]]:
+    """``(path, state)`` of every outermost controller state inside ``opt_state``."""
+    flat = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_controller_state)[0]
+    return [(path, leaf) for path, leaf in flat if _is_controller_state(leaf)]
 
 
 def flush_requested(opt_state: optax.OptState) -> jax.Array | None:
     """Whether ``opt_state`` holds a controller state set to flush; None if it
     holds no controller state."""
-    flags = [
-        s.flushing
-        for s in jax.tree.leaves(
-            opt_state, is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState)
-        )
-        if isinstance(s, AdaptiveAccumulationState)
-    ]
+    flags = [s.flushing for _, s in controller_states(opt_state)]
     return functools.reduce(jnp.logical_or, flags) if flags else None

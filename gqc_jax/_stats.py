@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import optax
 
-from gqc_jax._accumulation import AdaptiveAccumulationState
+from gqc_jax._accumulation import AdaptiveAccumulationState, controller_states
 
 
 def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationState:
@@ -32,13 +32,7 @@ def find_controller_state(opt_state: optax.OptState) -> AdaptiveAccumulationStat
       >>> type(gqc_jax.find_controller_state(state)).__name__
       'AdaptiveAccumulationState'
     """
-    found = [
-        (path, leaf)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(
-            opt_state, is_leaf=lambda x: isinstance(x, AdaptiveAccumulationState)
-        )[0]
-        if isinstance(leaf, AdaptiveAccumulationState)
-    ]
+    found = controller_states(opt_state)
     if not found:
         raise ValueError(
             "No gqc_jax controller state found in this optimizer state; pass the state "
