@@ -109,8 +109,13 @@ test: $(STAMP)
 # The library's own tests on the oldest supported jax, optax, flax and numpy.
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -m pytest -q -n 2 --dist worksteal -m "not slow" gqc_jax models tests \
-		--ignore=tests/experiments $(foreach t,$(NEEDS_DEV),--ignore=tests/$(t))
+		experiments/weight_stats.py experiments/optimizer_diagnostics.py \
+		--ignore=tests/experiments/studies $(foreach t,$(NEEDS_DEV),--ignore=tests/$(t)) \
+		$(foreach t,$(filter-out $(OLDEST_TRAINER),$(wildcard tests/experiments/test_*.py)),--ignore=$(t))
 
+# The train step's tests run on the oldest versions too (sharding, donation).
+OLDEST_TRAINER := $(addprefix tests/experiments/,test_train_step.py test_paired_training.py \
+	test_weight_stats.py)
 # Tests that need the dev or experiments stack (build, Sphinx, notebooks, the trainer).
 NEEDS_DEV := test_packaging.py test_docs.py test_notebooks.py test_fuzz.py test_benchmarks.py
 

@@ -1,7 +1,7 @@
 """End-to-end GPT training throughput (tokens/s) with each controller vs plain AdamW.
 
 Same model, microbatch and token stream for every arm; each arm runs the jitted,
-donated train step of models/train_step.py once per microbatch, and arms are
+donated train step of experiments/train_step.py once per microbatch, and arms are
 interleaved in rounds (the order rotating) so machine drift hits all alike; the
 ratio to AdamW is the median of the per-round ratios. Target: <= 5% slowdown
 per token against AdamW. On a GPU with a known peak the table adds the model
@@ -33,9 +33,9 @@ from flax import nnx
 import gqc_jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/ from the clone
+from experiments.train_step import init_state, make_train_step  # noqa: E402
 from models.gpt import GPT, next_token_loss, peak_flops, preset  # noqa: E402
 from models.sharding import make_mesh  # noqa: E402
-from models.train_step import init_state, make_train_step  # noqa: E402
 
 
 def fast_path(config, graphdef, tx, mesh, batches, max_draws, rounds):

@@ -132,9 +132,9 @@ def jax_side(microbatches: int, warmup: int) -> dict:
     from flax import nnx
 
     import gqc_jax
+    from experiments.train_step import init_state, make_train_step
     from models.gpt import GPT, GPTConfig
     from models.sharding import make_mesh
-    from models.train_step import init_state, make_train_step
 
     s = SHAPE
     config = GPTConfig(

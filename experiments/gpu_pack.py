@@ -51,9 +51,9 @@ from experiments.arms import ADAMW, GNTS_REFERENCE
 from experiments.config import Config, apply_overrides
 from experiments.offline_corpus import Windows, build_corpus
 from experiments.optimizer import build_optimizer
+from experiments.train_step import init_state, make_flush_step, make_train_step
 from models.gpt import GPT, GPTConfig, next_token_loss, peak_flops, preset
 from models.sharding import make_mesh
-from models.train_step import init_state, make_flush_step, make_train_step
 
 # The training program's controllers, as its flags set them.
 THROUGHPUT_ARMS: dict[str, dict[str, Any]] = {

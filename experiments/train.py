@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from experiments import distributed
 from experiments.checkpoints import (
     BRANCH_MUST_MATCH,
     CheckpointError,
@@ -48,16 +49,15 @@ from experiments.data import DataError, TokenData
 from experiments.noise_scale import make_noise_probe, noise_scale
 from experiments.optimizer import build_optimizer, learning_rate, with_own_hyperparameters
 from experiments.run_log import RunLog, plain, read_record, threshold_key
-from models import distributed
-from models.gpt import GPT, GPTConfig, count_params, preset
-from models.sharding import batch_sharding, make_mesh
-from models.train_step import (
+from experiments.train_step import (
     OneStepLate,
     init_state,
     make_eval_step,
     make_flush_step,
     make_train_step,
 )
+from models.gpt import GPT, GPTConfig, count_params, preset
+from models.sharding import batch_sharding, make_mesh
 
 SUMMARY_FILE = "summary.json"
 # Settings of one session of a run, not of the run: a finished or stopped run is

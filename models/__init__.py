@@ -1,1 +1,1 @@
-"""Flax NNX GPT models and their sharding rules."""
+"""Flax NNX GPT models and their sharding rules (the trainer lives in ``experiments``)."""

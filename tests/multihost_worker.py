@@ -18,10 +18,10 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import gqc_jax  # noqa: E402
-from models.distributed import global_batch, initialize, local_slice  # noqa: E402
+from experiments.distributed import global_batch, initialize, local_slice  # noqa: E402
+from experiments.train_step import init_state, make_train_step  # noqa: E402
 from models.gpt import GPT, preset  # noqa: E402
 from models.sharding import make_mesh  # noqa: E402
-from models.train_step import init_state, make_train_step  # noqa: E402
 
 if num_processes > 1:
     initialize(f"127.0.0.1:{port}", num_processes, process_id)

@@ -3,7 +3,7 @@
 The rounding study's paired protocol on its default model and corpus: within a
 cell every setting starts from one initialisation and sees the same
 microbatches, all settings vmapped in one compiled step
-(:func:`models.paired_training.train_paired`). A setting is a mantissa bit
+(:func:`experiments.paired_training.train_paired`). A setting is a mantissa bit
 count (1, 2, 3, 4, 5, 7) with round-to-nearest-even (RTN) or unbiased
 stochastic rounding (SR), an E5M2-like format with a per-tensor scale (RTN), or
 the unrounded control. Every step averages a fixed window of ``window``
@@ -33,12 +33,12 @@ from flax import nnx
 import gqc_jax
 from experiments.config import DataConfig
 from experiments.data import TokenData
+from experiments.paired_training import train_paired
 from experiments.studies import kit
 from experiments.studies.kit import mean_std
+from experiments.train_step import split
 from gqc_jax.student_t import t_quantile
 from models.gpt import GPT, GPTConfig, count_params
-from models.paired_training import train_paired
-from models.train_step import split
 
 BITS = (1, 2, 3, 4, 5, 7)
 RULES = ("rtn", "sr")

@@ -31,12 +31,12 @@ from flax import nnx
 import gqc_jax
 from experiments.config import DataConfig
 from experiments.data import TokenData
+from experiments.paired_training import train_paired
 from experiments.studies import kit
 from experiments.studies.kit import mean_std
+from experiments.train_step import split
 from gqc_jax.rounding import Mode
 from models.gpt import GPT, GPTConfig, count_params, next_token_loss
-from models.paired_training import train_paired
-from models.train_step import split
 
 DECIMALS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
 # float32 keeps at most 9 significant digits: 9 and more are the identity.

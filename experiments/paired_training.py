@@ -50,7 +50,7 @@ def train_paired(
     """Trains every setting of ``states`` from ``params`` on the same microbatches.
 
     Args:
-      graphdef: the model's graph definition (:func:`models.train_step.split`).
+      graphdef: the model's graph definition (:func:`experiments.train_step.split`).
       params: the one initialisation every setting starts from.
       states: the settings' optimizer states, stacked on a leading axis of size N.
       update: one setting's update rule (see ``Update``); it receives the

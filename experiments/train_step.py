@@ -19,10 +19,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gqc_jax
+from experiments.optimizer_diagnostics import adam_diagnostics
+from experiments.weight_stats import weight_metrics
 from models.gpt import GPT, next_token_loss
-from models.optimizer_diagnostics import adam_diagnostics
 from models.sharding import batch_sharding, tree_specs
-from models.weight_stats import weight_metrics
 
 
 class TrainState(NamedTuple):
@@ -101,7 +101,7 @@ def make_train_step(
     restored state continues the same stream. Metrics: the loss, the microbatch
     gradient norm, the controller's statistics, per-layer ``weights/`` norms and
     update ratios, and, given the Adam ``adam_b1``, its ``diag/`` diagnostics
-    (:func:`models.optimizer_diagnostics.adam_diagnostics`), and, given the
+    (:func:`experiments.optimizer_diagnostics.adam_diagnostics`), and, given the
     ``lr_schedule`` on the microbatch clock, ``optim/lr``: the learning rate a
     step applies (the schedule at this microbatch times the controller's
     ``lr_factor``). ``layer_metrics=False`` leaves out the per-layer

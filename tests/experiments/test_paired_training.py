@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("flax")
 from flax import nnx  # noqa: E402
 
+from experiments.paired_training import train_paired  # noqa: E402
+from experiments.train_step import split  # noqa: E402
 from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.paired_training import train_paired  # noqa: E402
-from models.train_step import split  # noqa: E402
 
 CONFIG = GPTConfig(vocab_size=32, seq_len=8, depth=1, width=16, heads=2)
 TOKENS = np.random.default_rng(0).integers(0, 32, size=(20, 4, 9), dtype=np.int32)

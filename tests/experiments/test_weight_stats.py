@@ -1,13 +1,13 @@
-"""models.weight_stats: per-layer norms and relative updates."""
+"""experiments.weight_stats: per-layer norms and relative updates."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.train_step import split
+from experiments.weight_stats import layers, weight_metrics
 from models.gpt import GPT, preset
-from models.train_step import split
-from models.weight_stats import layers, weight_metrics
 
 
 def test_layers_split_blocks_and_keep_top_level_entries():
