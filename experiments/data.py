@@ -1,5 +1,14 @@
-"""Token data: TFDS text data sets read without TensorFlow, tokenized once and
-served as deterministic, seeded microbatches addressed by their index.
+"""Token data: a token source, served as deterministic, seeded microbatches
+addressed by their index.
+
+Sources (``data.dataset``): a TFDS text data set in array_record format, read
+without TensorFlow and tokenized once (``shakespeare``, the default, is built
+offline); ``python-source``, this machine's own Python source as bytes
+(:mod:`experiments.offline_corpus`; no TFDS, so a bare GPU machine has it);
+``tokens:DIR``, token arrays already on disk (``train`` and ``validation``
+splits as ``.npy`` files or raw ``uint16`` ``.bin`` files, nanoGPT's
+``train.bin``/``val.bin`` included); or arrays in memory
+(:class:`TokenSource`, passed to :class:`TokenData` and the trainer).
 
 The microbatch with index ``i`` is a pure function of (tokens, seed, ``i``), so
 the iterator position is just the number of microbatches consumed (saved in the
@@ -23,6 +32,79 @@ from experiments.tokenizers import Tokenizer, make_tokenizer
 
 class DataError(RuntimeError):
     """A data set that cannot be read; the message says why and what to do."""
+
+
+PYTHON_SOURCE = "python-source"
+TOKEN_FILES = "tokens:"
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """A data set as token arrays: its train and validation splits (integer
+    arrays, e.g. memory-mapped) and the vocabulary the model needs."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    vocab_size: int
+
+    def __post_init__(self):
+        for split in ("train", "validation"):
+            tokens = getattr(self, split)
+            if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+                raise DataError(
+                    f"the {split} split must be a 1-D integer token array, got shape "
+                    f"{tokens.shape} of {tokens.dtype}."
+                )
+            if tokens.size and (int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0):
+                raise DataError(
+                    f"the {split} split holds tokens in [{int(tokens.min())}, "
+                    f"{int(tokens.max())}], outside the vocabulary [0, {self.vocab_size}); "
+                    "set --data.vocab_size."
+                )
+
+
+def token_source(config: DataConfig) -> TokenSource:
+    """The configured data set's token arrays (see the module docstring)."""
+    if config.dataset.startswith(TOKEN_FILES):
+        return _token_files(config)
+    if config.dataset == PYTHON_SOURCE:
+        if config.tokenizer != "bytes":
+            raise DataError(
+                f"data.dataset={PYTHON_SOURCE!r} is byte tokens: use data.tokenizer=bytes."
+            )
+        from experiments.offline_corpus import build_corpus
+
+        corpus = build_corpus(config.corpus_bytes)
+        return TokenSource(corpus.train, corpus.validation, config.vocab_size or 256)
+    tokenizer = make_tokenizer(config)
+    return TokenSource(
+        load_tokens(config, "train", tokenizer),
+        load_tokens(config, "validation", tokenizer),
+        config.vocab_size or tokenizer.vocab_size,
+    )
+
+
+def _token_files(config: DataConfig) -> TokenSource:
+    """``tokens:DIR``: DIR/train.{npy,bin} and DIR/validation.{npy,bin} (or val.bin)."""
+    folder = Path(config.dataset[len(TOKEN_FILES) :]).expanduser()
+    splits = []
+    for names in (("train",), ("validation", "val")):
+        found = [folder / f"{n}.{ext}" for n in names for ext in ("npy", "bin")]
+        path = next((f for f in found if f.is_file()), None)
+        if path is None:
+            raise DataError(
+                f"data.dataset={config.dataset!r}: none of {[str(f) for f in found]} exists "
+                "(a token-array data set is a folder of train and validation .npy files, or "
+                "raw uint16 .bin files)."
+            )
+        tokens = (
+            np.load(path, mmap_mode="r")
+            if path.suffix == ".npy"
+            else np.memmap(path, dtype=np.uint16, mode="r")
+        )
+        splits.append(tokens)
+    vocab = config.vocab_size or max((int(np.max(t)) for t in splits if t.size), default=0) + 1
+    return TokenSource(splits[0], splits[1], vocab)
 
 
 def _prepared_dir(name: str, data_dir: Path) -> Path | None:
@@ -194,20 +276,18 @@ def second_corpus_tokens(source: str, tokenizer: Tokenizer, needed: int) -> np.n
 class TokenData:
     """Train microbatches by index and a fixed validation set, for one process."""
 
-    def __init__(self, config: DataConfig, seq_len: int):
+    def __init__(self, config: DataConfig, seq_len: int, source: TokenSource | None = None):
         self.config = config
-        self.tokenizer = make_tokenizer(config)
-        train = load_tokens(config, "train", self.tokenizer)
+        self.source = token_source(config) if source is None else source
+        train = self.source.train
         if config.train_tokens > 0:
             train = train[: config.train_tokens]
         self.train = Windows(train, seq_len + 1, config.seed)
-        self.validation = Windows(
-            load_tokens(config, "validation", self.tokenizer), seq_len + 1, config.seed
-        )
+        self.validation = Windows(self.source.validation, seq_len + 1, config.seed)
         self.second = None
         if config.second_eval:
             needed = config.eval_batches * config.microbatch_size * seq_len + 1
-            tokens = second_corpus_tokens(config.second_eval, self.tokenizer, needed)
+            tokens = second_corpus_tokens(config.second_eval, make_tokenizer(config), needed)
             self.second = Windows(tokens, seq_len + 1, config.seed)
         splits = [("train", self.train), ("validation", self.validation)]
         if self.second is not None:
@@ -221,7 +301,7 @@ class TokenData:
 
     @property
     def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
+        return self.source.vocab_size
 
     def microbatch(self, index: int, rows: slice | None = None) -> np.ndarray:
         """Microbatch ``index`` (int32 [microbatch_size, seq_len + 1]), or its ``rows``."""

@@ -10,7 +10,8 @@ after every part:
     per-layer weight metrics and, on a GPU, with the default attention; MFU
     counts ``GPTConfig.flops_per_token`` (6 N + 12 L d T per token, N
     non-embedding parameters) against the device's dense bf16 peak.
-(b) **headline**: a ~50M-parameter byte-level GPT (cuDNN attention on a GPU)
+(b) **headline**: runs of the training program (its one loop, under
+    ``DIR/headline/``): a ~50M-parameter byte-level GPT (cuDNN attention on a GPU)
     on the offline corpus
     (:mod:`experiments.offline_corpus`: this machine's own Python source), AdamW
     against GNTS with the reference schedule and against Seesaw (the
@@ -36,6 +37,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -49,10 +51,13 @@ from flax import nnx
 
 from experiments.arms import ADAMW, GNTS_REFERENCE
 from experiments.config import Config, apply_overrides
-from experiments.offline_corpus import Windows, build_corpus
+from experiments.data import TokenSource
+from experiments.offline_corpus import build_corpus
 from experiments.optimizer import build_optimizer
-from experiments.train_step import init_state, make_flush_step, make_train_step
-from models.gpt import GPT, GPTConfig, next_token_loss, peak_flops, preset
+from experiments.run_log import read_metrics
+from experiments.train import train
+from experiments.train_step import init_state, make_train_step
+from models.gpt import GPT, GPTConfig, peak_flops, preset
 from models.sharding import make_mesh
 
 # The training program's controllers, as its flags set them.
@@ -127,7 +132,7 @@ SCALES = {
         throughput_batch=2,
         throughput_steps=3,
         headline_model=GPTConfig(vocab_size=256, seq_len=32, depth=1, width=32, heads=2),
-        headline_batch=4,
+        headline_batch=8,  # whole sequences on each of the tests' 8 CPU devices
         headline_lr=3e-3,
         headline_min_tokens=4_096,
         headline_max_tokens=4_096,
@@ -170,11 +175,10 @@ def _setup(
     model = GPT(model_config, rngs=nnx.Rngs(0))
     graphdef, state, shardings = init_state(model, tx, mesh)
     step = make_train_step(graphdef, tx, mesh, shardings, layer_metrics=layer_metrics)
-    flush = make_flush_step(tx, mesh, shardings) if config.gqc.controller != "none" else None
-    return graphdef, state, step, flush
+    return state, step
 
 
-def throughput(scale: Scale, deadline: float) -> dict[str, Any]:
+def throughput(scale: Scale, deadline: float, out: Path) -> dict[str, Any]:
     """Part (a): tokens/s and MFU per arm on random tokens (the rate does not
     depend on the data)."""
     m, b, n = scale.throughput_model, scale.throughput_batch, scale.throughput_steps
@@ -199,7 +203,7 @@ def throughput(scale: Scale, deadline: float) -> dict[str, Any]:
             rows[name] = {"skipped": "part budget reached"}
             continue
         try:
-            _, state, step, _ = _setup(model_config, overrides, 3e-4, 10**9, b, layer_metrics)
+            state, step = _setup(model_config, overrides, 3e-4, 10**9, b, layer_metrics)
             start = time.perf_counter()
             state, metrics = step(state, batches[0])
             jax.block_until_ready(metrics)
@@ -256,94 +260,120 @@ def _describe(m: GPTConfig) -> dict[str, Any]:
     }
 
 
-def headline(scale: Scale, deadline: float) -> dict[str, Any]:
-    """Part (b): AdamW vs GNTS (reference schedule) vs Seesaw at equal tokens."""
+def headline(scale: Scale, deadline: float, out: Path) -> dict[str, Any]:
+    """Part (b): AdamW vs GNTS (reference schedule) vs Seesaw at equal tokens,
+    each arm a run of the training program (:class:`experiments.train.Trainer`)
+    under ``out/headline/``."""
     m, b = _fast_attention(scale.headline_model), scale.headline_batch
     start = time.perf_counter()
     corpus = build_corpus(scale.corpus_bytes)
-    corpus_s = time.perf_counter() - start
-    train = Windows(corpus.train, m.seq_len, seed=0)
-    val = Windows(corpus.validation, m.seq_len, seed=1).batch(0, scale.eval_windows)
+    source = TokenSource(corpus.train, corpus.validation, m.vocab_size)
     result: dict[str, Any] = {"model": _describe(m), "batch": b, "corpus": corpus.stats}
-    result["corpus"]["seconds"] = corpus_s
+    result["corpus"]["seconds"] = time.perf_counter() - start
+    runs = out / "headline"
+    if runs.exists():
+        shutil.rmtree(runs)  # a pack measures afresh
     # AdamW's measured rate and compile time set the equal token budget.
-    compile_s, rate = _calibrate(m, b, scale, train)
+    compile_s, rate = _calibrate(scale, m, source, runs / "calibration")
     per_arm = (deadline - time.perf_counter()) / len(HEADLINE_ARMS)
     per_step = b * m.seq_len
     # On the H200 a margin of 0.8 left AdamW and Seesaw 4-5% short of the
-    # tokens at their deadlines: the loop runs slower than the 5-step calibration.
+    # tokens at their deadlines: the loop runs slower than the calibration.
     tokens = int(rate * max(per_arm - 1.5 * compile_s, 0.0) * 0.7)
     tokens = min(max(tokens, scale.headline_min_tokens), scale.headline_max_tokens)
     tokens = max(per_step, tokens // per_step * per_step)
+    windows = len(corpus.train) // m.seq_len
     result.update(
         calibration={"compile_s": compile_s, "tokens_per_s": rate},
         tokens=tokens,
-        epochs=train.epochs(tokens // m.seq_len),
+        epochs=tokens // m.seq_len / max(windows, 1),
     )
     arms: dict[str, Any] = {}
     for name, overrides in HEADLINE_ARMS.items():
-        arm_deadline = time.perf_counter() + per_arm
-        arms[name] = _train_arm(m, b, scale, overrides, tokens, train, val, arm_deadline)
+        arm_start = time.perf_counter()
+        left = max(deadline - arm_start, 1.0) / (len(HEADLINE_ARMS) - len(arms))
+        config = _headline_config(scale, m, overrides, tokens, runs / name, time_limit_s=left)
+        summary = train(config, source)
+        arms[name] = {
+            "microbatches": summary["microbatches"],
+            "tokens": summary["tokens"],
+            "optimizer_steps": summary["steps"],
+            "stopped_at_budget": bool(summary.get("time_limited")),
+            "seconds": time.perf_counter() - arm_start,
+            "val_loss": summary["eval_loss"],
+            "val_perplexity": summary["eval_ppl"],
+            "bits_per_byte": summary["eval_loss"] / math.log(2),
+        }
     result["arms"] = arms
     return result
 
 
-def _calibrate(m: GPTConfig, b: int, scale: Scale, train: Windows) -> tuple[float, float]:
-    """AdamW's compile seconds and training tokens/s at the headline size."""
-    _, state, step, _ = _setup(m, ADAMW, scale.headline_lr, 10**9, b)
-    start = time.perf_counter()
-    state, metrics = step(state, jnp.asarray(train.batch(0, b)))
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(1, 6):
-        state, metrics = step(state, jnp.asarray(train.batch(i, b)))
-    jax.block_until_ready((state, metrics))
-    return compile_s, 5 * b * m.seq_len / (time.perf_counter() - start)
+def _headline_config(
+    scale: Scale,
+    m: GPTConfig,
+    overrides: dict[str, Any],
+    tokens: int,
+    out_dir: Path,
+    *,
+    time_limit_s: float = 0.0,
+    stop_after: int | None = None,
+) -> Config:
+    """A headline arm as the training program's configuration: the model of
+    ``m``, the offline corpus, one evaluation at the end, no probes or logs
+    beyond the run folder."""
+    microbatches = tokens // (scale.headline_batch * m.seq_len)
+    return apply_overrides(
+        Config(),
+        {
+            **overrides,
+            "model.depth": m.depth,
+            "model.width": m.width,
+            "model.heads": m.heads,
+            "model.seq_len": m.seq_len,
+            "model.mlp_ratio": m.mlp_ratio,
+            "model.dtype": jnp.dtype(m.dtype).name,
+            "model.attention": m.attention or "",
+            "data.dataset": "python-source",
+            "data.corpus_bytes": scale.corpus_bytes,
+            "data.vocab_size": m.vocab_size,
+            "data.microbatch_size": scale.headline_batch,
+            "data.eval_sequences": scale.eval_windows,
+            "optim.lr": scale.headline_lr,
+            "optim.warmup": 0 if tokens < 1_000_000 else 100,
+            "train.tokens": tokens,
+            "train.out_dir": str(out_dir),
+            "train.eval_every": max(microbatches, 1),
+            "train.checkpoint_every": 10**9,
+            "train.keep_checkpoints": 1,
+            "train.noise_probe": 0,
+            "train.progress": False,
+            "train.tensorboard": False,
+            "train.time_limit_s": time_limit_s,
+            "train.stop_after": stop_after,
+        },
+    )
 
 
-def _train_arm(m, b, scale, overrides, tokens, train, val, deadline) -> dict[str, Any]:
-    graphdef, state, step, flush = _setup(m, overrides, scale.headline_lr, tokens, b)
-    total = tokens // (b * m.seq_len)
-    start = time.perf_counter()
-    steps, done, pending = 0, 0, None
-    for i in range(total):
-        if time.perf_counter() > deadline:
-            break
-        state, metrics = step(state, jnp.asarray(train.batch(i, b)))
-        if pending is not None:  # one step late: no host sync on the step just queued
-            steps += int(pending["stepped"])
-        pending, done = metrics, i + 1
-    if pending is not None:
-        steps += int(pending["stepped"])
-    if flush is not None and done:  # the open window steps, as at the training program's end
-        state, metrics = flush(state)
-        steps += int(metrics["stepped"])
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - start
-    evaluate = jax.jit(lambda p, t: next_token_loss(nnx.merge(graphdef, p), t))
-    chunk = max(1, min(len(val), 4 * b))
-    losses = [
-        float(evaluate(state.params, jnp.asarray(val[i : i + chunk])))
-        for i in range(0, len(val) - chunk + 1, chunk)
-    ]
-    loss = float(np.mean(losses))
-    return {
-        "microbatches": done,
-        "tokens": done * b * m.seq_len,
-        "optimizer_steps": steps,
-        "stopped_at_budget": done < total,
-        "seconds": seconds,
-        "val_loss": loss,
-        "val_perplexity": math.exp(loss),
-        "bits_per_byte": loss / math.log(2),
-    }
+def _calibrate(
+    scale: Scale, m: GPTConfig, source: TokenSource, out_dir: Path
+) -> tuple[float, float]:
+    """AdamW's compile seconds and training tokens/s at the headline size: six
+    microbatches of the training program, timed from its own log."""
+    tokens = scale.headline_max_tokens
+    config = _headline_config(scale, m, ADAMW, tokens, out_dir, stop_after=6)
+    train(config, source)
+    steps = [r for r in read_metrics(out_dir) if "train/loss" in r]
+    first, last = steps[0], steps[-1]
+    rate = (last["tokens"] - first["tokens"]) / max(
+        last["perf/elapsed_s"] - first["perf/elapsed_s"], 1e-9
+    )
+    return first["perf/elapsed_s"], rate
 
 
-def benchmarks(scale: Scale, deadline: float) -> dict[str, Any]:
+def benchmarks(scale: Scale, deadline: float, out: Path) -> dict[str, Any]:
     """Part (c): the benchmark scripts, each stopped at the part's deadline."""
     root = Path(__file__).resolve().parents[1]
-    out: dict[str, Any] = {}
+    results: dict[str, Any] = {}
     # The quick ones first: controller_overhead.py compiles many variants.
     scripts = ["rounding.py", "controller_overhead.py"]
     if jax.devices()[0].platform == "gpu":
@@ -351,7 +381,7 @@ def benchmarks(scale: Scale, deadline: float) -> dict[str, Any]:
     for script in scripts:
         left = deadline - time.perf_counter()
         if left <= 1:
-            out[script] = {"skipped": "part budget reached"}
+            results[script] = {"skipped": "part budget reached"}
             continue
         try:
             done = subprocess.run(
@@ -370,12 +400,12 @@ def benchmarks(scale: Scale, deadline: float) -> dict[str, Any]:
                     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
                 },
             )
-            out[script] = {"returncode": done.returncode, "output": done.stdout + done.stderr}
+            results[script] = {"returncode": done.returncode, "output": done.stdout + done.stderr}
         except subprocess.TimeoutExpired as error:
             partial = error.stdout or b""
             text = partial.decode() if isinstance(partial, bytes) else partial
-            out[script] = {"timed_out": True, "output": text}
-    return out
+            results[script] = {"timed_out": True, "output": text}
+    return results
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -477,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = part_start + scale.budgets[name]
         print(f"[gpu_pack] {name} (budget {scale.budgets[name]:.0f} s) ...", flush=True)
         try:
-            result[name] = parts[name](scale, deadline)
+            result[name] = parts[name](scale, deadline, out)
         except Exception as error:  # noqa: BLE001 - the other parts still run and are written
             result[name] = {"error": f"{type(error).__name__}: {error}"[:1000]}
         result[f"{name}_s"] = time.perf_counter() - part_start

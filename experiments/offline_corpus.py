@@ -10,6 +10,9 @@ on a bare GPU machine that only has Python packages.
     corpus = build_corpus(max_bytes=400_000_000)
     corpus.train, corpus.validation  # uint8 token arrays
     corpus.stats                     # files, bytes, duplicates dropped
+
+The training program reads it as ``--data.dataset=python-source``
+(:func:`experiments.data.token_source`).
 """
 
 from __future__ import annotations
@@ -89,31 +92,3 @@ def build_corpus(max_bytes: int = 0, roots: list[Path] | None = None) -> Corpus:
         "tokenizer": "bytes (vocabulary 256)",
     }
     return Corpus(corpus_train, corpus_val, stats)
-
-
-class Windows:
-    """Batches of ``seq_len + 1``-token windows of ``tokens``: a seeded permutation
-    of the non-overlapping windows, a new permutation every epoch."""
-
-    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
-        self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
-        self.count = (tokens.size - 1) // seq_len
-        if self.count < 1:
-            raise ValueError(f"a corpus of {tokens.size} tokens holds no window of {seq_len + 1}.")
-        self._epoch, self._order = -1, np.empty(0, np.int64)
-
-    def batch(self, step: int, size: int) -> np.ndarray:
-        """The ``step``-th batch of ``size`` windows (int32)."""
-        rows = []
-        for j in range(step * size, (step + 1) * size):
-            epoch, k = divmod(j, self.count)
-            if epoch != self._epoch:
-                self._epoch = epoch
-                self._order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
-            start = int(self._order[k]) * self.seq_len
-            rows.append(self.tokens[start : start + self.seq_len + 1])
-        return np.stack(rows).astype(np.int32)
-
-    def epochs(self, windows: int) -> float:
-        """Epochs that ``windows`` windows make."""
-        return windows / self.count

@@ -45,7 +45,7 @@ from experiments.checkpoints import (
     config_differences,
 )
 from experiments.config import Config, parse_args
-from experiments.data import DataError, TokenData
+from experiments.data import DataError, TokenData, TokenSource
 from experiments.noise_scale import make_noise_probe, noise_scale
 from experiments.optimizer import build_optimizer, learning_rate, with_own_hyperparameters
 from experiments.run_log import RunLog, plain, read_record, threshold_key
@@ -77,6 +77,7 @@ SESSION_SETTINGS = frozenset(
         "num_processes",
         "process_id",
         "peer_timeout_s",
+        "time_limit_s",
     )
 ) | {"data.data_dir"}
 
@@ -88,6 +89,8 @@ def model_config(config: Config, vocab_size: int) -> GPTConfig:
         for k in ("depth", "width", "heads", "seq_len", "mlp_ratio")
         if getattr(m, k) is not None
     }
+    if m.attention:
+        overrides["attention"] = m.attention
     return preset(
         m.preset, vocab_size=vocab_size, dropout=m.dropout, dtype=jnp.dtype(m.dtype), **overrides
     )
@@ -126,9 +129,10 @@ class NonFiniteStormError(RuntimeError):
 
 
 class Trainer:
-    """One run: set-up from a ``Config``, then :meth:`fit`."""
+    """One run: set-up from a ``Config`` (and optionally token arrays in memory,
+    ``source``, instead of ``data.dataset``), then :meth:`fit`."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, source: TokenSource | None = None):
         self.config = config
         t = config.train
         self.out_dir = Path(t.out_dir)
@@ -140,7 +144,7 @@ class Trainer:
         self.total = microbatches_in_budget(t.tokens, self.tokens_per_microbatch)
         # A warmup longer than the run fails here, early.
         self.lr_schedule = learning_rate(config, self.total)
-        self.data = TokenData(config.data, seq_len)
+        self.data = TokenData(config.data, seq_len, source)
         self.model_config = model_config(config, self.data.vocab_size)
         model = GPT(self.model_config, rngs=nnx.Rngs(t.seed))
         self.num_params = count_params(model)
@@ -441,7 +445,7 @@ class Trainer:
         next_checkpoint = (self.host["steps"] // t.checkpoint_every + 1) * t.checkpoint_every
         late = OneStepLate(self._on_metrics)  # (microbatch, metrics) of the last step
         done = start
-        interrupted = preempted = False
+        interrupted = preempted = timed_out = False
         # Ctrl-C and SIGTERM set a flag that the loop checks between microbatches,
         # so a signal never lands inside library code that might swallow it (a
         # checkpoint being written); a second Ctrl-C interrupts at once. SIGTERM
@@ -474,7 +478,10 @@ class Trainer:
                 self.state, metrics = self.step_fn(self.state, tokens)
                 late.push(i + 1, metrics)
                 done = i + 1
-                eval_due = done % t.eval_every == 0 or done == self.total
+                if t.time_limit_s and time.perf_counter() - self.t_start >= t.time_limit_s:
+                    stop = done  # this session's time is up: evaluate, save, end here
+                    timed_out = True
+                eval_due = done % t.eval_every == 0 or done == self.total or timed_out
                 if eval_due or self.host["steps"] >= next_checkpoint or done == stop:
                     late.drain()
                     if done == self.total:
@@ -487,6 +494,8 @@ class Trainer:
                             self.host["steps"] // t.checkpoint_every + 1
                         ) * t.checkpoint_every
                 self._progress(done)
+                if done == stop:
+                    break
             if preempted:
                 late.drain()
                 self._save(done)
@@ -501,6 +510,8 @@ class Trainer:
             self.host["elapsed"] += self.session_s
             self.log.close()
         summary = self.summary(done)
+        if timed_out:  # train.time_limit_s ended this session before train.tokens
+            summary["time_limited"] = True
         # summary.json marks a run that ended (train_once skips such a run); one
         # stopped by a signal has only its checkpoint and metrics so far.
         if primary and not (interrupted or preempted):
@@ -561,9 +572,9 @@ class Trainer:
         }
 
 
-def train(config: Config) -> dict[str, Any]:
-    """Runs one training job and returns its summary."""
-    return Trainer(config).fit()
+def train(config: Config, source: TokenSource | None = None) -> dict[str, Any]:
+    """Runs one training job (on ``source``'s tokens when given) and returns its summary."""
+    return Trainer(config, source).fit()
 
 
 class PreemptedError(RuntimeError):

@@ -1,10 +1,11 @@
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from experiments.config import Config, DataConfig, apply_overrides
-from experiments.data import DataError, TokenData, Windows, read_texts
+from experiments.data import DataError, TokenData, TokenSource, Windows, read_texts, token_source
 from experiments.text_builder import LocalText, LocalTextConfig, records, strip_markdown
 from experiments.tokenizers import ByteTokenizer, TiktokenTokenizer
 
@@ -174,3 +175,56 @@ def test_second_eval_corpus_from_the_python_stdlib_or_a_folder(tmp_path, data_di
     assert first.startswith(b"alpha alpha")  # files in sorted order
     with pytest.raises(DataError, match="data.second_eval must be 'python-stdlib' or a folder"):
         TokenData(_data(data_dir, second_eval=str(tmp_path / "missing")), seq_len=32)
+
+
+def _token_folder(folder, train, validation, kind="npy"):
+    folder.mkdir()
+    if kind == "npy":
+        np.save(folder / "train.npy", train)
+        np.save(folder / "validation.npy", validation)
+    else:  # nanoGPT's layout: raw uint16 train.bin and val.bin
+        train.astype(np.uint16).tofile(folder / "train.bin")
+        validation.astype(np.uint16).tofile(folder / "val.bin")
+    return f"tokens:{folder}"
+
+
+def test_token_arrays_need_no_tfds(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # importing it fails
+    rng = np.random.default_rng(0)
+    train, validation = rng.integers(0, 300, 5000), rng.integers(0, 300, 700)
+    train[7] = 299
+    for kind in ("npy", "bin"):
+        dataset = _token_folder(tmp_path / kind, train, validation, kind)
+        data = TokenData(_data(str(tmp_path), dataset=dataset, microbatch_size=4), seq_len=16)
+        assert data.vocab_size == 300  # the largest token + 1
+        expected = Windows(train, 17, seed=0).rows(8, 4)
+        np.testing.assert_array_equal(data.microbatch(2), expected)
+        np.testing.assert_array_equal(
+            data.eval_batches()[0], Windows(validation, 17, 0).sequential(4)
+        )
+    # The same arrays from memory, under the same data seed, give the same microbatches.
+    memory = TokenSource(train, validation, vocab_size=512)
+    from_memory = TokenData(_data(str(tmp_path), microbatch_size=4), seq_len=16, source=memory)
+    assert from_memory.vocab_size == 512
+    np.testing.assert_array_equal(from_memory.microbatch(2), data.microbatch(2))
+
+
+def test_token_array_errors_name_the_files_and_tokens(tmp_path):
+    with pytest.raises(DataError, match=r"none of .*train\.npy.*train\.bin.* exists"):
+        token_source(_data(str(tmp_path), dataset=f"tokens:{tmp_path / 'missing'}"))
+    dataset = _token_folder(tmp_path / "t", np.arange(100), np.arange(50))
+    with pytest.raises(DataError, match=r"tokens in \[0, 99\], outside the vocabulary \[0, 64\)"):
+        token_source(_data(str(tmp_path), dataset=dataset, vocab_size=64))
+    with pytest.raises(DataError, match="1-D integer token array"):
+        TokenSource(np.zeros((2, 3), np.int32), np.zeros(4, np.int32), 8)
+    with pytest.raises(ValueError, match="data.vocab_size must be >= 0, got -1"):
+        _data(str(tmp_path), vocab_size=-1)
+
+
+def test_python_source_is_byte_tokens_of_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    source = token_source(_data(str(tmp_path), dataset="python-source", corpus_bytes=300_000))
+    assert source.vocab_size == 256 and source.train.dtype == np.uint8
+    assert source.train.size + source.validation.size >= 300_000 and source.validation.size
+    with pytest.raises(DataError, match="use data.tokenizer=bytes"):
+        token_source(_data(str(tmp_path), dataset="python-source", tokenizer="tiktoken"))

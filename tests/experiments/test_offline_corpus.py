@@ -1,7 +1,6 @@
 import numpy as np
-import pytest
 
-from experiments.offline_corpus import Windows, build_corpus, source_roots
+from experiments.offline_corpus import build_corpus, source_roots
 
 
 def test_files_are_deduplicated_and_split_by_content(tmp_path):
@@ -34,17 +33,3 @@ def test_files_are_deduplicated_and_split_by_content(tmp_path):
 def test_source_roots_hold_python_source():
     roots = source_roots()
     assert roots and any((root / "os.py").is_file() for root in roots)
-
-
-def test_windows_cover_each_epoch_once_in_a_seeded_order():
-    tokens = np.arange(41, dtype=np.uint8)
-    w = Windows(tokens, seq_len=4, seed=0)  # 10 windows of 5 tokens
-    first = np.concatenate([w.batch(i, 2) for i in range(5)])
-    assert sorted(first[:, 0]) == list(range(0, 40, 4))
-    np.testing.assert_array_equal(first[:, 1:], first[:, :-1] + 1)
-    second = np.concatenate([w.batch(i, 2) for i in range(5, 10)])
-    assert sorted(second[:, 0]) == sorted(first[:, 0]) and not np.array_equal(second, first)
-    np.testing.assert_array_equal(Windows(tokens, 4, seed=0).batch(3, 2), w.batch(3, 2))
-    assert w.epochs(25) == 2.5
-    with pytest.raises(ValueError, match="holds no window of 9"):
-        Windows(tokens[:5], seq_len=8, seed=0)

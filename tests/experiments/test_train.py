@@ -3,6 +3,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -558,3 +559,37 @@ def test_the_budget_is_checked_before_the_data_and_a_remainder_is_stated(
     trainer = Trainer(tiny_config(tmp_path, data_dir, train__tokens=8 * 32 * 24 + 100))
     assert trainer.total == 24
     assert "train.tokens=6244 is 24.39 microbatches" in capsys.readouterr().err
+
+
+def test_a_token_array_run_needs_no_tfds_and_a_time_limit_ends_it_cleanly(tmp_path, monkeypatch):
+    # A bare GPU machine has no TFDS: the program trains on token files alone.
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(folder / "train.npy", rng.integers(0, 64, 40_000).astype(np.uint16))
+    np.save(folder / "validation.npy", rng.integers(0, 64, 4_000).astype(np.uint16))
+    config = tiny_config(
+        tmp_path / "run", "unused", data__dataset=f"tokens:{folder}", train__time_limit_s=1e-6
+    )
+    summary = Trainer(config).fit()
+    # The limit ends the session after its first microbatch: evaluated, saved, summarized.
+    assert summary["microbatches"] == 1 and summary["time_limited"] is True
+    records = read_metrics(tmp_path / "run")
+    assert [r["microbatch"] for r in records if "eval/loss" in r] == [0, 1]
+    assert summary["eval_loss"] == records[-1]["eval/loss"]
+    # The session ended, not the run: resuming without the limit trains to the end.
+    rest = Trainer(
+        tiny_config(
+            tmp_path / "run", "unused", data__dataset=f"tokens:{folder}", train__resume=True
+        )
+    ).fit()
+    assert rest["microbatches"] == 24 and "time_limited" not in rest
+    with pytest.raises(ValueError, match="train.time_limit_s must be >= 0 and needs one process"):
+        tiny_config(
+            tmp_path,
+            "unused",
+            train__time_limit_s=5,
+            train__num_processes=2,
+            train__coordinator="localhost:1",
+        )
