@@ -55,6 +55,7 @@ from experiments.data import TokenSource
 from experiments.offline_corpus import build_corpus
 from experiments.optimizer import build_optimizer
 from experiments.run_log import read_metrics
+from experiments.studies import kit
 from experiments.train import train
 from experiments.train_step import init_state, make_train_step
 from models.gpt import GPT, GPTConfig, peak_flops, preset
@@ -468,17 +469,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _commit(given: str) -> str:
-    if given:
-        return given
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.gpu_pack", description=__doc__)
     parser.add_argument("--out", required=True, help="folder for gpu_pack.json and .md")
@@ -494,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": "python -m experiments.gpu_pack "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": _commit(args.commit),
+        "commit": args.commit or kit.commit(),
         "device": f"{device.device_kind} ({device.platform}, {jax.device_count()} device(s))",
         "host": f"{platform.machine()}, {platform.system()}",
         "jax": jax.__version__,

@@ -46,7 +46,6 @@ import dataclasses
 import json
 import math
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -126,25 +125,6 @@ def run_config(out: Path, args, seed: int, lr: float, arm: Arm, hyper: dict) -> 
         data_dir=args.data_dir,
         lr=lr,
     )
-
-
-def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=30
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except OSError:
-        return "unknown"
-    if head.returncode:
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def record(run_dir: Path, summary: dict, sequences_per_draw: int, settings: dict) -> dict:
@@ -746,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     # The training command: the same page comes back from --from_records.
     command = kit.command("experiments.studies.serial_steps", argv)
     args.command = command.replace(" --from_records", "").replace(" --rebuild_records", "")
-    args.commit = commit()
+    args.commit = kit.commit()
     cbs: list[dict] = []
     if args.critical_batch:
         try:
