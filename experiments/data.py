@@ -215,16 +215,20 @@ class Windows:
         return np.asarray(self.tokens[start : start + self.length], dtype=np.int32)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.count)
+        # Drawn once per epoch, not per microbatch: a permutation of a large
+        # corpus's windows costs milliseconds (600k windows: about 10 ms).
+        cached = self.__dict__.get("_drawn")
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.count))
+            object.__setattr__(self, "_drawn", cached)  # a cache, not a field
+        return cached[1]
 
     def rows(self, first: int, number: int) -> np.ndarray:
         """Rows ``first .. first + number - 1`` of the shuffled stream, [number, length]."""
-        out, cache = [], {}
+        out = []
         for r in range(first, first + number):
             epoch, slot = divmod(r, self.count)
-            if epoch not in cache:
-                cache[epoch] = self._permutation(epoch)
-            out.append(self.window(int(cache[epoch][slot])))
+            out.append(self.window(int(self._permutation(epoch)[slot])))
         return np.stack(out)
 
     def sequential(self, number: int) -> np.ndarray:

@@ -28,6 +28,12 @@ def _load(name):
         ),
         ("window", ["--microbatches", "24", "--max-draws", "4"], "accumulate_window"),
         (
+            "loop_overhead",
+            ["--presets", "tiny", "--seq-len", "32", "--microbatches", "12", "--skip", "2"]
+            + ["--rounds", "1"],
+            "program tok/s",
+        ),
+        (
             "gpt_throughput",
             ["--preset", "tiny", "--steps", "3", "--rounds", "1", "--arms", "adamw,gnts"]
             + ["--attention", "xla"],
