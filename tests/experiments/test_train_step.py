@@ -105,3 +105,27 @@ def test_one_step_late_reports_every_step_in_order():
     late.drain()
     assert len(seen) == 5 and int(state.microbatch) == 5
     assert all(isinstance(m["loss"], np.ndarray) for m in seen)
+
+
+def test_one_training_loop():
+    """Every program trains through the training program's loop
+    (``experiments.train``): the step makers are called by it alone, besides
+    step-timing code (the GPU pack's throughput part, the benchmarks); the
+    vmapped paired protocol is the one other stepper. A second loop fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    makers = re.compile(r"\b(make_train_step|make_flush_step|make_eval_step|value_and_grad)\(")
+    found = {
+        str(path.relative_to(root))
+        for folder in ("experiments", "models")
+        for path in (root / folder).rglob("*.py")
+        if makers.search(path.read_text())
+    }
+    assert found == {
+        "experiments/train.py",  # the loop
+        "experiments/train_step.py",  # the step it runs
+        "experiments/paired_training.py",  # the vmapped rounding protocol
+        "experiments/gpu_pack.py",  # part (a): the step's tokens/s on random tokens
+    }
