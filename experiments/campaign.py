@@ -38,10 +38,10 @@ from typing import Any
 import jax
 import yaml
 
+from experiments import pages
 from experiments.config import Config, apply_overrides
 from experiments.data import PYTHON_SOURCE, TokenSource, token_source
 from experiments.run_log import read_metrics
-from experiments.studies import kit
 from experiments.train import model_config, train
 from models.gpt import peak_flops
 
@@ -315,7 +315,7 @@ def page(scale: str, results_dir: Path, page_path: Path) -> Path:
         figure = page_path.with_suffix(".png")
         _figure([results[r.name] for r in full], figure)
         lines += [f"![Validation loss against tokens]({figure.name})", ""]
-    return kit.write_page(page_path, lines)
+    return pages.write_page(page_path, lines)
 
 
 def _verdict(plan: Plan, results: dict[str, dict]) -> list[str]:
@@ -352,7 +352,7 @@ def _verdict(plan: Plan, results: dict[str, dict]) -> list[str]:
 
 
 def _figure(results: list[dict], out: Path) -> None:
-    plt = kit.pyplot()
+    plt = pages.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for res in results:
         tokens, losses = zip(*res["eval_curve"], strict=True)
@@ -361,7 +361,7 @@ def _figure(results: list[dict], out: Path) -> None:
     ax.set_ylabel("validation loss")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    kit.save_figure(fig, out)
+    pages.save_figure(fig, out)
 
 
 def _rel(path: Path) -> str:
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.budget <= 0:
         parser.error(f"--budget must be > 0 seconds, got {args.budget}.")
-    commit = args.commit or kit.commit()
+    commit = args.commit or pages.commit()
     with tempfile.TemporaryDirectory() as temp:
         work = args.work or Path(temp)
         trained = run_campaign(args.scale, args.budget, args.out, args.results, work, commit)

@@ -49,13 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments import pages
 from experiments.arms import ADAMW, GNTS_REFERENCE
 from experiments.config import Config, apply_overrides
 from experiments.data import TokenSource
 from experiments.offline_corpus import build_corpus
 from experiments.optimizer import build_optimizer
 from experiments.run_log import read_metrics
-from experiments.studies import kit
 from experiments.train import train
 from experiments.train_step import init_state, make_train_step
 from models.gpt import GPT, GPTConfig, peak_flops, preset
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": "python -m experiments.gpu_pack "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": args.commit or kit.commit(),
+        "commit": args.commit or pages.commit(),
         "device": f"{device.device_kind} ({device.platform}, {jax.device_count()} device(s))",
         "host": f"{platform.machine()}, {platform.system()}",
         "jax": jax.__version__,
