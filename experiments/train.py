@@ -396,10 +396,11 @@ class Trainer:
         h["window_loss"], h["window_grad_norm"] = [], []
         self.last_record = record
 
-    def _progress(self, done: int, last: bool = False) -> None:
+    def _progress(self, done: int) -> None:
         """The progress bar, redrawn at most 5 times a second (a redraw per
-        microbatch cost 5-10% of the tiny model's tokens/s)."""
+        microbatch cost 5-10% of the tiny model's tokens/s) and at the end."""
         r, now = self.last_record, time.perf_counter()
+        last = done == self.total
         if r is None or not self.config.train.progress or (now - self._shown < 0.2 and not last):
             return
         self._shown = now
@@ -497,7 +498,7 @@ class Trainer:
                         next_checkpoint = (
                             self.host["steps"] // t.checkpoint_every + 1
                         ) * t.checkpoint_every
-                self._progress(done, last=done == stop)
+                self._progress(done)
                 if done == stop:
                     break
             if preempted:
