@@ -18,8 +18,9 @@ from typing import Any
 import optax
 
 import gqc_jax
+from experiments.controllers import CONTROLLERS as _ENTRIES
 
-CONTROLLERS = ("none", "gnts", "sbc", "gns", "gnr", "mht", "snr", "batch_warmup", "seesaw")
+CONTROLLERS = ("none", *_ENTRIES)  # each described once, in experiments/controllers.py
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
 LR_SCHEDULES = ("cosine", "linear", "cosine_steps")
@@ -202,12 +203,14 @@ class Config:
                 f"gqc.controller must be one of {CONTROLLERS}, got {self.gqc.controller!r}."
             )
         power = lr_scaling_power(self.gqc.lr_scaling, self.gqc.reference_draws)
-        if power is not None and self.gqc.controller in ("none", "gnr"):
+        entry = _ENTRIES.get(self.gqc.controller)
+        accumulates = entry is not None and entry.accumulates
+        if power is not None and not accumulates:
             raise ValueError(
                 f"gqc.lr_scaling={self.gqc.lr_scaling!r} needs an accumulating controller "
                 f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
             )
-        if self.gqc.token_time and self.gqc.controller in ("none", "gnr"):
+        if self.gqc.token_time and not accumulates:
             raise ValueError(
                 f"gqc.token_time needs an accumulating controller "
                 f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
@@ -453,7 +456,11 @@ def help_text(prog: str) -> str:
             kind = _field_type(cls, f.name)
             kind_name = getattr(kind, "__name__", str(kind).replace("typing.", ""))
             value = getattr(getattr(defaults, section), f.name)
-            lines.append(f"  --{section}.{f.name}={value!r:<16} ({kind_name})")
+            owners = (
+                [n for n, e in _ENTRIES.items() if f.name in e.fields] if cls is GQCConfig else []
+            )
+            read_by = f"; {', '.join(owners)} only" if owners else ""
+            lines.append(f"  --{section}.{f.name}={value!r:<16} ({kind_name}{read_by})")
     return "\n".join(lines)
 
 

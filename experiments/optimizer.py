@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,8 @@ import optax
 import optax.contrib
 
 import gqc_jax
-from experiments.config import Config, lr_scaling_power, warmup_fractions
+from experiments.config import Config
+from experiments.controllers import CONTROLLERS
 
 
 def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
@@ -84,7 +84,7 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
             return optax.chain(*clip, factory(**values))
 
         inner = gqc_jax.on_microbatch_clock(clipped, **kwargs)
-        tx = _controller(config, inner, total_microbatches)
+        tx = CONTROLLERS[g.controller].build(config, inner, total_microbatches, lr)
     if g.rounding != "none":
         rounding = gqc_jax.round_gradients(
             g.rounding_digits,
@@ -95,67 +95,6 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
     if config.train.spike_sigmas > 0:
         tx = gqc_jax.skip_loss_spikes(tx, config.train.spike_sigmas)
     return tx
-
-
-def _controller(config: Config, inner, total: int):
-    g = config.gqc
-    coupling: dict[str, Any] = {
-        "lr_scaling": lr_scaling_power(g.lr_scaling),
-        "reference_draws": g.reference_draws,
-        "token_time": g.token_time,
-    }
-    if g.controller in ("batch_warmup", "seesaw"):
-        # Fixed batch schedules: the square-root rule unless another is asked for.
-        scaling: Any = coupling["lr_scaling"] or "sqrt"
-        if g.controller == "batch_warmup":
-            fractions = warmup_fractions(g.warmup_fractions)
-            cap = max(g.max_draws, g.warmup_growth ** len(fractions))
-            return gqc_jax.batch_size_warmup(
-                inner,
-                total,
-                fractions,
-                growth=g.warmup_growth,
-                lr_scaling=scaling,
-                max_draws=cap,
-                token_time=g.token_time,
-            )
-        lr = learning_rate(config, total)
-        return gqc_jax.seesaw(
-            inner,
-            lr,
-            config.optim.lr,
-            warmup_microbatches=config.optim.warmup,
-            lr_scaling=scaling,
-            max_draws=g.max_draws,
-            token_time=g.token_time,
-        )
-    if g.controller == "gnts":
-        threshold = g.threshold
-        if g.schedule == "reference":
-            threshold = gqc_jax.schedules.cosine_annealing_with_inverse_warmup(
-                g.threshold, g.final_threshold, config.optim.warmup, total, g.warmup_multiplier
-            )
-        return gqc_jax.gnts(
-            inner, threshold, max_draws=g.max_draws, relative=g.relative, **coupling
-        )
-    if g.controller == "sbc":
-        size = config.data.microbatch_size
-        logical = g.sbc_draws * size
-        if g.sbc_final_draws:
-            logical = gqc_jax.schedules.polynomial_schedule_with_warmup(
-                logical, g.sbc_final_draws * size, config.optim.warmup, total
-            )
-        cap = max(g.max_draws, g.sbc_draws, g.sbc_final_draws)
-        return gqc_jax.sbc(inner, logical, size, max_draws=cap, **coupling)
-    if g.controller == "gns":
-        return gqc_jax.gns(inner, g.tolerance, max_draws=g.max_draws, **coupling)
-    if g.controller == "gnr":
-        return gqc_jax.gnr(inner, g.target_norm)
-    if g.controller == "mht":
-        return gqc_jax.mht(inner, g.confidence, g.percent_error, max_draws=g.max_draws, **coupling)
-    return gqc_jax.snr(
-        inner, g.noise_ratio, min_draws=g.min_draws, max_draws=g.max_draws, **coupling
-    )
 
 
 def with_own_hyperparameters(

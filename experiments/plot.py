@@ -8,6 +8,7 @@ single-microbatch norm and the norm of the window mean the optimizer saw).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         draws_ax.plot(
             *_series(records, "gqc/draws"), ".", ms=3, color=line.get_color(), label=label
         )
-        key = threshold_key(records)
+        key = threshold_key(records, _controller(run_dir))
         if key is not None:
             thr_ax.plot(*_series(records, key), color=line.get_color(), label=f"{label} {key[4:]}")
         norm_ax.plot(
@@ -94,3 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _controller(run_dir) -> str | None:
+    """The run's ``gqc.controller`` from its ``config.json`` (None without one)."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text())["gqc"]["controller"] if path.is_file() else None

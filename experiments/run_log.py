@@ -133,17 +133,15 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [read_record(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def threshold_key(records) -> str | None:
-    """The controller threshold recorded in ``records`` (the absolute one first)."""
-    for key in (
-        "gqc/effective_threshold",
-        "gqc/gradient_norm_threshold",
-        "gqc/noise_ratio",
-        "gqc/noise_tolerance",
-        "gqc/target_gradient_norm",
-        "gqc/percent_error_threshold",
-        "gqc/logical_batch_size",
-    ):
-        if any(key in r for r in records):
-            return key
+def threshold_key(records, controller: str | None = None) -> str | None:
+    """The controller's threshold recorded in ``records`` (``gqc/<statistic>``):
+    the first of its statistics (:data:`experiments.controllers.CONTROLLERS`)
+    present, or of any controller's when ``controller`` is None or ``"none"``."""
+    from experiments.controllers import CONTROLLERS
+
+    entries = [CONTROLLERS[controller]] if controller in CONTROLLERS else CONTROLLERS.values()
+    for entry in entries:
+        for statistic in entry.statistics:
+            if any(f"gqc/{statistic}" in r for r in records):
+                return f"gqc/{statistic}"
     return None

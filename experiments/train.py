@@ -404,7 +404,7 @@ class Trainer:
         if r is None or not self.config.train.progress or (now - self._shown < 0.2 and not last):
             return
         self._shown = now
-        key = threshold_key([r])
+        key = threshold_key([r], self.config.gqc.controller)
         threshold = r[key] if key else None
         postfix = {
             "loss": f"{r['train/loss']:.3f}",
