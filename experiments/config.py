@@ -23,7 +23,8 @@ from experiments.controllers import CONTROLLERS as _ENTRIES
 CONTROLLERS = ("none", *_ENTRIES)  # each described once, in experiments/controllers.py
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
-LR_SCHEDULES = ("cosine", "linear", "cosine_steps")
+LR_SCHEDULES = ("cosine", "linear", "cosine_steps", "constant")
+WEIGHT_DECAY_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +83,12 @@ class OptimConfig:
     min_lr_ratio over the token budget (on the microbatch clock under a controller):
     schedule 'cosine', 'linear' (with min_lr_ratio 0: decay to zero) or
     'cosine_steps' (the cosine's value rounded down to lr / 2^j: a step decay that
-    halves where the cosine halves, the base schedule of Seesaw's paper form);
-    b1/b2/weight_decay apply where the optimizer has them; clip: global-norm clip
-    of the gradient the optimizer sees (0 = off)."""
+    halves where the cosine halves, the base schedule of Seesaw's paper form) or
+    'constant' (lr after the warmup, as the reference's GQC recipe);
+    b1/b2/weight_decay apply where the optimizer has them; weight_decay_schedule:
+    'constant' or 'cosine' (the reference's: warmup, then a quarter cosine to 0
+    over the run; adamw, lion and muon); clip: global-norm clip of the gradient
+    the optimizer sees (0 = off)."""
 
     name: str = "adamw"
     lr: float = 3e-3
@@ -94,6 +98,7 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.95
     weight_decay: float = 0.1
+    weight_decay_schedule: str = "constant"
     clip: float = 1.0
 
 
@@ -222,6 +227,20 @@ class Config:
         if self.optim.schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"optim.schedule must be one of {LR_SCHEDULES}, got {self.optim.schedule!r}."
+            )
+        if self.optim.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
+            raise ValueError(
+                f"optim.weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got "
+                f"{self.optim.weight_decay_schedule!r}."
+            )
+        if self.optim.weight_decay_schedule != "constant" and self.optim.name not in (
+            "adamw",
+            "lion",
+            "muon",
+        ):
+            raise ValueError(
+                f"optim.weight_decay_schedule={self.optim.weight_decay_schedule!r} needs "
+                f"adamw, lion or muon, got optim.name={self.optim.name!r}."
             )
         if self.optim.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {self.optim.name!r}.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,8 @@ from experiments.controllers import CONTROLLERS
 def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
     """Linear warmup to ``optim.lr``, then ``optim.schedule``'s decay to ``lr *
     min_lr_ratio`` over the run's microbatches: cosine, linear, or the cosine
-    rounded down to ``lr / 2^j`` (a step decay halving where the cosine halves)."""
+    rounded down to ``lr / 2^j`` (a step decay halving where the cosine halves);
+    or ``constant``: ``lr`` after the warmup."""
     o = config.optim
     if o.warmup >= total_microbatches:
         raise ValueError(
@@ -29,6 +31,8 @@ def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
             "microbatches (train.tokens / (data.microbatch_size * model.seq_len))."
         )
     end = o.lr * o.min_lr_ratio
+    if o.schedule == "constant":
+        return gqc_jax.schedules.constant_with_warmup(o.lr, o.warmup)
     if o.schedule == "linear":
         return optax.join_schedules(
             [
@@ -49,11 +53,16 @@ def learning_rate(config: Config, total_microbatches: int) -> optax.Schedule:
     return steps
 
 
-def base_optimizer(config: Config, lr: optax.Schedule) -> tuple[Callable, dict]:
-    """``(factory, kwargs)`` of the configured optimizer."""
+def base_optimizer(config: Config, lr: optax.Schedule, total: int) -> tuple[Callable, dict]:
+    """``(factory, kwargs)`` of the configured optimizer; ``total``: the run's
+    microbatches (the weight-decay schedule's length)."""
     o = config.optim
+    wd: Any = o.weight_decay
+    if o.weight_decay_schedule == "cosine":  # the reference's: warmup, then to 0
+        decay = gqc_jax.schedules.cosine_annealing_with_warmup(1.0, 0.0, o.warmup, total)
+        wd = lambda count: o.weight_decay * decay(count)  # noqa: E731
     if o.name == "lion":
-        return optax.lion, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+        return optax.lion, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=wd)
     if o.name == "adafactor":
         # optax's adafactor applies weight_decay_rate as is, not times the learning
         # rate: scale it by the schedule so it decays like AdamW's (lr * wd * p).
@@ -62,10 +71,8 @@ def base_optimizer(config: Config, lr: optax.Schedule) -> tuple[Callable, dict]:
     if o.name == "sgd":
         return optax.sgd, dict(learning_rate=lr, momentum=o.b1, nesterov=True)
     if o.name == "muon":
-        return optax.contrib.muon, dict(
-            learning_rate=lr, beta=o.b1, weight_decay=o.weight_decay, adam_b2=o.b2
-        )
-    return optax.adamw, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+        return optax.contrib.muon, dict(learning_rate=lr, beta=o.b1, weight_decay=wd, adam_b2=o.b2)
+    return optax.adamw, dict(learning_rate=lr, b1=o.b1, b2=o.b2, weight_decay=wd)
 
 
 def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTransformation:
@@ -75,7 +82,7 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
     o, g = config.optim, config.gqc
     lr = learning_rate(config, total_microbatches)
     clip = [optax.clip_by_global_norm(o.clip)] if o.clip > 0 else []
-    factory, kwargs = base_optimizer(config, lr)
+    factory, kwargs = base_optimizer(config, lr, total_microbatches)
     if g.controller == "none":
         tx = optax.chain(*clip, factory(**kwargs))
     else:

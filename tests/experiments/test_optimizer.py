@@ -154,3 +154,31 @@ def test_learning_rate_schedules():
         apply_overrides(Config(), {"optim.schedule": "step"})
     with pytest.raises(ValueError, match="gqc.warmup_growth must be >= 2, got 1"):
         apply_overrides(Config(), {"gqc.controller": "batch_warmup", "gqc.warmup_growth": 1})
+
+
+def test_the_reference_recipe_constant_lr_and_annealed_weight_decay():
+    """optim.schedule=constant holds lr after its warmup; weight_decay_schedule=
+    cosine warms the decay up with it, then anneals it to zero by the run's end
+    (on the microbatch clock under a controller too)."""
+    settings = {"optim.schedule": "constant", "optim.warmup": 10, "optim.lr": 1.0}
+    f = learning_rate(apply_overrides(Config(), settings), 100)
+    np.testing.assert_allclose([float(f(c)) for c in (5, 10, 99)], [0.5, 1.0, 1.0])
+    settings["optim.weight_decay_schedule"] = "cosine"
+    for controller in ("none", "sbc"):
+        extra = {"gqc.controller": controller} if controller != "none" else {}
+        extra |= {"gqc.sbc_draws": 1} if controller == "sbc" else {}
+        tx = build_optimizer(apply_overrides(Config(), {**settings, **extra}), 100)
+        params = {"w": jnp.ones(2)}
+        state, decays = tx.init(params), []
+        for _ in range(100):  # zero gradients: the update is -lr(t) * wd(t) * w
+            updates, state = tx.update({"w": jnp.zeros(2)}, state, params)
+            decays.append(-float(updates["w"][0]))
+        lr = np.array([float(f(c)) for c in range(100)])
+        wd = 0.1 * np.array(
+            [c / 10 if c < 10 else np.cos(np.pi / 2 * (c - 10) / 90) for c in range(100)]
+        )
+        np.testing.assert_allclose(decays, lr * wd, rtol=1e-5, atol=1e-9)
+    with pytest.raises(
+        ValueError, match="weight_decay_schedule='cosine' needs adamw, lion or muon"
+    ):
+        apply_overrides(Config(), {"optim.weight_decay_schedule": "cosine", "optim.name": "sgd"})
