@@ -284,9 +284,8 @@ def page(scale: str, results_dir: Path, page_path: Path) -> Path:
         "every arm's learning rate is the best point of the same 3-point sweep at a short "
         "token count, every run is scored on the same fixed validation sequences, and a "
         "controller's own hyperparameter is the reference recipe's or the library default. "
-        "The GNTS arms follow AdamW's linear decay to zero, not the reference's constant "
-        "learning rate with a weight-decay schedule (the training program has no such "
-        "schedule yet).",
+        "AdamW decays its learning rate linearly to zero; the GNTS arms run the reference's "
+        "recipe (constant learning rate after the warmup, weight decay annealed to zero).",
         "",
     ]
     lines += _verdict(plan, results)
