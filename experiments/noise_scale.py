@@ -1,16 +1,10 @@
 r"""The gradient noise scale of a model on its training data, measured at evaluation.
 
-From :math:`K` microbatch gradients :math:`g_i` at fixed parameters, with
-:math:`\bar g` their mean and :math:`\overline{|g|^2}` the mean of their squared
-norms, the unbiased estimators of McCandlish et al. (2018, app. A) with
-:math:`B_\text{small} = 1` and :math:`B_\text{big} = K` microbatches give
-
-.. math::
-  \widehat{|G|^2} = \frac{K|\bar g|^2 - \overline{|g|^2}}{K - 1}, \qquad
-  \widehat{\operatorname{tr}\Sigma} = \frac{K}{K-1}\left(\overline{|g|^2} - |\bar g|^2\right),
-
-and :math:`B_\text{noise} = \operatorname{tr}\Sigma / |G|^2` in microbatches.
-The ratio of single estimates is noisy and biased; average the two terms over
+From :math:`K` microbatch gradients at fixed parameters, the library's unbiased
+estimators (:func:`gqc_jax.gradient_noise_estimates`, McCandlish et al. 2018)
+give :math:`|G|^2` and :math:`\operatorname{tr}\Sigma`, and
+:math:`B_\text{noise} = \operatorname{tr}\Sigma / |G|^2` in microbatches. The
+ratio of single estimates is noisy and biased; average the two terms over
 several measurements before dividing (:func:`noise_scale`), as the paper does.
 """
 
@@ -23,6 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import gqc_jax
 from models.gpt import next_token_loss
 from models.sharding import batch_sharding
 
@@ -43,12 +38,10 @@ def make_noise_probe(graphdef, mesh: Mesh, param_shardings):
         zeros = jax.tree.map(jnp.zeros_like, params)
         (total, squares), _ = jax.lax.scan(body, (zeros, jnp.zeros([], jnp.float32)), batches)
         k = batches.shape[0]
-        mean_sq = optax.tree.norm(total) ** 2 / k**2
-        sq_mean = squares / k
-        return {
-            "signal": (k * mean_sq - sq_mean) / (k - 1),
-            "noise": k / (k - 1) * (sq_mean - mean_sq),
-        }
+        signal, noise = gqc_jax.gradient_noise_estimates(
+            squares / k, optax.tree.norm(total) ** 2 / k**2, k
+        )
+        return {"signal": signal, "noise": noise}
 
     spec = batch_sharding(mesh).spec
     return jax.jit(

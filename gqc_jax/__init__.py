@@ -42,7 +42,7 @@ from gqc_jax._loss_spikes import SkipLossSpikesState, loss_spike_stats, skip_los
 from gqc_jax._mht import MetricHypothesisTest, MetricHypothesisTestState, mht
 from gqc_jax._microstep import microstep
 from gqc_jax._sbc import ScheduledBatch, ScheduledBatchState, sbc
-from gqc_jax._snr import SignalToNoise, SignalToNoiseState, snr
+from gqc_jax._snr import SignalToNoise, SignalToNoiseState, gradient_noise_estimates, snr
 from gqc_jax._stats import find_controller_state, stats
 from gqc_jax._window import accumulate_window
 from gqc_jax.rounding import RoundGradientsState, round_gradients
@@ -78,6 +78,7 @@ __all__ = [
     "batch_size_warmup",
     "current_mean",
     "find_controller_state",
+    "gradient_noise_estimates",
     "flush",
     "gnr",
     "gnr_with_cosine_annealing",

@@ -50,6 +50,54 @@ class SignalToNoiseState(NamedTuple):
     num_invalid_hyperparameters: jax.Array
 
 
+def gradient_noise_estimates(
+    mean_squared_norm: jax.typing.ArrayLike,
+    squared_mean_norm: jax.typing.ArrayLike,
+    count: jax.typing.ArrayLike,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Unbiased estimates of the true gradient's squared norm and of the noise.
+
+    From :math:`k \ge 2` microbatch gradients :math:`g_i` with mean
+    :math:`\bar g`, given :math:`\overline{|g|^2}` (``mean_squared_norm``, the
+    mean of their squared norms) and :math:`|\bar g|^2` (``squared_mean_norm``),
+    the estimators of McCandlish et al. (2018, app. A) with
+    :math:`B_\text{small} = 1` and :math:`B_\text{big} = k` microbatches are
+
+    .. math::
+      \widehat{|G|^2} = \frac{k|\bar g|^2 - \overline{|g|^2}}{k - 1}, \qquad
+      \widehat{\operatorname{tr}\Sigma} = \frac{k\left(\overline{|g|^2}
+      - |\bar g|^2\right)}{k - 1},
+
+    and the gradient noise scale is
+    :math:`B_\text{noise} = \widehat{\operatorname{tr}\Sigma} / \widehat{|G|^2}`
+    microbatches (average each estimate over several measurements before
+    dividing: their ratio is noisy and biased). :func:`snr` steps on them.
+
+    Args:
+      mean_squared_norm: :math:`\overline{|g|^2}`.
+      squared_mean_norm: :math:`|\bar g|^2`.
+      count: :math:`k`, the number of microbatch gradients (``k - 1`` is
+        clamped at 1, so ``k = 1`` gives finite values, not estimates).
+
+    Returns:
+      ``(signal, noise)``: :math:`\widehat{|G|^2}` and
+      :math:`\widehat{\operatorname{tr}\Sigma}`, as float32 arrays.
+
+    Example:
+      >>> import jax.numpy as jnp, gqc_jax
+      >>> g = jnp.array([[1.0, 0.0], [3.0, 2.0]])  # two microbatch gradients
+      >>> mean_sq = jnp.mean(jnp.sum(g**2, axis=1))  # (1 + 13) / 2
+      >>> sq_mean = jnp.sum(jnp.mean(g, axis=0) ** 2)  # |(2, 1)|^2
+      >>> [float(x) for x in gqc_jax.gradient_noise_estimates(mean_sq, sq_mean, 2)]
+      [3.0, 4.0]
+    """
+    k = jnp.asarray(count, jnp.float32)
+    mean_square = jnp.asarray(mean_squared_norm, jnp.float32)
+    big = jnp.asarray(squared_mean_norm, jnp.float32)
+    denom = jnp.maximum(k - 1.0, 1.0)
+    return (k * big - mean_square) / denom, k * (mean_square - big) / denom
+
+
 class SignalToNoise:
     r"""Criterion: step when the window mean's noise is a small part of its signal.
 
@@ -61,9 +109,9 @@ class SignalToNoise:
     .. math::
       \widehat{|G|^2} = \frac{k|\bar g|^2 - \overline{|g|^2}}{k - 1}, \qquad
       \widehat{\operatorname{tr}\Sigma} = \frac{k}{k-1}\left(\overline{|g|^2}
-      - |\bar g|^2\right),
+      - |\bar g|^2\right)
 
-    and the test passes iff :math:`k \ge` ``min_draws``, :math:`\widehat{|G|^2} > 0`
+    (:func:`gradient_noise_estimates`), and the test passes iff :math:`k \ge` ``min_draws``, :math:`\widehat{|G|^2} > 0`
     and :math:`\widehat{\operatorname{tr}\Sigma}/k \le \rho\,\widehat{|G|^2}`.
 
     Example:
@@ -114,11 +162,7 @@ class SignalToNoise:
         local = jnp.square(global_norm(draw.grads))
         moments = state.squared_norms.merge(gather(local, draw.axis_name))
         k = moments.count
-        mean_square = moments.mean
-        big = jnp.square(draw.mean_norm)
-        denom = jnp.maximum(k - 1.0, 1.0)
-        signal = (k * big - mean_square) / denom
-        noise = k * (mean_square - big) / denom
+        signal, noise = gradient_noise_estimates(moments.mean, jnp.square(draw.mean_norm), k)
         if self.smoothing.constant != 0:
             w = jnp.where(state.has_smoothed, smoothing, 0.0)
             signal = (1 - w) * signal + w * state.smoothed_signal
