@@ -233,7 +233,7 @@ def run_campaign(
         config = apply_overrides(Config(), settings)
         source = None
         if config.data.dataset == PYTHON_SOURCE:  # read once per command, not per run
-            key = f"{config.data.corpus_bytes}"
+            key = f"{config.data.corpus_bytes}/{config.data.vocab_size}"
             if key not in sources:
                 sources[key] = token_source(config.data)
             source = sources[key]

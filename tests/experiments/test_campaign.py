@@ -39,7 +39,7 @@ def test_pending_runs_and_plan_errors_are_stated(tmp_path):
         page.read_text()
     )
     plan = campaign.load_plan("gpu")
-    assert all(r.tokens > 0 for r in plan.runs) and plan.runs[0].probe == 40
+    assert all(r.tokens > 0 for r in plan.runs) and plan.runs[0].probe == 30
     bad = tmp_path / "plan.yaml"
     smoke = {
         "estimate_tokens_per_s": 1,
