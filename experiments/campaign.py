@@ -200,7 +200,7 @@ def run_campaign(
     start = time.perf_counter()
     plan = load_plan(scale)
     (out / "results").mkdir(parents=True, exist_ok=True)
-    sources: dict[str, TokenSource] = {}
+    corpora: dict[int, TokenSource] = {}
     trained = []
     for run in plan.runs:
         results = read_results(results_dir, out / "results")
@@ -233,10 +233,10 @@ def run_campaign(
         config = apply_overrides(Config(), settings)
         source = None
         if config.data.dataset == PYTHON_SOURCE:  # read once per command, not per run
-            key = f"{config.data.corpus_bytes}/{config.data.vocab_size}"
-            if key not in sources:
-                sources[key] = token_source(config.data)
-            source = sources[key]
+            if config.data.corpus_bytes not in corpora:
+                corpora[config.data.corpus_bytes] = token_source(config.data)
+            read = corpora[config.data.corpus_bytes]
+            source = TokenSource(read.train, read.validation, config.data.vocab_size or 256)
         print(f"[campaign] {run.name}: ~{need:.0f} s of {left:.0f} s left", flush=True)
         summary = train(config, source)
         if summary.get("time_limited") and not run.probe:
