@@ -189,6 +189,12 @@ class Controller(optax.GradientTransformationExtraArgs):
         self.microstep = microstep
         return self
 
+    def _replace(self, **fields: Any) -> optax.GradientTransformationExtraArgs:
+        """A plain optax transformation with ``fields`` replaced: ``microstep``
+        fuses the original ``update``, so it does not carry over to a new one
+        (:func:`gqc_jax.microstep` then runs ``update`` and applies it)."""
+        return optax.GradientTransformationExtraArgs(**{**self._asdict(), **fields})
+
 
 def _check_inner(inner: object) -> optax.GradientTransformationExtraArgs:
     if not isinstance(inner, optax.GradientTransformation):

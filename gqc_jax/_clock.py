@@ -70,6 +70,11 @@ class MicrobatchClock(optax.GradientTransformationExtraArgs):
         self.token_time_names = token_time_names
         return self
 
+    def _replace(self, **fields: Any) -> optax.GradientTransformationExtraArgs:
+        """A plain optax transformation with ``fields`` replaced; ``update_at``
+        belongs to the original ``init`` and ``update`` and does not carry over."""
+        return optax.GradientTransformationExtraArgs(**{**self._asdict(), **fields})
+
 
 def on_microbatch_clock(
     optimizer_factory: Callable[..., optax.GradientTransformation],

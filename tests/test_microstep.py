@@ -38,6 +38,24 @@ def test_chained_controller_falls_back_to_update_then_apply():
     assert int(gqc_jax.stats(final)["num_steps"]) == 3
 
 
+def test_replaced_controller_or_clock_is_a_plain_transformation():
+    # A replaced update has no fused microstep: the result is plain optax, and
+    # gqc_jax.microstep runs its update then applies it (it used to raise).
+    tx = gqc_jax.sbc(optax.sgd(0.1), 3, 1)
+    traced = []
+
+    def update(updates, state, params=None, **extra):
+        traced.append(1)
+        return tx.update(updates, state, params, **extra)
+
+    replaced = tx._replace(update=update)
+    assert type(replaced) is optax.GradientTransformationExtraArgs
+    final = _compare(replaced, random_grads(16, 6))
+    assert traced and int(gqc_jax.stats(final)["num_steps"]) == 2
+    clock = gqc_jax.on_microbatch_clock(optax.adamw, learning_rate=1e-3)
+    assert type(clock._replace()) is optax.GradientTransformationExtraArgs
+
+
 def test_non_step_microstep_returns_params_unchanged():
     tx = gqc_jax.gnts(optax.sgd(1.0), threshold=0.0, max_draws=10)
     params = params_like()
