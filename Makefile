@@ -67,10 +67,10 @@ optimizers: $(STAMP)
 critical-batch: $(STAMP)
 	$(PY) -m experiments.studies.critical_batch
 
-# The same at ladder-xs on 2,048,000 tokens, one seed (about 35 min on 2 cores).
+# The same at ladder-xs on 2,048,000 tokens, three seeds (about 35 min a seed on 2 cores).
 critical-batch-xs: $(STAMP)
 	env -u XLA_FLAGS $(PY) -m experiments.studies.critical_batch --preset=ladder-xs \
-		--tokens=2048000 --lr=4e-3 --seeds=0 --points=192,576,1024,1408 --delta=192 \
+		--tokens=2048000 --lr=4e-3 --seeds=0,1,2 --points=192,576,1024,1408 --delta=192 \
 		--checkpoint_every=64 --eval_every=64 \
 		--out=runs/critical_batch_ladder_xs --page=docs/results/critical_batch_ladder_xs.md
 

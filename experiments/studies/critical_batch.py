@@ -11,13 +11,17 @@ checkpoints; from its checkpoints at several points, branches
 learning-rate schedule with windows of ``k`` microbatches (a batch of ``kB``
 sequences) at lr x sqrt(k), for ``delta`` microbatches. ``L_k`` is a branch's
 validation loss at the end; the reference itself is the ``k = 1`` branch (a
-branch with the reference's settings continues it bit for bit). The critical
-batch at that point is the largest ``kB`` for which every ``j <= k`` has
-``L_j <= L_1 + epsilon``.
+branch with the reference's settings continues it bit for bit). A window
+passes when its loss is within ``epsilon`` of every smaller window's; the
+critical batch at that point is the largest ``kB`` for which every ``j <= k``
+passes, bracketed by the next batch tried (Merrill et al.'s rule,
+:func:`experiments.studies.kit.critical_bracket`).
 
-GNTS (relative), GNS and ``snr``, each with ``lr_scaling="sqrt"``, train from
-scratch on the same microbatches; the batches they choose per step over
-training are set against the measured critical batch. Every run is an
+GNTS (relative), GNS and ``snr``, each with ``lr_scaling="sqrt"`` at the
+learning rate and own hyperparameter tuned on the tiny serial-steps page,
+train from scratch on the same microbatches; the batches they choose (token
+weighted) are set against the measured critical batch. Every run is scored on
+the same 512 validation sequences. Every run is an
 ``experiments.train`` run folder; ``docs/results/critical_batch.md`` and its
 figure are written from them.
 
@@ -32,16 +36,34 @@ from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import critical_batch, evals, loss_at, steps
+from experiments.studies.kit import critical_batch, critical_bracket, evals, loss_at, steps
 from experiments.train import train_once
 
 # The reference and its branches: windows of k microbatches at lr x sqrt(k).
 WINDOW = {"gqc.controller": "sbc", "gqc.lr_scaling": "sqrt"}
+# Learning rates and own hyperparameters as tuned on the tiny serial-steps page
+# (docs/results/serial_steps.md, chosen on seed 100).
 CONTROLLERS: dict[str, dict[str, Any]] = {
-    "gnts-relative+sqrt": {**kit.GNTS_RELATIVE, "gqc.lr_scaling": "sqrt"},
-    "gns+sqrt": {"gqc.controller": "gns", "gqc.lr_scaling": "sqrt"},
-    "snr+sqrt": {"gqc.controller": "snr", "gqc.noise_ratio": 0.1, "gqc.lr_scaling": "sqrt"},
+    "gnts-relative+sqrt": {
+        **kit.GNTS_RELATIVE,
+        "gqc.lr_scaling": "sqrt",
+        "gqc.final_threshold": 0.75,
+        "optim.lr": 0.0015,
+    },
+    "gns+sqrt": {
+        "gqc.controller": "gns",
+        "gqc.lr_scaling": "sqrt",
+        "gqc.tolerance": 0.05,
+        "optim.lr": 0.00212,
+    },
+    "snr+sqrt": {
+        "gqc.controller": "snr",
+        "gqc.noise_ratio": 0.2,
+        "gqc.lr_scaling": "sqrt",
+        "optim.lr": 0.00106,
+    },
 }
+EVAL_SEQUENCES = 512  # one validation set for every run
 SCALE = {
     "preset": "ladder-s",
     "tokens": 20_480_000,
@@ -58,7 +80,11 @@ SCALE = {
 def _config(out: Path, args, seed: int, *extra: dict) -> Config:
     return kit.run_config(
         out,
-        {"gqc.max_draws": max(_ints(args.windows)), "train.eval_every": args.eval_every},
+        {
+            "gqc.max_draws": max(_ints(args.windows)),
+            "train.eval_every": args.eval_every,
+            "data.eval_sequences": EVAL_SEQUENCES,
+        },
         *extra,
         preset=args.preset,
         seq_len=args.seq_len,
@@ -71,6 +97,11 @@ def _config(out: Path, args, seed: int, *extra: dict) -> Config:
     )
 
 
+def _interval(bracket: tuple[int, int | None]) -> str:
+    low, high = bracket
+    return f"[{low}, {high})" if high is not None else f">= {low}"
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
@@ -79,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = kit.parser(__name__, __doc__, "runs/critical_batch", "docs/results/critical_batch.md")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--tokens", type=int, default=409_600)
+    parser.add_argument("--tokens", type=int, default=300_000)
     parser.add_argument("--microbatch", type=int, default=8, help="B: sequences per microbatch")
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--points", default="40,120,200,280", help="branch points (microbatches)")
-    parser.add_argument("--delta", type=int, default=96, help="microbatches of each branch")
-    parser.add_argument("--windows", default="1,2,4,8,16,32", help="k: microbatches per step")
-    parser.add_argument("--epsilon", type=float, default=0.02, help="loss tolerance (nats)")
+    parser.add_argument("--lr", type=float, default=0.00212, help="the reference's (adamw-b1's)")
+    parser.add_argument(
+        "--points", default="40,80,120,160,200", help="branch points (microbatches)"
+    )
+    parser.add_argument("--delta", type=int, default=48, help="microbatches of each branch")
+    parser.add_argument("--windows", default="1,2,4,8,16", help="k: microbatches per step")
+    parser.add_argument("--epsilon", type=float, default=0.01, help="loss tolerance (nats)")
     parser.add_argument("--checkpoint_every", type=int, default=40)
     parser.add_argument("--eval_every", type=int, default=8)
     args = kit.parse_args(parser, argv, SCALE)
@@ -145,9 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     crit = {
         key: critical_batch(values, args.epsilon, args.microbatch) for key, values in losses.items()
     }
+    brackets = {
+        key: critical_bracket(values, args.epsilon, args.microbatch)
+        for key, values in losses.items()
+    }
     page = Path(args.page)
     fig = figure(args, seeds, points, windows, losses, crit, chosen, page.with_suffix(".png"))
-    write_page(args, seeds, points, windows, losses, crit, chosen, refs, summaries, fig, argv)
+    write_page(
+        args, seeds, points, windows, losses, crit, brackets, chosen, refs, summaries, fig, argv
+    )
     print(page.read_text())
     return 0
 
@@ -206,7 +245,9 @@ def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Pat
     return kit.save_figure(fig, out)
 
 
-def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summaries, fig, argv):
+def write_page(
+    args, seeds, points, windows, losses, crit, brackets, chosen, refs, summaries, fig, argv
+):
     sizes = [k * args.microbatch for k in windows]
     lines = [
         "# Critical batch size by branching, and the batches the controllers choose",
@@ -224,14 +265,18 @@ def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summari
         f"branches (`--train.branch_from`) train {args.delta} microbatches more on the same "
         "data and schedule with windows of k microbatches (`sbc`), a batch of kB sequences at "
         'lr x sqrt(k) (`lr_scaling="sqrt"`). L_k: a branch\'s validation loss at the end; '
-        "the reference is the k = 1 branch. Critical batch: the largest kB for which every "
-        f"j <= k has L_j <= L_1 + epsilon, epsilon = {args.epsilon:g} nats.",
+        "the reference is the k = 1 branch. A batch passes when its L is within epsilon "
+        f"= {args.epsilon:g} nats of every smaller batch's; the critical batch is the "
+        "largest kB for which every batch up to it passes (Merrill et al. 2025's rule), "
+        "given per seed as the interval [kB, the next batch tried), open when every batch "
+        f"passed. Every run is scored on the same {EVAL_SEQUENCES} validation sequences, "
+        "spread over the validation split.",
         "",
         "## Loss rise of each batch against the batch of B (mean ± std over seeds, nats)",
         "",
         "| from microbatch | tokens | "
         + " | ".join(f"{b} seqs" for b in sizes)
-        + " | critical batch per seed | mean |",
+        + " | critical batch per seed | mean of the lower ends |",
         "|---|---|" + "---|" * len(sizes) + "---|---|",
     ]
     tokens_per_microbatch = args.microbatch * args.seq_len
@@ -241,10 +286,11 @@ def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summari
             for k in windows
         ]
         per_seed = [crit[(s, point)] for s in seeds]
+        intervals = [_interval(brackets[(s, point)]) for s in seeds]
         lines.append(
             f"| {point} | {point * tokens_per_microbatch:,} | "
             + " | ".join(cells)
-            + f" | {', '.join(map(str, per_seed))} | {statistics.mean(per_seed):.1f} |"
+            + f" | {', '.join(intervals)} | {statistics.mean(per_seed):.1f} |"
         )
     means = [statistics.mean(crit[(s, p)] for s in seeds) for p in points]
     grows = means[-1] > means[0]
@@ -257,9 +303,15 @@ def write_page(args, seeds, points, windows, losses, crit, chosen, refs, summari
         "## The batches the controllers choose",
         "",
         f'Each controller trains from scratch with `lr_scaling="sqrt"`, microbatches of '
-        f"{args.microbatch} sequences and at most {max(windows)} per step, at lr {args.lr:g}. "
-        "Cells: mean sequences per step over the steps that end within each branch interval "
-        "(mean over seeds), against the critical batch measured there.",
+        f"{args.microbatch} sequences and at most {max(windows)} per step, at the learning "
+        "rate and own hyperparameter tuned on the tiny serial-steps page: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"`{k}={v}`" for k, v in s.items() if k != "gqc.controller")
+            for name, s in CONTROLLERS.items()
+        )
+        + ". Cells: the token-weighted mean batch (sequences) over the steps that end within "
+        "each branch interval (mean over seeds), against the critical batch measured there "
+        "(the mean of the lower ends).",
         "",
         "| controller | val loss | "
         + " | ".join(f"{p}-{p + args.delta}" for p in points)

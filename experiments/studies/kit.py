@@ -92,12 +92,13 @@ def evals(run_dir: Path) -> list[dict]:
 
 
 def mean_batch_between(run_dir: Path, sequences_per_draw: int, start: int, stop: int) -> float:
-    """A run's mean sequences per optimizer step over the steps that end within
-    tokens ``(start, stop]``; NaN if none does."""
+    """A run's token-weighted mean batch (sequences) over the optimizer steps
+    that end within tokens ``(start, stop]``: the batch an average token was
+    trained in, sum(b^2) / sum(b); NaN if no step ends there."""
     inside = [
         r["gqc/draws"] * sequences_per_draw for r in steps(run_dir) if start < r["tokens"] <= stop
     ]
-    return statistics.mean(inside) if inside else math.nan
+    return sum(b * b for b in inside) / sum(inside) if inside else math.nan
 
 
 def loss_at(run_dir: Path, microbatch: int) -> float:
@@ -109,14 +110,25 @@ def loss_at(run_dir: Path, microbatch: int) -> float:
 
 
 def critical_batch(losses: dict[int, float], epsilon: float, microbatch: int) -> int:
-    """The largest ``k * microbatch`` for which every window ``j <= k`` has a loss
-    within ``epsilon`` of the window of one (``losses[1]``)."""
-    best = 1
-    for k in sorted(losses):
-        if losses[k] > losses[1] + epsilon:
-            break
+    """The critical batch (sequences): the largest ``k * microbatch`` for which
+    every window ``j <= k`` passes, a window passing when its loss is within
+    ``epsilon`` of every smaller window's (Merrill et al. 2025's rule)."""
+    return critical_bracket(losses, epsilon, microbatch)[0]
+
+
+def critical_bracket(
+    losses: dict[int, float], epsilon: float, microbatch: int
+) -> tuple[int, int | None]:
+    """Where the critical batch lies: ``(low, high)``, ``low`` the critical batch
+    of :func:`critical_batch` and ``high`` the next batch tried (the first that
+    failed), None when every batch tried passed."""
+    windows = sorted(losses)
+    best = windows[0]
+    for i, k in enumerate(windows[1:], start=1):
+        if losses[k] > min(losses[j] for j in windows[:i]) + epsilon:
+            return best * microbatch, k * microbatch
         best = k
-    return best * microbatch
+    return best * microbatch, None
 
 
 def measured_critical_batch(root: Path, epsilon: float) -> list[dict[str, Any]]:
@@ -152,6 +164,7 @@ def measured_critical_batch(root: Path, epsilon: float) -> list[dict[str, Any]]:
                     "start": point * microbatch * seq_len,
                     "stop": (point + delta) * microbatch * seq_len,
                     "sequences": critical_batch(losses, epsilon, microbatch),
+                    "bracket": critical_bracket(losses, epsilon, microbatch),
                     "losses": losses,
                     "preset": config["model"]["preset"],
                     "tokens": config["train"]["tokens"],

@@ -106,6 +106,15 @@ def test_the_critical_batch_is_the_last_window_of_an_unbroken_run_within_epsilon
     assert kit.critical_batch({1: 3.0, 2: 3.1}, 0.02, 8) == 8
 
 
+def test_a_batch_passes_only_within_epsilon_of_every_smaller_batch_and_is_bracketed():
+    # 4 is within 0.02 of the window of one, not of the better window of two.
+    losses = {1: 3.00, 2: 2.90, 4: 2.95, 8: 2.91}
+    assert kit.critical_batch(losses, 0.02, 8) == 16
+    assert kit.critical_bracket(losses, 0.02, 8) == (16, 32)
+    assert kit.critical_bracket(losses, 0.06, 8) == (64, None)  # every batch passed
+    assert kit.critical_bracket({1: 3.0, 2: 3.5}, 0.01, 4) == (4, 8)
+
+
 def _run(folder: Path, config: dict, losses: dict[int, float]) -> None:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config))
@@ -143,6 +152,7 @@ def test_measured_critical_batch_reads_a_branching_study_back(tmp_path):
     ]
     # seed 0: rises 0.01 (k=2) and 0.02 (k=4) are within 0.03; seed 1: 0.05 is not.
     assert [r["sequences"] for r in rows] == [16, 16, 4, 4]
+    assert [r["bracket"] for r in rows] == [(16, None), (16, None), (4, 8), (4, 8)]
     assert rows[0]["losses"] == pytest.approx({1: 2.5, 2: 2.51, 4: 2.52})
     first = rows[0]
     assert (first["preset"], first["tokens"], first["microbatch"], first["seq_len"]) == (
