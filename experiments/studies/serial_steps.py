@@ -83,6 +83,12 @@ RECIPES: dict[str, Arm] = {
 # Fixed batch schedules (lr x sqrt(window) by default).
 SCHEDULES: dict[str, Arm] = {
     "batch-warmup": Arm(1, {"gqc.controller": "batch_warmup"}),
+    # Merrill et al.'s warmup: the batch doubles where the critical batch measured
+    # at this budget (docs/results/critical_batch.md, mean of 3 seeds' lower ends)
+    # first reaches twice it: 16 sequences at microbatch 120 of 292, 32 at 200.
+    "batch-warmup-cbs": Arm(
+        1, {"gqc.controller": "batch_warmup", "gqc.warmup_fractions": "0.41,0.68"}
+    ),
     "late-4x": Arm(
         1,
         {"gqc.controller": "batch_warmup", "gqc.warmup_fractions": "0.7", "gqc.warmup_growth": 4},
@@ -701,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="a critical-batch study's run folders: its measured critical batch on the page",
     )
-    parser.add_argument("--epsilon", type=float, default=0.02, help="its loss tolerance (nats)")
+    parser.add_argument("--epsilon", type=float, default=0.01, help="its loss tolerance (nats)")
     args = kit.parse_args(parser, argv, SCALE)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.select_seed in seeds:

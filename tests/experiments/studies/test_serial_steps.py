@@ -19,6 +19,8 @@ def test_every_arm_of_the_plan():
         "adamw-b1-d2z",
         "batch-warmup",
         "batch-warmup+tt",
+        "batch-warmup-cbs",
+        "batch-warmup-cbs+tt",
         "late-4x",
         "late-4x+tt",
         "seesaw",
