@@ -293,7 +293,14 @@ def headline(scale: Scale, deadline: float, out: Path) -> dict[str, Any]:
     for name, overrides in HEADLINE_ARMS.items():
         arm_start = time.perf_counter()
         left = max(deadline - arm_start, 1.0) / (len(HEADLINE_ARMS) - len(arms))
-        config = _headline_config(scale, m, overrides, tokens, runs / name, time_limit_s=left)
+        # The limit guards the part's budget, but never below what the arm's
+        # tokens need at the calibrated rate (with its compilations): on a
+        # loaded machine a share of the rest alone could stop an arm before
+        # its first optimizer step.
+        need = tokens / rate + 2 * compile_s
+        config = _headline_config(
+            scale, m, overrides, tokens, runs / name, time_limit_s=max(left, need)
+        )
         summary = train(config, source)
         arms[name] = {
             "microbatches": summary["microbatches"],
