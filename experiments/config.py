@@ -163,8 +163,9 @@ class TrainConfig:
     under this run's settings (model and data must match; the optimizer and
     controller may change their hyperparameters, such as the learning rate or a
     window size, but not which ones run); time_limit_s: stop this session after
-    this many seconds, at a microbatch boundary, with a checkpoint and a summary
-    of what was trained (0 = no limit; one process only)."""
+    this many seconds, at a microbatch boundary, with an evaluation and a
+    checkpoint; the run has no summary.json until it is resumed to its end
+    (0 = no limit; one process only)."""
 
     out_dir: str = "runs/default"
     seed: int = 0

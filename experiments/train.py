@@ -518,8 +518,9 @@ class Trainer:
         if timed_out:  # train.time_limit_s ended this session before train.tokens
             summary["time_limited"] = True
         # summary.json marks a run that ended (train_once skips such a run); one
-        # stopped by a signal has only its checkpoint and metrics so far.
-        if primary and not (interrupted or preempted):
+        # stopped by a signal or its time limit has only its checkpoint and
+        # metrics so far.
+        if primary and not (interrupted or preempted or timed_out):
             (self.out_dir / SUMMARY_FILE).write_text(json.dumps(plain(summary), indent=2))
         self.checkpoints.close()
         if interrupted or preempted:

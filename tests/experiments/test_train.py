@@ -575,6 +575,7 @@ def test_a_token_array_run_needs_no_tfds_and_a_time_limit_ends_it_cleanly(tmp_pa
     summary = Trainer(config).fit()
     # The limit ends the session after its first microbatch: evaluated, saved, summarized.
     assert summary["microbatches"] == 1 and summary["time_limited"] is True
+    assert not (tmp_path / "run" / "summary.json").exists()  # the run has not ended
     records = read_metrics(tmp_path / "run")
     assert [r["microbatch"] for r in records if "eval/loss" in r] == [0, 1]
     assert summary["eval_loss"] == records[-1]["eval/loss"]
