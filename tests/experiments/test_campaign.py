@@ -61,3 +61,17 @@ def test_pending_runs_and_plan_errors_are_stated(tmp_path):
 def test_the_committed_page_is_regenerated_from_the_committed_results(tmp_path):
     page = campaign.page("gpu", campaign.RESULTS, tmp_path / "campaign.md")
     assert page.read_text() == campaign.PAGE.read_text()
+
+
+def test_a_run_the_budget_cuts_leaves_no_result(tmp_path, monkeypatch, capsys):
+    def cut(config, source=None):  # the session's time limit ended the run
+        return {"time_limited": True, "microbatches": 1}
+
+    monkeypatch.setattr(campaign, "train", cut)
+    results = tmp_path / "out" / "results"
+    trained = campaign.run_campaign("smoke", 60, tmp_path / "out", results, tmp_path / "w", "abc")
+    out = capsys.readouterr().out
+    assert trained == [] and not list(results.glob("*.json"))
+    assert "sweep-adamw-lr3e-3: cut at the budget; no result" in out
+    # The run that takes its rate from that sweep waits for it.
+    assert "full-gnts-relative-s0: waits for sweep 'adamw'" in out
