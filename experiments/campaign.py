@@ -41,7 +41,7 @@ import yaml
 from experiments import pages
 from experiments.config import Config, apply_overrides
 from experiments.data import PYTHON_SOURCE, TokenSource, token_source
-from experiments.run_log import read_metrics
+from experiments.run_log import plain, read_metrics, read_record
 from experiments.train import model_config, train
 from models.gpt import peak_flops
 
@@ -126,7 +126,7 @@ def read_results(*folders: Path) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
-            result = json.loads(path.read_text())
+            result = read_record(path.read_text())
             results[result["name"]] = result
     return results
 
@@ -202,8 +202,8 @@ def run_campaign(
     (out / "results").mkdir(parents=True, exist_ok=True)
     corpora: dict[int, TokenSource] = {}
     trained = []
+    results = read_results(results_dir, out / "results")
     for run in plan.runs:
-        results = read_results(results_dir, out / "results")
         left = budget - (time.perf_counter() - start)
         if run.name in results:
             continue
@@ -244,20 +244,10 @@ def run_campaign(
             continue
         result = result_of(run, config, summary, run_dir, commit)
         path = out / "results" / f"{run.name}.json"
-        path.write_text(json.dumps(_json_safe(result), indent=1) + "\n")
+        path.write_text(json.dumps(plain(result), indent=1) + "\n")
+        results[run.name] = result
         trained.append(run.name)
     return trained
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON-safe: non-finite floats as strings, as the run log writes them."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return "nan"
-    return value
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -21,7 +21,12 @@ NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe scalars (numpy/jax scalars to Python, non-finite to strings)."""
+    """JSON-safe values (numpy/jax scalars to Python, non-finite floats to
+    strings), inside dicts and lists too."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -30,19 +35,23 @@ def _plain(value: Any) -> Any:
 
 
 def plain(record: dict[str, Any]) -> dict[str, Any]:
-    """A record as strict JSON writes it: ``metrics.jsonl`` and ``summary.json``
-    alike store NaN and infinities as the strings "nan", "inf", "-inf"."""
-    return {k: plain(v) if isinstance(v, dict) else _plain(v) for k, v in record.items()}
+    """A record as strict JSON writes it: ``metrics.jsonl``, ``summary.json`` and
+    the campaign's results alike store NaN and infinities as the strings "nan",
+    "inf", "-inf"."""
+    return _plain(record)
+
+
+def _restored(value: Any) -> Any:
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    return value
 
 
 def read_record(text: str) -> dict[str, Any]:
     """A JSON record with "nan", "inf" and "-inf" read back as floats."""
-    return json.loads(
-        text,
-        object_hook=lambda d: {
-            k: NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in d.items()
-        },
-    )
+    return json.loads(text, object_hook=lambda d: {k: _restored(v) for k, v in d.items()})
 
 
 class RunLog:
