@@ -36,7 +36,7 @@ from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import critical_batch, critical_bracket, evals, loss_at, steps
+from experiments.studies.kit import critical_bracket, evals, loss_at, steps
 from experiments.train import train_once
 
 # The reference and its branches: windows of k microbatches at lr x sqrt(k).
@@ -175,18 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             losses[(seed, point)] = {1: loss_at(refs[seed], end)} | {
                 k: loss_at(branches[(seed, point, k)], end) for k in windows[1:]
             }
-    crit = {
-        key: critical_batch(values, args.epsilon, args.microbatch) for key, values in losses.items()
-    }
     brackets = {
         key: critical_bracket(values, args.epsilon, args.microbatch)
         for key, values in losses.items()
     }
+    crit = {key: low for key, (low, _) in brackets.items()}  # the critical batch
     page = Path(args.page)
     fig = figure(args, seeds, points, windows, losses, crit, chosen, page.with_suffix(".png"))
-    write_page(
-        args, seeds, points, windows, losses, crit, brackets, chosen, refs, summaries, fig, argv
-    )
+    write_page(args, seeds, points, windows, losses, brackets, chosen, refs, summaries, fig, argv)
     print(page.read_text())
     return 0
 
@@ -245,9 +241,7 @@ def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Pat
     return kit.save_figure(fig, out)
 
 
-def write_page(
-    args, seeds, points, windows, losses, crit, brackets, chosen, refs, summaries, fig, argv
-):
+def write_page(args, seeds, points, windows, losses, brackets, chosen, refs, summaries, fig, argv):
     sizes = [k * args.microbatch for k in windows]
     lines = [
         "# Critical batch size by branching, and the batches the controllers choose",
@@ -285,14 +279,14 @@ def write_page(
             kit.mean_std((losses[(s, point)][k] - losses[(s, point)][1] for s in seeds), 3)
             for k in windows
         ]
-        per_seed = [crit[(s, point)] for s in seeds]
+        per_seed = [brackets[(s, point)][0] for s in seeds]
         intervals = [_interval(brackets[(s, point)]) for s in seeds]
         lines.append(
             f"| {point} | {point * tokens_per_microbatch:,} | "
             + " | ".join(cells)
             + f" | {', '.join(intervals)} | {statistics.mean(per_seed):.1f} |"
         )
-    means = [statistics.mean(crit[(s, p)] for s in seeds) for p in points]
+    means = [statistics.mean(brackets[(s, p)][0] for s in seeds) for p in points]
     grows = means[-1] > means[0]
     lines += [
         "",

@@ -156,6 +156,7 @@ def measured_critical_batch(root: Path, epsilon: float) -> list[dict[str, Any]]:
             )
         for (point, delta), losses in sorted(branches.items()):
             losses = {1: loss_at(ref, point + delta), **losses}
+            bracket = critical_bracket(losses, epsilon, microbatch)
             rows.append(
                 {
                     "seed": config["data"]["seed"],
@@ -163,8 +164,8 @@ def measured_critical_batch(root: Path, epsilon: float) -> list[dict[str, Any]]:
                     "delta": delta,
                     "start": point * microbatch * seq_len,
                     "stop": (point + delta) * microbatch * seq_len,
-                    "sequences": critical_batch(losses, epsilon, microbatch),
-                    "bracket": critical_bracket(losses, epsilon, microbatch),
+                    "sequences": bracket[0],
+                    "bracket": bracket,
                     "losses": losses,
                     "preset": config["model"]["preset"],
                     "tokens": config["train"]["tokens"],
