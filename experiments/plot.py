@@ -76,6 +76,12 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
     return out
 
 
+def _controller(run_dir) -> str | None:
+    """The run's ``gqc.controller`` from its ``config.json`` (None without one)."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text())["gqc"]["controller"] if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.plot", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
@@ -95,9 +101,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _controller(run_dir) -> str | None:
-    """The run's ``gqc.controller`` from its ``config.json`` (None without one)."""
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text())["gqc"]["controller"] if path.is_file() else None

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from experiments.controllers import CONTROLLERS
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -146,8 +148,6 @@ def threshold_key(records, controller: str | None = None) -> str | None:
     """The controller's threshold recorded in ``records`` (``gqc/<statistic>``):
     the first of its statistics (:data:`experiments.controllers.CONTROLLERS`)
     present, or of any controller's when ``controller`` is None or ``"none"``."""
-    from experiments.controllers import CONTROLLERS
-
     entries = [CONTROLLERS[controller]] if controller in CONTROLLERS else CONTROLLERS.values()
     for entry in entries:
         for statistic in entry.statistics:
