@@ -41,13 +41,15 @@ TOKEN_FILES = "tokens:"
 @dataclass(frozen=True)
 class TokenSource:
     """A data set as token arrays: its train and validation splits (integer
-    arrays, e.g. memory-mapped) and the vocabulary the model needs."""
+    arrays, e.g. memory-mapped) and the vocabulary the model needs (0: the
+    largest token + 1, found by the same pass that checks the splits)."""
 
     train: np.ndarray
     validation: np.ndarray
-    vocab_size: int
+    vocab_size: int = 0
 
     def __post_init__(self):
+        bounds = {}
         for split in ("train", "validation"):
             tokens = getattr(self, split)
             if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
@@ -55,11 +57,16 @@ class TokenSource:
                     f"the {split} split must be a 1-D integer token array, got shape "
                     f"{tokens.shape} of {tokens.dtype}."
                 )
-            if tokens.size and (int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0):
+            if tokens.size:
+                bounds[split] = int(tokens.min()), int(tokens.max())
+        if not self.vocab_size:
+            largest = max((high for _, high in bounds.values()), default=0)
+            object.__setattr__(self, "vocab_size", largest + 1)
+        for split, (low, high) in bounds.items():
+            if high >= self.vocab_size or low < 0:
                 raise DataError(
-                    f"the {split} split holds tokens in [{int(tokens.min())}, "
-                    f"{int(tokens.max())}], outside the vocabulary [0, {self.vocab_size}); "
-                    "set --data.vocab_size."
+                    f"the {split} split holds tokens in [{low}, {high}], outside the "
+                    f"vocabulary [0, {self.vocab_size}); set --data.vocab_size."
                 )
 
 
@@ -103,8 +110,7 @@ def _token_files(config: DataConfig) -> TokenSource:
             else np.memmap(path, dtype=np.uint16, mode="r")
         )
         splits.append(tokens)
-    vocab = config.vocab_size or max((int(np.max(t)) for t in splits if t.size), default=0) + 1
-    return TokenSource(splits[0], splits[1], vocab)
+    return TokenSource(splits[0], splits[1], config.vocab_size)  # 0: inferred
 
 
 def _prepared_dir(name: str, data_dir: Path) -> Path | None:
