@@ -1,5 +1,5 @@
 """The training program's configuration: nested dataclasses, a YAML/JSON file and
-``--section.field=value`` overrides from the command line.
+``--section.field=value`` overrides from the command line (parsed by tyro).
 
 Every field has a default, so ``python -m experiments.train`` runs as it is;
 ``--help`` lists every field with its default and meaning.
@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
 import optax
+import tyro
 
 import gqc_jax
 from experiments.controllers import CONTROLLERS as _ENTRIES
@@ -25,6 +26,12 @@ ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
 LR_SCHEDULES = ("cosine", "linear", "cosine_steps", "constant")
 WEIGHT_DECAY_SCHEDULES = ("constant", "cosine")
+
+
+def _read_by(field: str) -> Any:
+    """The option's help: the controllers that read ``gqc.<field>``."""
+    owners = [name for name, entry in _ENTRIES.items() if field in entry.fields]
+    return tyro.conf.arg(help=f"read by {', '.join(owners)} only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,27 +129,27 @@ class GQCConfig:
 
     controller: str = "none"
     max_draws: int = 16
-    threshold: float = 0.5
-    relative: bool = False
-    schedule: str = "constant"
-    final_threshold: float = 0.25
-    warmup_multiplier: float = 10.0
-    sbc_draws: int = 4
-    sbc_final_draws: int = 0
-    tolerance: float = 1.0
-    target_norm: float = 1.0
-    confidence: float = 0.95
-    percent_error: float = 0.05
-    noise_ratio: float = 0.1
-    min_draws: int = 2
+    threshold: Annotated[float, _read_by("threshold")] = 0.5
+    relative: Annotated[bool, _read_by("relative")] = False
+    schedule: Annotated[str, _read_by("schedule")] = "constant"
+    final_threshold: Annotated[float, _read_by("final_threshold")] = 0.25
+    warmup_multiplier: Annotated[float, _read_by("warmup_multiplier")] = 10.0
+    sbc_draws: Annotated[int, _read_by("sbc_draws")] = 4
+    sbc_final_draws: Annotated[int, _read_by("sbc_final_draws")] = 0
+    tolerance: Annotated[float, _read_by("tolerance")] = 1.0
+    target_norm: Annotated[float, _read_by("target_norm")] = 1.0
+    confidence: Annotated[float, _read_by("confidence")] = 0.95
+    percent_error: Annotated[float, _read_by("percent_error")] = 0.05
+    noise_ratio: Annotated[float, _read_by("noise_ratio")] = 0.1
+    min_draws: Annotated[int, _read_by("min_draws")] = 2
     rounding: str = "none"
     rounding_digits: int = 8
     rounding_stochastic: bool = False
     lr_scaling: str = "none"
     reference_draws: float = 1.0
     token_time: bool = False
-    warmup_fractions: str = "0.1,0.2,0.4"
-    warmup_growth: int = 2
+    warmup_fractions: Annotated[str, _read_by("warmup_fractions")] = "0.1,0.2,0.4"
+    warmup_growth: Annotated[int, _read_by("warmup_growth")] = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,65 +376,110 @@ def warmup_fractions(text: str) -> tuple[float, ...]:
     return fractions
 
 
-def _field_type(cls, name: str):
-    return typing.get_type_hints(cls)[name]
+# Reading values. A value from a command line, a config file or a dict of dotted
+# keys is converted by one rule per field type (_RULES); the command line is
+# parsed by tyro (argument splitting, --help from the dataclasses, errors that
+# name the option and suggest the nearest one), which takes these same rules
+# through its constructor registry. Beyond tyro's own rules: "5e6" is an int
+# (token budgets), "none" leaves an optional int unset, and a bool option is
+# also a bare flag (--train.resume) and takes true/false/yes/no/on/off/1/0.
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def _convert(text: Any, kind, key: str):
-    """A command-line or file value as the field's type."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(kind) if a is not type(None)]
-        if text is None or (isinstance(text, str) and text.lower() in ("none", "null")):
-            return None
-        return _convert(text, options[0], key)
-    if kind is bool:
-        if isinstance(text, bool):
-            return text
-        lowered = str(text).lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"--{key} expects true or false, got {text!r}.")
+def _whole(text: str) -> int:
     try:
-        if kind is int:
-            if isinstance(text, float) and not text.is_integer():
-                raise ValueError
-            return int(float(text)) if isinstance(text, str) and "e" in text.lower() else int(text)
-        if kind is float:
-            return float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"--{key} expects {kind.__name__}, got {text!r}.") from None
-    return str(text)
+        return int(text)
+    except ValueError:
+        value = float(text)  # 5e6
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
 
 
-def _section_classes() -> dict[str, type]:
-    hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+def _flag(words: list[str]) -> bool:
+    if not words:  # a bare flag: --train.resume
+        return True
+    if len(words) != 1 or words[0].lower() not in _TRUE + _FALSE:
+        raise ValueError(words)
+    return words[0].lower() in _TRUE
 
 
-def _unknown(key: str, known: list[str]) -> ValueError:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown config key {key!r}.{hint} Run with --help for the list.")
+class _Rule(NamedTuple):
+    expects: str  # in error messages
+    metavar: str  # in --help
+    nargs: Any  # the words after the option (tyro's nargs)
+    parse: Callable[[list[str]], Any]
+    fits: Callable[[Any], bool]  # a Python value (a dict or a file) of the type
+
+
+_RULES: dict[Any, _Rule] = {  # field type -> rule
+    int: _Rule("int", "INT", 1, lambda w: _whole(w[0]), lambda v: type(v) is int),
+    int | None: _Rule(
+        "int or none",
+        "INT|none",
+        1,
+        lambda w: None if w[0].lower() in ("none", "null") else _whole(w[0]),
+        lambda v: v is None or type(v) is int,
+    ),
+    float: _Rule("float", "FLOAT", 1, lambda w: float(w[0]), lambda v: type(v) in (int, float)),
+    bool: _Rule("true or false", "[BOOL]", (0, 1), _flag, lambda v: type(v) is bool),
+    str: _Rule("str", "STR", 1, lambda w: w[0], lambda v: type(v) is str),
+}
+
+
+def _parse(kind: Any, words: list[str]) -> Any:
+    try:
+        return _RULES[kind].parse(words)
+    except ValueError:
+        raise ValueError(f"expects {_RULES[kind].expects}, got {' '.join(words)!r}") from None
+
+
+_REGISTRY = tyro.constructors.ConstructorRegistry()
+
+
+@_REGISTRY.primitive_rule
+def _tyro_rule(info: tyro.constructors.PrimitiveTypeInfo) -> Any:
+    if info.type not in _RULES:
+        return None
+    rule = _RULES[info.type]
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=rule.nargs,
+        metavar=rule.metavar,
+        instance_from_str=lambda words: _parse(info.type, words),
+        is_instance=rule.fits,
+        str_from_instance=lambda v: [str(v).lower() if v is None or type(v) is bool else str(v)],
+    )
+
+
+def _value(value: Any, kind: Any, key: str) -> Any:
+    """``value`` for the field ``key`` of type ``kind``: text is parsed, a
+    Python value must already have the type (an int serves a float)."""
+    if isinstance(value, str):
+        try:
+            return _parse(kind, [value])
+        except ValueError as e:
+            raise ValueError(f"--{key} {e}.") from None
+    if not _RULES[kind].fits(value):
+        raise ValueError(f"--{key} expects {_RULES[kind].expects}, got {value!r}.")
+    return float(value) if kind is float else value
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """``{"model.depth": "4", ...}`` applied to ``config``; values are converted
-    to each field's type; unknown keys raise ``ValueError`` naming them."""
-    classes = _section_classes()
+    """``{"model.depth": 4, ...}`` applied to ``config``: text is converted
+    by each field's rule, as on the command line; unknown keys raise
+    ``ValueError`` naming them with the nearest known key."""
+    classes = typing.get_type_hints(Config)
     known = [f"{s}.{f.name}" for s, cls in classes.items() for f in dataclasses.fields(cls)]
     updates: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         section, _, name = key.partition(".")
-        if section not in classes or name not in {
-            f.name for f in dataclasses.fields(classes[section])
-        }:
-            raise _unknown(key, known)
-        updates.setdefault(section, {})[name] = _convert(
-            value, _field_type(classes[section], name), key
-        )
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown config key {key!r}.{hint} Run with --help for the list.")
+        kind = typing.get_type_hints(classes[section])[name]
+        updates.setdefault(section, {})[name] = _value(value, kind, key)
     return dataclasses.replace(
         config,
         **{s: dataclasses.replace(getattr(config, s), **u) for s, u in updates.items()},
@@ -462,64 +514,34 @@ def from_file(path: str | Path) -> dict[str, Any]:
     return flat
 
 
-def help_text(prog: str) -> str:
-    lines = [
-        f"usage: {prog} [--config FILE.yaml|json] [--section.field=VALUE ...]",
-        "",
-        "Every field, with its default:",
-    ]
-    defaults = Config()
-    for section, cls in _section_classes().items():
-        doc = " ".join((cls.__doc__ or "").split())
-        lines += ["", f"{section}: {doc}"]
-        for f in dataclasses.fields(cls):
-            kind = _field_type(cls, f.name)
-            kind_name = getattr(kind, "__name__", str(kind).replace("typing.", ""))
-            value = getattr(getattr(defaults, section), f.name)
-            owners = (
-                [n for n, e in _ENTRIES.items() if f.name in e.fields] if cls is GQCConfig else []
-            )
-            read_by = f"; {', '.join(owners)} only" if owners else ""
-            lines.append(f"  --{section}.{f.name}={value!r:<16} ({kind_name}{read_by})")
-    return "\n".join(lines)
-
-
-def _is_bool_field(key: str) -> bool:
-    section, _, name = key.partition(".")
-    cls = _section_classes().get(section)
-    names = {f.name for f in dataclasses.fields(cls)} if cls else set()
-    return name in names and _field_type(cls, name) is bool
-
-
 def parse_args(
     argv: list[str], prog: str = "python -m experiments.train", base: Config | None = None
 ) -> Config:
-    """A ``Config`` from command-line arguments (``--help`` prints and exits)."""
-    if "-h" in argv or "--help" in argv:
-        print(help_text(prog))
-        raise SystemExit(0)
-    overrides: dict[str, Any] = {}
-    files: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}; options look like --model.depth=4.")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value, i = argv[i + 1], i + 1
-            elif _is_bool_field(key):
-                value = "true"  # a bare boolean flag: --train.resume
-            else:
-                raise ValueError(f"--{key} needs a value (--{key}=VALUE).")
-        if key == "config":
-            files.append(value)
+    """A ``Config`` from command-line arguments: ``--config FILE`` (YAML or
+    JSON sections, applied first, in order), then ``--section.field=VALUE``
+    options (tyro; ``--help`` prints every option and exits; a bad option
+    prints what was expected and exits with status 2).
+
+    Raises:
+      FileNotFoundError, ValueError: a config file is missing, does not parse or
+        holds an unknown key or a bad value.
+    """
+    config, rest = base or Config(), []
+    words = iter(argv)
+    for word in words:
+        if word == "--config" or word.startswith("--config="):
+            path = word.partition("=")[2] or next(words, "")
+            config = apply_overrides(config, from_file(path))
         else:
-            overrides[key] = value
-        i += 1
-    flat = {}
-    for f in files:
-        flat.update(from_file(f))
-    flat.update(overrides)
-    return apply_overrides(base or Config(), flat)
+            rest.append(word)
+    return tyro.cli(
+        Config,
+        args=rest,
+        default=config,
+        prog=prog,
+        description="Train a GPT with an optimizer and a GQC controller. Every option has a "
+        "default; --config FILE (YAML or JSON sections) is read first, then the options.",
+        registry=_REGISTRY,
+        use_underscores=True,  # the options as the fields are named: --model.seq_len
+        config=(tyro.conf.FlagConversionOff,),
+    )

@@ -658,9 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         config = parse_args(argv, prog="python -m experiments.train")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # a config file's
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as stop:  # --help, or a bad option (the parser printed why)
+        return int(stop.code or 0)
     t = config.train
     if t.num_processes > 1:
         distributed.initialize(

@@ -1,11 +1,13 @@
 """experiments.controllers: each controller described once, and everything that
 derives from it (the config's choices, field checks, --help, the run log)."""
 
+import re
+
 import jax.numpy as jnp
 import pytest
 
 import gqc_jax
-from experiments.config import CONTROLLERS, Config, apply_overrides, help_text
+from experiments.config import CONTROLLERS, Config, apply_overrides, parse_args
 from experiments.controllers import CONTROLLERS as ENTRIES
 from experiments.optimizer import build_optimizer
 from experiments.run_log import threshold_key
@@ -28,7 +30,11 @@ def test_each_entry_builds_its_controller_and_names_real_statistics(name):
         assert hasattr(config.gqc, field)
 
 
-def test_help_names_the_controller_that_reads_each_field():
-    text = help_text("prog")
-    assert "--gqc.tolerance=1.0" in text and "(float; gns only)" in text
-    assert "--gqc.max_draws=16               (int)" in text  # shared: no owner
+def test_help_names_the_controllers_that_read_each_field(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.replace("\u2502", " ").split())
+    for field in {f for entry in ENTRIES.values() for f in entry.fields}:
+        owners = ", ".join(n for n, e in ENTRIES.items() if field in e.fields)
+        assert re.search(rf"--gqc\.{field} \S+ read by {owners} only \(default", text), field
+    assert re.search(r"--gqc\.max_draws INT \(default: 16\)", text)  # shared: no owner
