@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ from the clone
 from experiments.config import Config, apply_overrides  # noqa: E402
 from experiments.data import TokenSource  # noqa: E402
-from experiments.run_log import read_metrics  # noqa: E402
+from experiments.run_log import read_metrics, tokens_per_s  # noqa: E402
 from experiments.train import Trainer  # noqa: E402
 
 
@@ -59,9 +59,9 @@ def program(preset: str, args, source: TokenSource) -> float:
     with tempfile.TemporaryDirectory() as out:
         Trainer(_config(preset, args, out), source).fit()
         steps = [r for r in read_metrics(out) if "train/loss" in r]
-    first = next(r for r in steps if r["microbatch"] >= args.skip)
-    last = steps[-1]
-    return (last["tokens"] - first["tokens"]) / (last["perf/elapsed_s"] - first["perf/elapsed_s"])
+    return tokens_per_s(
+        steps, first=next(i for i, r in enumerate(steps) if r["microbatch"] >= args.skip)
+    )
 
 
 def bare(preset: str, args, source: TokenSource) -> float:

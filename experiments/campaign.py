@@ -41,7 +41,7 @@ import yaml
 from experiments import pages
 from experiments.config import Config, apply_overrides
 from experiments.data import PYTHON_SOURCE, TokenSource, token_source
-from experiments.run_log import plain, read_metrics, read_record
+from experiments.run_log import plain, read_metrics, read_record, tokens_per_s
 from experiments.train import model_config, train
 from models.gpt import peak_flops
 
@@ -160,10 +160,7 @@ def result_of(run: Run, config: Config, summary: dict, run_dir: Path, commit: st
     """The small record a run leaves: what the page needs, nothing to retrain."""
     records = read_metrics(run_dir)
     steps = [r for r in records if "train/loss" in r]
-    # Tokens/s between the first step after compilation and the last.
-    first, last = steps[min(1, len(steps) - 1)], steps[-1]
-    seconds = last["perf/elapsed_s"] - first["perf/elapsed_s"]
-    rate = (last["tokens"] - first["tokens"]) / seconds if seconds > 0 else float("nan")
+    rate = tokens_per_s(steps)  # from the first step after compiling
     device = jax.devices()[0]
     model = model_config(config, config.data.vocab_size or 256)
     peak = peak_flops(device.device_kind)

@@ -55,7 +55,7 @@ from experiments.config import Config, apply_overrides
 from experiments.data import TokenSource
 from experiments.offline_corpus import build_corpus
 from experiments.optimizer import build_optimizer
-from experiments.run_log import read_metrics
+from experiments.run_log import read_metrics, tokens_per_s
 from experiments.train import train
 from experiments.train_step import init_state, make_train_step
 from models.gpt import GPT, GPTConfig, peak_flops, preset
@@ -371,11 +371,7 @@ def _calibrate(
     config = _headline_config(scale, m, ADAMW, tokens, out_dir, stop_after=6)
     train(config, source)
     steps = [r for r in read_metrics(out_dir) if "train/loss" in r]
-    first, last = steps[0], steps[-1]
-    rate = (last["tokens"] - first["tokens"]) / max(
-        last["perf/elapsed_s"] - first["perf/elapsed_s"], 1e-9
-    )
-    return first["perf/elapsed_s"], rate
+    return steps[0]["perf/elapsed_s"], tokens_per_s(steps, first=0)
 
 
 def benchmarks(scale: Scale, deadline: float, out: Path) -> dict[str, Any]:

@@ -144,6 +144,15 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [read_record(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def tokens_per_s(steps: list[dict[str, Any]], first: int = 1) -> float:
+    """Training tokens/s between step record ``first`` and the last, on the
+    run's own clock (the time to record 0 includes compiling; ``first=1``
+    leaves it out); nan when no time passed between them."""
+    a, b = steps[min(first, len(steps) - 1)], steps[-1]
+    seconds = b["perf/elapsed_s"] - a["perf/elapsed_s"]
+    return (b["tokens"] - a["tokens"]) / seconds if seconds > 0 else float("nan")
+
+
 def threshold_key(records, controller: str | None = None) -> str | None:
     """The controller's threshold recorded in ``records`` (``gqc/<statistic>``):
     the first of its statistics (:data:`experiments.controllers.CONTROLLERS`)
