@@ -330,4 +330,32 @@ def test_mechanism_measures_adam_at_each_window_that_at_least_doubles():
     plan = {"adamw-b1": None, "late-4x": None, "late-4x+tt": None}
     results = {("late-4x", 0): plain, ("late-4x+tt", 0): coupled}
     lines = ss.mechanism(plan, [0], results)
-    assert "| late-4x | 2 | 0.500 | 1.000 | 2 | 1.000 | 0.500 |" in lines
+    assert "| late-4x | 2 | 0.500 | 1.000 | 0.50 | 2 | 1.000 | 0.500 | 1.00 |" in lines
+    assert any(line.startswith("- **late-4x+tt**: 2.0x late-4x's") for line in lines)  # >= 2x
+    assert ss.largest_update(plain) == (0.5, 200, 1, 2)  # the first step's is left out
+
+
+def test_mechanism_names_where_token_time_makes_the_largest_update():
+    def rec(draws, update):
+        return {
+            "windows": [[100 * i, d] for i, d in enumerate(draws, 1)],
+            "adam": [[100 * i, 1.0, u] for i, u in enumerate(update, 1)],
+        }
+
+    plan = {"adamw-b1": None, "gnts": None, "gnts+tt": None}
+    results = {
+        ("adamw-b1", 0): rec([1, 1, 1], [0.1, 0.2, 0.2]),
+        ("gnts", 0): rec([1, 16, 1], [0.1, 0.5, 0.2]),
+        ("gnts+tt", 0): rec([1, 16, 1], [0.1, 2.5, 0.2]),
+    }
+    swept = {
+        "gnts": {"lr1": rec([1, 16], [0.1, 0.5]), "lr2": rec([1, 16], [0.1, 1.0])},
+        "gnts+tt": {"lr2": rec([1, 16], [0.1, 1.5]), "lr3": rec([1, 16], [0.1, 9.0])},
+    }
+    text = "\n".join(ss.mechanism(plan, [0], results, swept))
+    assert "`adamw-b1`'s is 0.20." in text
+    assert (
+        "- **gnts+tt**: 5.0x gnts's, each at its selected settings; the seeds' largest updates "
+        "come at steps whose window changes 1 -> 16 microbatches, at 200 tokens. At the same "
+        "settings (1 points both sweeps ran, on the selection seed) `+tt`'s is 1.5-1.5x." in text
+    )
