@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import pytest
 
-from experiments.config import Config, apply_overrides
 from tests.helpers import free_port
+
+if TYPE_CHECKING:  # imported where used: the oldest-versions pass has no trainer stack
+    from experiments.config import Config
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +32,7 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     """The default corpus, prepared once (TFDS array_record) with its token cache."""
+    from experiments.config import Config, apply_overrides
     from experiments.data import TokenData
 
     path = tmp_path_factory.mktemp("tfds")
@@ -38,6 +42,8 @@ def data_dir(tmp_path_factory) -> str:
 
 def tiny_config(out_dir, data_dir: str, **overrides) -> Config:
     """A run of a 2-block, 64-wide GPT on 8 x 32-token microbatches."""
+    from experiments.config import Config, apply_overrides
+
     settings = {
         "model.preset": "tiny",
         "model.seq_len": 32,
