@@ -37,7 +37,8 @@ those records alone (``--from_records`` rewrites them without the run folders).
 
 ``--arms`` trains only the arms it names, in its order. ``--critical_batch DIR``
 sets every arm's batch per step against the critical batch measured by branching
-in the critical-batch study's run folders ``DIR``.
+in the critical-batch study's run folders ``DIR``, and places ``batch-warmup-cbs``'s
+doublings where that critical batch first reaches twice the batch.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ SCHEDULES: dict[str, Arm] = {
     # Merrill et al.'s warmup: the batch doubles where the critical batch measured
     # at this budget (docs/results/critical_batch.md, mean of 3 seeds' lower ends)
     # first reaches twice it: 16 sequences at microbatch 120 of 292, 32 at 200.
+    # With --critical_batch the fractions come from those runs (cbs_fractions).
     "batch-warmup-cbs": Arm(
         1, {"gqc.controller": "batch_warmup", "gqc.warmup_fractions": "0.41,0.68"}
     ),
@@ -526,6 +528,20 @@ def mechanism_figure(plan, seed: int, results, out: Path) -> Path | None:
     return kit.save_figure(fig, out)
 
 
+def cbs_fractions(cbs: list[dict], sequences: int, tokens: int) -> str:
+    """Merrill et al.'s batch-size warmup from a measured critical batch: a
+    doubling of the batch (``sequences`` at the start) at the start of each
+    branch interval where the critical batch (mean of the seeds' lower ends)
+    first reaches twice the batch, as fractions of a run of ``tokens`` (two
+    decimals, comma-separated; "" when it never does)."""
+    fractions, batch = [], sequences
+    for start, _, values in critical_intervals(cbs):
+        while statistics.mean(values) >= 2 * batch and start < tokens:
+            fractions.append(f"{start / tokens:.2f}")
+            batch *= 2
+    return ",".join(fractions)
+
+
 def critical_intervals(cbs: list[dict]) -> list[tuple[int, int, list[int]]]:
     """(start, stop) in tokens of each branch interval, with its measured critical
     batch per seed."""
@@ -799,6 +815,18 @@ def main(argv: list[str] | None = None) -> int:
             cbs = kit.measured_critical_batch(Path(args.critical_batch), args.epsilon)
         except (OSError, ValueError) as error:
             parser.error(f"--critical_batch={args.critical_batch}: {error}")
+    if cbs and any(name.startswith("batch-warmup-cbs") for name in order):
+        fractions = cbs_fractions(cbs, args.microbatch, args.tokens)
+        if not fractions:
+            parser.error(
+                f"--critical_batch={args.critical_batch}: the critical batch never reaches "
+                f"twice the microbatch ({args.microbatch} sequences), so batch-warmup-cbs has "
+                "no doubling; leave it out of --arms."
+            )
+        for name in ("batch-warmup-cbs", "batch-warmup-cbs+tt"):
+            if name in plan:
+                settings = {**plan[name].settings, "gqc.warmup_fractions": fractions}
+                plan[name] = dataclasses.replace(plan[name], settings=settings)
     root = Path(args.out)
     swept, results = {}, {}
     for name in order:

@@ -359,3 +359,21 @@ def test_mechanism_names_where_token_time_makes_the_largest_update():
         "come at steps whose window changes 1 -> 16 microbatches, at 200 tokens. At the same "
         "settings (1 points both sweeps ran, on the selection seed) `+tt`'s is 1.5-1.5x." in text
     )
+
+
+def test_cbs_fractions_double_where_the_critical_batch_first_reaches_twice_the_batch():
+    def row(seed, start, sequences):
+        return {"seed": seed, "start": start, "stop": start + 100, "sequences": sequences}
+
+    # Interval means: 8, 12, 16 (a doubling from 8), 40 (16 -> 32 only: 64 is not reached).
+    cbs = [
+        *(row(s, 0, 8) for s in (0, 1)),
+        row(0, 1000, 8),
+        row(1, 1000, 16),
+        *(row(s, 2000, 16) for s in (0, 1)),
+        row(0, 3000, 32),
+        row(1, 3000, 48),
+    ]
+    assert ss.cbs_fractions(cbs, 8, 4000) == "0.50,0.75"
+    assert ss.cbs_fractions(cbs, 4, 4000) == "0.00,0.50,0.75"  # 8 >= 2 x 4 at once
+    assert ss.cbs_fractions(cbs, 32, 4000) == ""
