@@ -418,6 +418,7 @@ def mechanism(plan, seeds, results, swept=None) -> list[str]:
     """The page's section: does Adam over-react when a window grows, and does
     counting its clocks in tokens remove it? ``swept`` (name -> sweep point ->
     record) compares the largest updates at the settings both twins ran."""
+    swept = swept or {}
     pairs = [
         name[: -len("+tt")] for name in plan if name.endswith("+tt") and name[: -len("+tt")] in plan
     ]
@@ -455,11 +456,11 @@ def mechanism(plan, seeds, results, swept=None) -> list[str]:
         changes = sorted({f"{p[2]} -> {p[3]}" for p in coupled})
         at = sorted({p[1] for p in coupled})
         where = f"{at[0]:,}" if len(at) == 1 else f"{at[0]:,}-{at[-1]:,}"
-        both = sorted(set((swept or {}).get(base, {})) & set((swept or {}).get(f"{base}+tt", {})))
-        same = [
-            largest_update(swept[f"{base}+tt"][k])[0] / largest_update(swept[base][k])[0]
-            for k in both
+        pairs_run = [
+            (largest_update(swept[base][k]), largest_update(swept[f"{base}+tt"][k]))
+            for k in sorted(set(swept.get(base, {})) & set(swept.get(f"{base}+tt", {})))
         ]
+        same = [b[0] / a[0] for a, b in pairs_run if a is not None and b is not None]
         at_same = (
             f" At the same settings ({len(same)} points both sweeps ran, on the selection "
             f"seed) `+tt`'s is {min(same):.1f}-{max(same):.1f}x."
