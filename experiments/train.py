@@ -602,8 +602,8 @@ def train_once(config: Config) -> dict[str, Any]:
     stopped = not path.is_file() and bool(_checkpoint_steps(out))
     if (path.is_file() or stopped) and (out / "config.json").is_file():
         changed = config_differences(
-            json.loads((out / "config.json").read_text()),
-            config.to_dict(),
+            _branch_resolved(json.loads((out / "config.json").read_text())),
+            _branch_resolved(config.to_dict()),
             must_match=None,
             exclude=SESSION_SETTINGS,
             ignore_absent=True,
@@ -625,6 +625,15 @@ def train_once(config: Config) -> dict[str, Any]:
             "checkpoint saved; run the same command again to continue from it."
         )
     return summary
+
+
+def _branch_resolved(sections: dict[str, Any]) -> dict[str, Any]:
+    """``sections`` with ``train.branch_from`` as a resolved path: the run folder
+    branched from is the same setting whether named relative or absolute."""
+    branch = sections.get("train", {}).get("branch_from")
+    if not branch:
+        return sections
+    return {**sections, "train": {**sections["train"], "branch_from": str(Path(branch).resolve())}}
 
 
 def _checkpoint_steps(out: Path) -> list[int]:

@@ -544,6 +544,17 @@ def test_train_once_continues_a_preempted_run_and_refuses_other_settings(
         train_once(tiny_config(tmp_path / "run", data_dir, optim__lr=0.0123))
 
 
+def test_train_once_reads_back_a_branch_named_by_another_path_to_its_parent(tmp_path, data_dir):
+    train_once(tiny_config(tmp_path / "reference", data_dir))
+    branch = {"train__branch_from": str(tmp_path / "reference"), "train__branch_step": 8}
+    done = train_once(tiny_config(tmp_path / "branch", data_dir, **branch))
+    relative = {**branch, "train__branch_from": os.path.relpath(tmp_path / "reference")}
+    assert train_once(tiny_config(tmp_path / "branch", data_dir, **relative)) == done
+    other = {**branch, "train__branch_from": str(tmp_path / "elsewhere")}
+    with pytest.raises(ValueError, match=r"other settings \(train\.branch_from: "):
+        train_once(tiny_config(tmp_path / "branch", data_dir, **other))
+
+
 def test_the_budget_is_checked_before_the_data_and_a_remainder_is_stated(
     tmp_path, data_dir, capsys, monkeypatch
 ):
