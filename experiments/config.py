@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import typing
 from collections.abc import Callable
@@ -465,21 +466,30 @@ def _value(value: Any, kind: Any, key: str) -> Any:
     return float(value) if kind is float else value
 
 
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """``"section.field"`` -> the field's type, for every field of ``Config``
+    (resolving the annotations once, not per key)."""
+    return {
+        f"{section}.{name}": kind
+        for section, cls in typing.get_type_hints(Config).items()
+        for name, kind in typing.get_type_hints(cls).items()
+    }
+
+
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """``{"model.depth": 4, ...}`` applied to ``config``: text is converted
     by each field's rule, as on the command line; unknown keys raise
     ``ValueError`` naming them with the nearest known key."""
-    classes = typing.get_type_hints(Config)
-    known = [f"{s}.{f.name}" for s, cls in classes.items() for f in dataclasses.fields(cls)]
+    types = _field_types()
     updates: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown config key {key!r}.{hint} Run with --help for the list.")
-        kind = typing.get_type_hints(classes[section])[name]
-        updates.setdefault(section, {})[name] = _value(value, kind, key)
+        section, _, name = key.partition(".")
+        updates.setdefault(section, {})[name] = _value(value, types[key], key)
     return dataclasses.replace(
         config,
         **{s: dataclasses.replace(getattr(config, s), **u) for s, u in updates.items()},
