@@ -49,3 +49,8 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
             + (err or b"").decode(errors="replace")[-3000:]
         ) from None
     return (err or b"").decode(errors="replace")
+
+
+def unboxed(text: str) -> str:
+    """A command-line message tyro printed in a box, as one line of words."""
+    return " ".join(text.replace("\u2502", " ").split())

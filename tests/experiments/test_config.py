@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from experiments.config import Config, apply_overrides, from_file, parse_args
+from tests.helpers import unboxed
 
 
 def _rejected(argv, capsys) -> str:
@@ -13,7 +14,7 @@ def _rejected(argv, capsys) -> str:
     with pytest.raises(SystemExit) as stop:
         parse_args(argv)
     assert stop.value.code == 2
-    return " ".join(capsys.readouterr().err.replace("\u2502", " ").split())
+    return unboxed(capsys.readouterr().err)
 
 
 def test_defaults_and_dotted_overrides():
@@ -94,7 +95,7 @@ def _help(capsys) -> str:
     with pytest.raises(SystemExit) as stop:
         parse_args(["--help"])
     assert stop.value.code == 0
-    return " ".join(capsys.readouterr().out.replace("\u2502", " ").split())
+    return unboxed(capsys.readouterr().out)
 
 
 def test_help_lists_every_field_with_its_default(capsys):

@@ -11,6 +11,7 @@ from experiments.config import CONTROLLERS, Config, apply_overrides, parse_args
 from experiments.controllers import CONTROLLERS as ENTRIES
 from experiments.optimizer import build_optimizer
 from experiments.run_log import threshold_key
+from tests.helpers import unboxed
 
 
 def test_the_config_offers_every_entry():
@@ -33,7 +34,7 @@ def test_each_entry_builds_its_controller_and_names_real_statistics(name):
 def test_help_names_the_controllers_that_read_each_field(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])
-    text = " ".join(capsys.readouterr().out.replace("\u2502", " ").split())
+    text = unboxed(capsys.readouterr().out)
     for field in {f for entry in ENTRIES.values() for f in entry.fields}:
         owners = ", ".join(n for n, e in ENTRIES.items() if field in e.fields)
         assert re.search(rf"--gqc\.{field} \S+ read by {owners} only \(default", text), field

@@ -16,7 +16,7 @@ from experiments.config import CONTROLLERS
 from experiments.run_log import read_metrics
 from experiments.train import PreemptedError, Trainer, main, train_once
 from tests.experiments.conftest import start_two_processes, tiny_config, train_command
-from tests.helpers import finish
+from tests.helpers import finish, unboxed
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 120  # microbatches of the command-line runs
@@ -378,7 +378,7 @@ def test_impossible_settings_are_clear_errors(tmp_path, data_dir, overrides, mes
 )
 def test_main_reports_errors_without_a_traceback(tmp_path, data_dir, capsys, flag, message):
     assert main([f"--train.out_dir={tmp_path}", "--gqc.controller=sbc", flag]) == 2
-    err = " ".join(capsys.readouterr().err.replace("\u2502", " ").split())  # tyro's box
+    err = unboxed(capsys.readouterr().err)
     assert message in err and "Traceback" not in err
 
 
