@@ -461,8 +461,12 @@ def test_two_processes_train_like_one(tmp_path, data_dir, uninterrupted):
     done = Checkpoints(tmp_path / "checkpoints", keep=3)
     reference = Checkpoints(uninterrupted / "checkpoints", keep=3)
     state, expected = done.read_state(TOTAL), reference.read_state(TOTAL)
+    # The cross-process mean sums the gradient in another order than one process
+    # does; Adam divides by sqrt(v), which magnifies that rounding where v is tiny
+    # (one weight of 16,384 once ended 1.2e-6 apart). A lost or doubled share of
+    # the batch moves weights by about the learning rate, 3e-3.
     for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
     assert len(read_metrics(tmp_path)) == len(read_metrics(uninterrupted))
 
 
