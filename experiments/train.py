@@ -51,6 +51,7 @@ from experiments.optimizer import build_optimizer, learning_rate, with_own_hyper
 from experiments.run_log import RunLog, plain, read_record, threshold_key
 from experiments.train_step import (
     OneStepLate,
+    PackedMetrics,
     init_state,
     make_eval_step,
     make_flush_step,
@@ -305,6 +306,8 @@ class Trainer:
 
     def _on_metrics(self, microbatch: int, metrics: dict[str, Any]) -> None:
         """Host bookkeeping of microbatch ``microbatch`` (1-based count after it)."""
+        if isinstance(metrics, PackedMetrics):  # Python numbers: cheap to log
+            metrics = metrics.scalars()
         h = self.host
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         if math.isfinite(loss) and math.isfinite(grad_norm):

@@ -3,13 +3,14 @@
 The model is split once into a static graph and a pure dict of parameters; the
 train state ``(params, opt_state)`` is a plain pytree, sharded by
 :mod:`models.sharding`'s rules and donated to every step. Each call consumes one
-*microbatch* and returns metrics as device scalars, so the host can read them one
-step late without blocking the device.
+*microbatch* and returns its scalar metrics on the device, packed one vector per
+dtype (:class:`PackedMetrics`), so the host can read them one step late, in a
+transfer or two, without blocking the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -31,6 +32,61 @@ class TrainState(NamedTuple):
     params: Any
     opt_state: optax.OptState
     microbatch: jax.Array
+
+
+@jax.tree_util.register_pytree_node_class
+class PackedMetrics(Mapping[str, Any]):
+    """A step's scalar metrics as one vector per dtype: the host fetches them in
+    a transfer per dtype, not one per metric (25 scalar transfers cost about
+    0.3 ms on CPU, 2% of the tiny model's step). It reads as the dict it packs,
+    its keys sorted as jit returns a dict: ``metrics["loss"]`` is a 0-d array on
+    either side of ``jax.device_get``.
+
+    Args:
+      vectors: one 1-d array per dtype.
+      where: per metric, in order, its name, its vector and its index there
+        (static: the pytree's auxiliary data).
+    """
+
+    def __init__(self, vectors: tuple[Any, ...], where: tuple[tuple[str, int, int], ...]):
+        self.vectors, self.where = vectors, where
+        self._at = {key: (v, i) for key, v, i in where}
+
+    @classmethod
+    def pack(cls, metrics: Mapping[str, Any]) -> PackedMetrics:
+        """Packs a dict of scalars (inside jit)."""
+        groups: dict[Any, list[jax.Array]] = {}
+        where = []
+        for key in sorted(metrics):
+            value = jnp.asarray(metrics[key])
+            if value.shape != ():
+                raise ValueError(f"metric {key!r} has shape {value.shape}; expected a scalar.")
+            group = groups.setdefault(value.dtype, [])
+            where.append((key, list(groups).index(value.dtype), len(group)))
+            group.append(value)
+        return cls(tuple(jnp.stack(group) for group in groups.values()), tuple(where))
+
+    def scalars(self) -> dict[str, Any]:
+        """The metrics as Python numbers (one ``tolist`` per vector), in order."""
+        lists = [vector.tolist() for vector in self.vectors]
+        return {key: lists[v][i] for key, v, i in self.where}
+
+    def __getitem__(self, key: str) -> Any:
+        v, i = self._at[key]
+        return self.vectors[v][i, ...]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def tree_flatten(self):
+        return self.vectors, self.where
+
+    @classmethod
+    def tree_unflatten(cls, where, vectors):
+        return cls(tuple(vectors), where)
 
 
 def split(model: GPT):
@@ -94,7 +150,8 @@ def make_train_step(
     lr_schedule: optax.Schedule | None = None,
     layer_metrics: bool = True,
 ):
-    """``step(state, tokens) -> (state, metrics)``, jitted once, state donated.
+    """``step(state, tokens) -> (state, metrics)``, jitted once, state donated;
+    ``metrics`` is a :class:`PackedMetrics` (a mapping of names to scalars).
 
     Dropout (when the model's config has a rate) draws its key from
     ``dropout_seed`` and the microbatch counter, so runs are reproducible and a
@@ -118,7 +175,7 @@ def make_train_step(
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         metrics.update(_step_metrics(state, params, opt_state, adam_b1, lr_schedule, layer_metrics))
-        return TrainState(params, opt_state, state.microbatch + 1), metrics
+        return TrainState(params, opt_state, state.microbatch + 1), PackedMetrics.pack(metrics)
 
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(

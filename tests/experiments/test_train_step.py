@@ -13,6 +13,7 @@ from flax import nnx  # noqa: E402
 import gqc_jax  # noqa: E402
 from experiments.train_step import (  # noqa: E402
     OneStepLate,
+    PackedMetrics,
     init_state,
     make_eval_step,
     make_train_step,
@@ -105,6 +106,26 @@ def test_one_step_late_reports_every_step_in_order():
     late.drain()
     assert len(seen) == 5 and int(state.microbatch) == 5
     assert all(isinstance(m["loss"], np.ndarray) for m in seen)
+
+
+def test_packed_metrics_read_as_the_dict_they_pack():
+    metrics = {
+        "loss": jnp.float32(2.5),
+        "stepped": jnp.bool_(True),
+        "num_draws": jnp.int32(3),
+        "grad_norm": jnp.float32(0.25),
+    }
+    packed = jax.jit(PackedMetrics.pack)(metrics)
+    assert len(packed.vectors) == 3  # one transfer per dtype
+    host = jax.device_get(packed)
+    assert list(host) == sorted(metrics)  # the order jit gives a dict
+    for key, value in metrics.items():
+        assert host[key].shape == () and host[key].dtype == value.dtype
+        assert host[key] == value
+    assert host.scalars() == {"grad_norm": 0.25, "loss": 2.5, "num_draws": 3, "stepped": True}
+    assert type(host.scalars()["num_draws"]) is int
+    with pytest.raises(ValueError, match="'norms' has shape \\(2,\\)"):
+        PackedMetrics.pack({"norms": jnp.zeros(2)})
 
 
 def test_one_training_loop():
