@@ -21,6 +21,7 @@ window from a point of a small-batch run.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -471,6 +472,11 @@ class Trainer:
         handled = [signal.SIGINT] + ([] if several else [signal.SIGTERM])
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, on_signal) for sig in handled} if main_thread else {}
+        # The objects built so far (the model, the compiled steps, jax's caches)
+        # live as long as the run: frozen, the collector no longer rescans them.
+        # Its full passes over them took about 3% of the tiny model's step time.
+        gc.collect()
+        gc.freeze()
         try:
             if start == 0 or start == self.branched_at:
                 self._evaluate(start)
@@ -512,6 +518,7 @@ class Trainer:
             late.drain()
             self._save(done)
         finally:
+            gc.unfreeze()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.session_s = time.perf_counter() - self.t_start

@@ -1,3 +1,4 @@
+import gc
 import json
 import math
 import os
@@ -223,6 +224,20 @@ def test_window_mean_norm_over_microbatch_norms_under_a_controller(tmp_path, dat
     # ||mean of 3 gradients|| <= mean of their norms, with equality only if aligned.
     assert all(0 < q < 1 for q in ratios), ratios
     assert all(abs(r["diag/grad_momentum_cos"]) <= 1 for r in steps)
+
+
+def test_the_collector_skips_the_setup_objects_during_the_loop_only(tmp_path, data_dir):
+    trainer = Trainer(tiny_config(tmp_path, data_dir, train__tokens=8 * 32 * 6))
+    step, frozen = trainer.step_fn, []
+
+    def counting(state, tokens):
+        frozen.append(gc.get_freeze_count())
+        return step(state, tokens)
+
+    trainer.step_fn = counting
+    trainer.fit()
+    assert len(frozen) == 6 and min(frozen) > 0  # the model, the steps, jax's caches
+    assert gc.get_freeze_count() == 0  # a later run, or the caller, collects as usual
 
 
 def test_the_open_window_is_stepped_on_at_the_end_of_the_run(tmp_path, data_dir):
