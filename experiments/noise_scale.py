@@ -13,20 +13,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gqc_jax
-from models.gpt import next_token_loss
+from experiments.train_step import loss_fn
 from models.sharding import batch_sharding
 
 
 def make_noise_probe(graphdef, mesh: Mesh, param_shardings):
     """``probe(params, batches[K, B, T+1]) -> {"signal": |G|^2, "noise": tr Sigma}``, jitted."""
 
-    def grad(params, tokens):
-        return jax.grad(lambda p: next_token_loss(nnx.merge(graphdef, p), tokens))(params)
+    grad = jax.grad(loss_fn(graphdef))
 
     def probe(params, batches):
         def body(carry, tokens):

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.gpt import next_token_loss
+from experiments.train_step import loss_and_grads, loss_fn
 
 # update(grads, opt_state, params, loss) -> (updates, opt_state, metrics), for one
 # setting; the metrics are scalars.
@@ -73,19 +73,15 @@ def train_paired(
     """
     n = jax.tree.leaves(states)[0].shape[0]
 
-    def scaled_loss(p, tokens):
-        return loss_scale * next_token_loss(nnx.merge(graphdef, p), tokens)
+    grad_fn = loss_and_grads(graphdef, loss_scale)
 
     def step_one(p, state, tokens):
-        loss, grads = jax.value_and_grad(scaled_loss)(p, tokens)
-        loss = loss / loss_scale
+        loss, grads = grad_fn(p, tokens)
         updates, state, metrics = update(grads, state, p, loss)
         return optax.apply_updates(p, updates), state, {"train_loss": loss, **metrics}
 
     step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, None)), donate_argnums=(0, 1))
-    evaluate = jax.jit(
-        jax.vmap(lambda q, t: next_token_loss(nnx.merge(graphdef, q), t), in_axes=(0, None))
-    )
+    evaluate = jax.jit(jax.vmap(loss_fn(graphdef), in_axes=(0, None)))
     probe_fn = jax.jit(probe) if probe is not None else None
     chunks = [
         jnp.asarray(validation[i : i + eval_batch]) for i in range(0, len(validation), eval_batch)

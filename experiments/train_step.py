@@ -89,6 +89,31 @@ class PackedMetrics(Mapping[str, Any]):
         return cls(tuple(vectors), where)
 
 
+def loss_fn(graphdef, scale: float = 1.0) -> Callable[..., jax.Array]:
+    """``loss(params, tokens, dropout_key=None)``: the model's mean next-token
+    loss, times ``scale`` (a loss scale for the gradient; 1: none). The one loss
+    every stepper differentiates: the train step, the evaluation, the noise probe
+    and the vmapped paired protocol."""
+
+    def loss(params, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        value = next_token_loss(nnx.merge(graphdef, params), tokens, dropout_key)
+        return value if scale == 1.0 else scale * value
+
+    return loss
+
+
+def loss_and_grads(graphdef, scale: float = 1.0) -> Callable[..., tuple[jax.Array, Any]]:
+    """``(params, tokens, dropout_key=None) -> (loss, grads)``: the gradient of
+    ``scale`` x the loss (:func:`loss_fn`) and the loss itself, unscaled."""
+    value_and_grad = jax.value_and_grad(loss_fn(graphdef, scale))
+
+    def fn(params, tokens: jax.Array, dropout_key: jax.Array | None = None):
+        loss, grads = value_and_grad(params, tokens, dropout_key)
+        return (loss if scale == 1.0 else loss / scale), grads
+
+    return fn
+
+
 def split(model: GPT):
     """(graphdef, params as a pure dict) of an NNX model."""
     graphdef, state = nnx.split(model, nnx.Param)
@@ -165,13 +190,11 @@ def make_train_step(
     ``weights/`` metrics (a pass over the parameters and the update per step).
     """
     base_key = jax.random.key(dropout_seed)
-
-    def loss_fn(params, tokens, key):
-        return next_token_loss(nnx.merge(graphdef, params), tokens, key)
+    grad_fn = loss_and_grads(graphdef)
 
     def step(state: TrainState, tokens: jax.Array):
         key = jax.random.fold_in(base_key, state.microbatch)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens, key)
+        loss, grads = grad_fn(state.params, tokens, key)
         params, opt_state = gqc_jax.microstep(tx, grads, state.opt_state, state.params, value=loss)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         metrics.update(_step_metrics(state, params, opt_state, adam_b1, lr_schedule, layer_metrics))
@@ -233,12 +256,8 @@ def make_flush_step(
 
 def make_eval_step(graphdef, mesh: Mesh, shardings: TrainState):
     """``eval(params, tokens) -> loss``, jitted, nothing donated."""
-
-    def evaluate(params, tokens):
-        return next_token_loss(nnx.merge(graphdef, params), tokens)
-
     return jax.jit(
-        evaluate,
+        loss_fn(graphdef),
         in_shardings=(shardings.params, batch_sharding(mesh)),
         out_shardings=NamedSharding(mesh, jax.sharding.PartitionSpec()),
     )

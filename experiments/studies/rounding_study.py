@@ -34,9 +34,9 @@ from experiments.data import TokenData
 from experiments.paired_training import train_paired
 from experiments.studies import kit
 from experiments.studies.kit import mean_std
-from experiments.train_step import split
+from experiments.train_step import loss_fn, split
 from gqc_jax.rounding import Mode
-from models.gpt import GPT, GPTConfig, count_params, next_token_loss
+from models.gpt import GPT, GPTConfig, count_params
 
 DECIMALS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
 # float32 keeps at most 9 significant digits: 9 and more are the identity.
@@ -118,8 +118,7 @@ def run_cell(
     def grad_quantiles(params, tokens):
         """|g| quantiles (10/50/90%) of the scaled loss's gradient, for the control."""
         control = jax.tree.map(lambda x: x[-1], params)
-        scaled_loss = lambda q: p.loss_scale * next_token_loss(nnx.merge(graphdef, q), tokens)  # noqa: E731
-        grads = jax.grad(scaled_loss)(control)
+        grads = jax.grad(loss_fn(graphdef, p.loss_scale))(control, tokens)
         g = jnp.concatenate([jnp.abs(x).ravel() for x in jax.tree.leaves(grads)])
         return jnp.quantile(g, jnp.asarray([0.1, 0.5, 0.9]))
 

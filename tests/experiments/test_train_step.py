@@ -132,21 +132,35 @@ def test_one_training_loop():
     """Every program trains through the training program's loop
     (``experiments.train``): the step makers are called by it alone, besides
     step-timing code (the GPU pack's throughput part, the benchmarks); the
-    vmapped paired protocol is the one other stepper. A second loop fails here."""
+    vmapped paired protocol is the one other stepper, and it builds its step
+    from the train step's pieces (the loss and its gradient). A second loop, or
+    a second loss differentiated, fails here."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    makers = re.compile(r"\b(make_train_step|make_flush_step|make_eval_step|value_and_grad)\(")
-    found = {
-        str(path.relative_to(root))
+    sources = {
+        str(path.relative_to(root)): path.read_text()
         for folder in ("experiments", "models")
         for path in (root / folder).rglob("*.py")
-        if makers.search(path.read_text())
     }
-    assert found == {
+
+    def calling(*names: str) -> set[str]:
+        pattern = re.compile(rf"\b({'|'.join(names)})\(")
+        return {path for path, text in sources.items() if pattern.search(text)}
+
+    assert calling("make_train_step", "make_flush_step", "make_eval_step") == {
         "experiments/train.py",  # the loop
         "experiments/train_step.py",  # the step it runs
-        "experiments/paired_training.py",  # the vmapped rounding protocol
         "experiments/gpu_pack.py",  # part (a): the step's tokens/s on random tokens
+    }
+    assert calling("value_and_grad", "grad", "next_token_loss") == {
+        "experiments/train_step.py",  # loss_fn and loss_and_grads
+        "experiments/noise_scale.py",  # the gradient of loss_fn at fixed parameters
+        "experiments/studies/rounding_study.py",  # the same, for gradient quantiles
+        "models/gpt.py",  # where the loss is defined
+    }
+    assert calling("loss_and_grads") == {
+        "experiments/train_step.py",
+        "experiments/paired_training.py",  # the vmapped rounding protocol
     }
