@@ -14,7 +14,10 @@ into wall-clock) at equal tokens and equal loss:
 - the adaptive controllers GNTS (relative), GNS, ``snr`` and MHT, GNTS with the
   reference's recipe and the reference's SBC ramp, at lr x sqrt(window);
 - every schedule and controller again with Adam's clocks counted in tokens
-  (``+tt``: ``gqc.token_time``, decays b^k and weight decay x k / sqrt(k)).
+  (``+tt``: ``gqc.token_time``, decays b^k and weight decay x k / sqrt(k));
+- GNTS (relative) with its window capped at 4 microbatches, without and with
+  ``+tt`` (``gnts-relative+sqrt+cap4``): whether bounding the window's jump
+  removes the harm token time does GNTS at the default cap of 16.
 
 Protocol: every arm's learning rate is chosen on a selection seed that is not
 reported (``--select_seed``), on a grid of ``--sweep`` multipliers (a sqrt(2)
@@ -76,6 +79,11 @@ CONTROLLERS: dict[str, Arm] = {
     "snr": Arm(1, {"gqc.controller": "snr"}, ("gqc.noise_ratio", (0.1, 0.2, 0.4))),
     "mht": Arm(1, {"gqc.controller": "mht"}, ("gqc.percent_error", (0.05, 0.1, 0.2))),
 }
+# An adaptive controller again with its window capped (controller -> cap): with
+# token time a step on a window of k microbatches decays Adam's moments by b^k at
+# once (b1 0.9 -> 0.19 for k = 16), so a cap bounds the largest such jump; the
+# pair (with and without ``+tt``) tests whether the cap removes +tt's harm.
+CAPPED: dict[str, int] = {"gnts-relative": 4}
 # Controllers run as their reference recipes: the learning rate alone is swept.
 RECIPES: dict[str, Arm] = {
     "gnts-reference": Arm(1, {**kit.GNTS_REFERENCE}),
@@ -115,6 +123,12 @@ def arms(batches: list[int]) -> dict[str, Arm]:
     for name, arm in {**CONTROLLERS, **RECIPES}.items():
         out[f"{name}+sqrt"] = dataclasses.replace(arm, settings={**arm.settings, **SQRT})
         out[f"{name}+sqrt+tt"] = dataclasses.replace(arm, settings={**arm.settings, **SQRT, **TT})
+    for name, cap in CAPPED.items():
+        capped = {**CONTROLLERS[name].settings, **SQRT, "gqc.max_draws": cap}
+        out[f"{name}+sqrt+cap{cap}"] = dataclasses.replace(CONTROLLERS[name], settings=capped)
+        out[f"{name}+sqrt+cap{cap}+tt"] = dataclasses.replace(
+            CONTROLLERS[name], settings={**capped, **TT}
+        )
     return out
 
 
@@ -350,18 +364,27 @@ def verdict(rows: dict, seeds: list[int]) -> list[str]:
     gaps = []
     for name in rows:
         if name.endswith("+tt") and name[: -len("+tt")] in rows:
-            without, coupled = rows[name[: -len("+tt")]]["diff"][0], rows[name]["diff"][0]
+            twin = rows[name[: -len("+tt")]]
+            without, coupled = twin["diff"][0], rows[name]["diff"][0]
+            # +tt against its own twin, seed by seed (the base cancels).
+            mean, half = paired(
+                [a - b for a, b in zip(rows[name]["loss"], twin["loss"], strict=True)]
+            )
             if without <= 0:
                 closed = ""
             elif coupled > without:
                 closed = ", wider"
             else:
                 closed = f", {1 - coupled / without:.0%} of the gap closed"
-            gaps.append(f"{name[: -len('+tt')]} {without:+.4f} -> {coupled:+.4f}{closed}")
+            gaps.append(
+                f"{name[: -len('+tt')]} {without:+.4f} -> {coupled:+.4f} "
+                f"({mean:+.4f} ± {half:.4f}){closed}"
+            )
     if gaps:
         lines.append(
             f"- Final-loss difference to `{BASE}` (paired mean, nats), without -> with "
-            "Adam's clocks in tokens (`+tt`): " + "; ".join(gaps) + "."
+            "Adam's clocks in tokens (`+tt`), and in brackets `+tt` minus its twin per seed "
+            "(mean and 95% t-interval): " + "; ".join(gaps) + "."
         )
     if adaptive:
         best = min(adaptive, key=lambda a: rows[a]["diff"][0])
@@ -646,6 +669,10 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
     params = results[(BASE, seeds[0])]["params"]
     minutes = sum(r["elapsed_s"] for r in every) / 60
     n = len(seeds)
+    caps = sorted(
+        {a.settings["gqc.max_draws"] for a in plan.values() if "gqc.max_draws" in a.settings}
+    )
+    capped = "".join(f"; `+cap{c}`: at most {c}" for c in caps)
     lines = [
         "# Serial steps at equal tokens: tuned GQC against the batch-size frontier",
         "",
@@ -666,7 +693,7 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         "then cosine to 10% on the microbatch clock (`-d2z`: linear to zero). Fixed-batch "
         f"arms `adamw-bM` train on microbatches of M x {args.microbatch} sequences; every "
         f"other arm draws microbatches of {args.microbatch} and steps on windows of them (at "
-        f"most {args.max_draws}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
+        f"most {args.max_draws}{capped}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
         "decay x k / sqrt(k) for a window of k (`gqc.token_time`). Validation: the same "
         f"{args.eval_sequences} sequences, spread over the validation split, for every arm, "
         f"at {args.evals} points of each run.",

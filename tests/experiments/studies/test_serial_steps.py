@@ -39,6 +39,8 @@ def test_every_arm_of_the_plan():
         "gnts-reference+sqrt+tt",
         "sbc-ramp+sqrt",
         "sbc-ramp+sqrt+tt",
+        "gnts-relative+sqrt+cap4",
+        "gnts-relative+sqrt+cap4+tt",
     ]
     assert plan["adamw-b4"].multiplier == 4
     assert plan["adamw-b1-d2z"].settings["optim.schedule"] == "linear"
@@ -48,6 +50,10 @@ def test_every_arm_of_the_plan():
     assert "gqc.token_time" not in plan["gns+sqrt"].settings
     assert plan["gns+sqrt"].hyper == ("gqc.tolerance", (0.005, 0.015, 0.05))
     assert plan["sbc-ramp+sqrt"].hyper is None
+    capped, capped_tt = plan["gnts-relative+sqrt+cap4"], plan["gnts-relative+sqrt+cap4+tt"]
+    assert capped.settings == {**plan["gnts-relative+sqrt"].settings, "gqc.max_draws": 4}
+    assert capped_tt.settings == {**capped.settings, "gqc.token_time": True}
+    assert capped.hyper == capped_tt.hyper == plan["gnts-relative+sqrt"].hyper
 
 
 def _fake_training(monkeypatch, losses):
@@ -176,21 +182,24 @@ def test_analysis_pairs_each_seed_with_the_base():
 
 
 def test_verdict_names_the_best_matching_arm_the_token_time_gaps_and_the_goal():
-    def row(diff, half, saved):
-        return {"diff": (diff, half), "saved": {1.0: saved}}
+    def row(diff, half, saved, loss=(2.0, 2.0)):
+        return {"diff": (diff, half), "saved": {1.0: saved}, "loss": list(loss)}
 
     rows = {
         "adamw-b1": row(0.0, 0.0, [0.0, 0.0]),
         "seesaw": row(0.0, 0.01, [0.2, 0.3]),
-        "gns+sqrt": row(0.05, 0.01, []),
-        "gns+sqrt+tt": row(0.0, 0.01, [0.5, 0.6]),
+        "gns+sqrt": row(0.05, 0.01, [], loss=(2.06, 2.04)),
+        "gns+sqrt+tt": row(0.0, 0.01, [0.5, 0.6], loss=(2.0, 2.0)),
     }
     lines = ss.verdict(rows, [0, 1])
     assert (
         "**gns+sqrt+tt** reaches `adamw-b1`'s final loss with the most steps saved (55%)"
         in (lines[0])
     )
-    assert lines[1].endswith("gns+sqrt +0.0500 -> +0.0000, 100% of the gap closed.")
+    # +tt minus its twin per seed: -0.06 and -0.04, mean -0.05, t(0.975, 1) x 0.01.
+    assert lines[1].endswith(
+        "gns+sqrt +0.0500 -> +0.0000 (-0.0500 ± 0.1271), 100% of the gap closed."
+    )
     assert "is met here" in lines[2]
     rows["gns+sqrt+tt"] = row(0.03, 0.01, [0.5, 0.6])
     assert "is not met here" in ss.verdict(rows, [0, 1])[2]
