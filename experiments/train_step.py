@@ -92,8 +92,9 @@ class PackedMetrics(Mapping[str, Any]):
 def loss_fn(graphdef, scale: float = 1.0) -> Callable[..., jax.Array]:
     """``loss(params, tokens, dropout_key=None)``: the model's mean next-token
     loss, times ``scale`` (a loss scale for the gradient; 1: none). The one loss
-    every stepper differentiates: the train step, the evaluation, the noise probe
-    and the vmapped paired protocol."""
+    the training program evaluates and differentiates: the train and evaluation
+    steps, the noise probe, the vmapped paired protocol and the rounding study's
+    gradient quantiles."""
 
     def loss(params, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         value = next_token_loss(nnx.merge(graphdef, params), tokens, dropout_key)
