@@ -14,25 +14,20 @@ import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import optax
 import tyro
 
 import gqc_jax
 from experiments.controllers import CONTROLLERS as _ENTRIES
+from experiments.controllers import option_fields
 
 CONTROLLERS = ("none", *_ENTRIES)  # each described once, in experiments/controllers.py
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
 OPTIMIZERS = ("adamw", "lion", "adafactor", "sgd", "muon")
 LR_SCHEDULES = ("cosine", "linear", "cosine_steps", "constant")
 WEIGHT_DECAY_SCHEDULES = ("constant", "cosine")
-
-
-def _read_by(field: str) -> Any:
-    """The option's help: the controllers that read ``gqc.<field>``."""
-    owners = [name for name, entry in _ENTRIES.items() if field in entry.fields]
-    return tyro.conf.arg(help=f"read by {', '.join(owners)} only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,46 +106,51 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class GQCConfig:
-    """controller: none | gnts | sbc | gns | gnr | mht | snr; threshold: GNTS
-    threshold (absolute norm, or a fraction of the running single-microbatch norm
-    when relative); schedule: 'constant' or 'reference' (inverse warmup from
-    threshold*warmup_multiplier, then quarter cosine to final_threshold);
-    rounding: round every microbatch gradient before the controller; sbc: a logical
-    batch of sbc_draws microbatches, or with sbc_final_draws > 0 the reference's
-    polynomial ramp (power 2, after optim.warmup) from sbc_draws to sbc_final_draws;
+class SharedGQCConfig:
+    """rounding: round every microbatch gradient before the controller;
     lr_scaling: none | sqrt | linear | a power p: a window of k microbatches steps
     at lr x (k / reference_draws)^p (every accumulating controller; batch_warmup and
     seesaw default to sqrt when none); token_time: Adam's decays and weight decay
     follow the window so their timescales stay fixed in microbatches (tokens),
     b -> b^(k / reference_draws) (every accumulating controller, batch_warmup and
-    seesaw); batch_warmup: the window grows warmup_growth-fold (doubles) at each
-    of warmup_fractions (of the run); seesaw: the window doubles each time the
-    learning-rate schedule halves after its warmup."""
+    seesaw)."""
 
-    controller: str = "none"
+    controller: Annotated[
+        str, tyro.conf.arg(help=f"one of {' | '.join(CONTROLLERS)} (each described above)")
+    ] = "none"
     max_draws: int = 16
-    threshold: Annotated[float, _read_by("threshold")] = 0.5
-    relative: Annotated[bool, _read_by("relative")] = False
-    schedule: Annotated[str, _read_by("schedule")] = "constant"
-    final_threshold: Annotated[float, _read_by("final_threshold")] = 0.25
-    warmup_multiplier: Annotated[float, _read_by("warmup_multiplier")] = 10.0
-    sbc_draws: Annotated[int, _read_by("sbc_draws")] = 4
-    sbc_final_draws: Annotated[int, _read_by("sbc_final_draws")] = 0
-    tolerance: Annotated[float, _read_by("tolerance")] = 1.0
-    target_norm: Annotated[float, _read_by("target_norm")] = 1.0
-    confidence: Annotated[float, _read_by("confidence")] = 0.95
-    percent_error: Annotated[float, _read_by("percent_error")] = 0.05
-    noise_ratio: Annotated[float, _read_by("noise_ratio")] = 0.1
-    min_draws: Annotated[int, _read_by("min_draws")] = 2
     rounding: str = "none"
     rounding_digits: int = 8
     rounding_stochastic: bool = False
     lr_scaling: str = "none"
     reference_draws: float = 1.0
     token_time: bool = False
-    warmup_fractions: Annotated[str, _read_by("warmup_fractions")] = "0.1,0.2,0.4"
-    warmup_growth: Annotated[int, _read_by("warmup_growth")] = 2
+
+
+# The gqc section: the shared fields above and every controller's own options
+# (experiments/controllers.py), flat: --gqc.tolerance, gqc.tolerance in config.json.
+# A type checker sees the shared fields only; a controller's options are read
+# typed through its entry (CONTROLLERS[name].read(config.gqc)).
+if TYPE_CHECKING:
+    GQCConfig = SharedGQCConfig
+else:
+    GQCConfig = dataclasses.make_dataclass(
+        "GQCConfig",
+        option_fields(_ENTRIES),
+        bases=(SharedGQCConfig,),
+        frozen=True,
+        namespace={
+            "__module__": __name__,
+            "__doc__": "; ".join(
+                [SharedGQCConfig.__doc__.rstrip(".")]
+                + [
+                    f"{name}: {' '.join(e.options.__doc__.split()).rstrip('.')}"
+                    for name, e in _ENTRIES.items()
+                ]
+            )
+            + ".",
+        },
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,10 +229,8 @@ class Config:
                 f"gqc.token_time needs an accumulating controller "
                 f"(gqc.controller={self.gqc.controller!r} steps on every microbatch)."
             )
-        if self.gqc.controller == "batch_warmup":
-            warmup_fractions(self.gqc.warmup_fractions)
-            if self.gqc.warmup_growth < 2:
-                raise ValueError(f"gqc.warmup_growth must be >= 2, got {self.gqc.warmup_growth}.")
+        for each in _ENTRIES.values():  # every controller checks its own options
+            each.read(self.gqc)
         if self.optim.schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"optim.schedule must be one of {LR_SCHEDULES}, got {self.optim.schedule!r}."
@@ -257,10 +255,6 @@ class Config:
             raise ValueError(
                 f"gqc.rounding must be one of {ROUNDING_MODES}, got {self.gqc.rounding!r}."
             )
-        if self.gqc.schedule not in ("constant", "reference"):
-            raise ValueError(
-                f"gqc.schedule must be 'constant' or 'reference', got {self.gqc.schedule!r}."
-            )
         if self.data.tokenizer not in ("bytes", "tiktoken"):
             raise ValueError(
                 f"data.tokenizer must be 'bytes' or 'tiktoken', got {self.data.tokenizer!r}."
@@ -276,8 +270,6 @@ class Config:
                 "data.eval_sequences must be 0 or a multiple of data.microbatch_size "
                 f"({self.data.microbatch_size}), got {self.data.eval_sequences}."
             )
-        if self.gqc.sbc_draws < 1:
-            raise ValueError(f"gqc.sbc_draws must be >= 1, got {self.gqc.sbc_draws}.")
         if self.model.dtype not in MODEL_DTYPES:
             raise ValueError(
                 f"model.dtype must be one of {MODEL_DTYPES}, got {self.model.dtype!r}."
@@ -285,10 +277,6 @@ class Config:
         if self.model.attention not in ("", "xla", "cudnn"):
             raise ValueError(
                 f"model.attention must be '', 'xla' or 'cudnn', got {self.model.attention!r}."
-            )
-        if self.gqc.sbc_final_draws < 0:
-            raise ValueError(
-                f"gqc.sbc_final_draws must be >= 0 (0 = constant), got {self.gqc.sbc_final_draws}."
             )
         if self.data.train_tokens < 0:
             raise ValueError(
@@ -359,22 +347,6 @@ def lr_scaling_power(text: str, reference_draws: float = 1.0) -> str | float | N
             f"gqc.lr_scaling={text!r}, gqc.reference_draws={reference_draws!r}: {error}"
         ) from None
     return value
-
-
-def warmup_fractions(text: str) -> tuple[float, ...]:
-    """``gqc.warmup_fractions``: comma-separated fractions, checked by
-    ``gqc_jax.batch_size_warmup``'s own rule."""
-    try:
-        fractions = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(
-            f"gqc.warmup_fractions must be comma-separated numbers, got {text!r}."
-        ) from None
-    try:
-        gqc_jax.batch_size_warmup(optax.identity(), 1, fractions, max_draws=2 ** len(fractions))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"gqc.warmup_fractions={text!r}: {error}") from None
-    return fractions
 
 
 # Reading values. A value from a command line, a config file or a dict of dotted

@@ -1,27 +1,44 @@
-"""The training program's controllers, each described once: the ``gqc.`` fields
-it reads, the statistics its run log shows as its threshold, and the one
-function that builds the library object from the configuration.
+"""The training program's controllers, each described once: its own typed
+``gqc.`` options (a small frozen dataclass that checks its values), the
+statistics its run log shows as its threshold, and the one function that builds
+the library object from those options.
 
-The command line (``--gqc.controller`` and ``--help``), the optimizer
+The command line (``--gqc.controller``, the ``--gqc.`` options and ``--help``),
+the configuration's checks (:class:`experiments.config.Config`), the optimizer
 (:func:`experiments.optimizer.build_optimizer`), the run log's threshold
 (:func:`experiments.run_log.threshold_key`) and the tests derive from
-``CONTROLLERS``. A new controller is its library module plus one entry here
-(and its fields in ``GQCConfig`` when it has new ones)::
+``CONTROLLERS``. A new controller is its library module plus one entry here::
+
+    @dataclasses.dataclass(frozen=True)
+    class MineOptions:
+        \"\"\"step when my statistic passes my_threshold.\"\"\"
+
+        my_threshold: float = option(0.1, "the statistic's bound (> 0)")
+
+        def __post_init__(self):
+            if not self.my_threshold > 0:
+                raise ValueError(f"gqc.my_threshold must be > 0, got {self.my_threshold}.")
 
     "mine": Controller(
-        fields=("threshold",),
+        MineOptions,
         statistics=("my_threshold",),
-        build=lambda c, inner, total, lr: gqc_jax.mine(
-            inner, c.gqc.threshold, max_draws=c.gqc.max_draws, **coupling(c)
+        build=lambda o, c, inner, total, lr: gqc_jax.mine(
+            inner, o.my_threshold, max_draws=c.gqc.max_draws, **coupling(c)
         ),
     ),
+
+after which ``--gqc.controller=mine --gqc.my_threshold=0.2`` trains with it.
+The options stay flat on the command line and in a run's ``config.json``
+(``gqc.my_threshold``, not ``gqc.mine.my_threshold``), so runs and pages keep
+their keys; two controllers may share an option of the same type and default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import optax
 
@@ -30,29 +47,82 @@ import gqc_jax
 if TYPE_CHECKING:
     from experiments.config import Config
 
-# build(config, inner, total microbatches, learning-rate schedule) -> transformation
-Build = Callable[["Config", optax.GradientTransformation, int, optax.Schedule], Any]
+OptionsT = TypeVar("OptionsT")  # a controller's options (a frozen dataclass)
+
+# build(options, config, inner, total microbatches, learning-rate schedule) -> transformation
+Build = Callable[[OptionsT, "Config", optax.GradientTransformation, int, optax.Schedule], Any]
+
+
+def option(default: Any, help: str) -> Any:
+    """A controller option: its default and the one line ``--help`` shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
-class Controller:
+class Controller(Generic[OptionsT]):
     """One controller of the training program.
 
     Attributes:
-      fields: its own ``gqc.`` fields (``max_draws`` and the learning-rate
-        coupling are shared by every accumulating controller).
+      options: its own ``gqc.`` options, a frozen dataclass whose docstring
+        says what the controller does, whose fields are made with
+        :func:`option` and whose ``__post_init__`` checks their values
+        (``max_draws`` and the learning-rate coupling are shared by every
+        accumulating controller and live in the configuration).
       statistics: the ``gqc_jax.stats`` keys the run log shows as its
         threshold, the first one present winning.
       build: the library object around ``inner`` (the optimizer on the
-        microbatch clock).
+        microbatch clock), from the options and the whole configuration.
       accumulates: False for a controller that steps on every microbatch (no
         window, so no learning-rate coupling or token time).
     """
 
-    fields: tuple[str, ...]
+    options: type[OptionsT]
     statistics: tuple[str, ...]
-    build: Build
+    build: Build[OptionsT]
     accumulates: bool = True
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of its ``gqc.`` options."""
+        return tuple(f.name for f in dataclasses.fields(self.options))  # type: ignore[arg-type]
+
+    def read(self, gqc: Any) -> OptionsT:
+        """Its options from the configuration's ``gqc`` section (checked)."""
+        return self.options(**{name: getattr(gqc, name) for name in self.fields})
+
+
+def option_fields(entries: dict[str, Controller[Any]]) -> list[tuple[str, Any, Any]]:
+    """``(name, type, field)`` for every controller option of ``entries``, in
+    their order, each once; the type carries the ``--help`` line, naming the
+    controllers that read it.
+
+    Raises:
+      TypeError: two controllers declare one option with different types or defaults.
+    """
+    import tyro
+
+    seen: dict[str, tuple[Any, Any, str, list[str]]] = {}
+    for name, entry in entries.items():
+        hints = typing.get_type_hints(entry.options)
+        for f in dataclasses.fields(entry.options):
+            kind, default, text = hints[f.name], f.default, f.metadata.get("help", "")
+            if f.name in seen:
+                if seen[f.name][:2] != (kind, default):
+                    raise TypeError(
+                        f"gqc.{f.name}: {name} declares {kind.__name__} = {default!r}, "
+                        f"{seen[f.name][3][0]} {seen[f.name][0].__name__} = {seen[f.name][1]!r}."
+                    )
+                seen[f.name][3].append(name)
+            else:
+                seen[f.name] = (kind, default, text, [name])
+    return [
+        (
+            field,
+            typing.Annotated[kind, tyro.conf.arg(help=f"read by {', '.join(owners)} only: {text}")],
+            dataclasses.field(default=default),
+        )
+        for field, (kind, default, text, owners) in seen.items()
+    ]
 
 
 def coupling(config: Config) -> dict[str, Any]:
@@ -67,105 +137,195 @@ def coupling(config: Config) -> dict[str, Any]:
     }
 
 
-def _gnts(config: Config, inner, total: int, lr) -> Any:
-    g, o = config.gqc, config.optim
-    threshold: Any = g.threshold
-    if g.schedule == "reference":
+@dataclasses.dataclass(frozen=True)
+class GNTSOptions:
+    """step when the window mean's gradient norm falls to threshold (absolute,
+    or a fraction of the running single-microbatch norm when relative)."""
+
+    threshold: float = option(0.5, "the gradient-norm threshold")
+    relative: bool = option(False, "threshold as a fraction of the running single-microbatch norm")
+    schedule: str = option(
+        "constant",
+        "'constant' or 'reference' (inverse warmup from threshold x warmup_multiplier, "
+        "then a quarter cosine to final_threshold)",
+    )
+    final_threshold: float = option(0.25, "the reference schedule's final threshold")
+    warmup_multiplier: float = option(10.0, "the reference schedule's start, x threshold")
+
+    def __post_init__(self):
+        if self.schedule not in ("constant", "reference"):
+            raise ValueError(
+                f"gqc.schedule must be 'constant' or 'reference', got {self.schedule!r}."
+            )
+
+
+def _gnts(o: GNTSOptions, config: Config, inner, total: int, lr) -> Any:
+    threshold: Any = o.threshold
+    if o.schedule == "reference":
         threshold = gqc_jax.schedules.cosine_annealing_with_inverse_warmup(
-            g.threshold, g.final_threshold, o.warmup, total, g.warmup_multiplier
+            o.threshold, o.final_threshold, config.optim.warmup, total, o.warmup_multiplier
         )
     return gqc_jax.gnts(
-        inner, threshold, max_draws=g.max_draws, relative=g.relative, **coupling(config)
+        inner, threshold, max_draws=config.gqc.max_draws, relative=o.relative, **coupling(config)
     )
 
 
-def _sbc(config: Config, inner, total: int, lr) -> Any:
-    g, size = config.gqc, config.data.microbatch_size
-    logical: Any = g.sbc_draws * size
-    if g.sbc_final_draws:
+@dataclasses.dataclass(frozen=True)
+class SBCOptions:
+    """a logical batch of sbc_draws microbatches, or the reference's
+    polynomial ramp from sbc_draws to sbc_final_draws."""
+
+    sbc_draws: int = option(4, "the logical batch, in microbatches")
+    sbc_final_draws: int = option(
+        0, "> 0: a ramp (power 2, after optim.warmup) from sbc_draws to this; 0 = constant"
+    )
+
+    def __post_init__(self):
+        if self.sbc_draws < 1:
+            raise ValueError(f"gqc.sbc_draws must be >= 1, got {self.sbc_draws}.")
+        if self.sbc_final_draws < 0:
+            raise ValueError(
+                f"gqc.sbc_final_draws must be >= 0 (0 = constant), got {self.sbc_final_draws}."
+            )
+
+
+def _sbc(o: SBCOptions, config: Config, inner, total: int, lr) -> Any:
+    size = config.data.microbatch_size
+    logical: Any = o.sbc_draws * size
+    if o.sbc_final_draws:
         logical = gqc_jax.schedules.polynomial_schedule_with_warmup(
-            logical, g.sbc_final_draws * size, config.optim.warmup, total
+            logical, o.sbc_final_draws * size, config.optim.warmup, total
         )
-    cap = max(g.max_draws, g.sbc_draws, g.sbc_final_draws)
+    cap = max(config.gqc.max_draws, o.sbc_draws, o.sbc_final_draws)
     return gqc_jax.sbc(inner, logical, size, max_draws=cap, **coupling(config))
 
 
-def _batch_warmup(config: Config, inner, total: int, lr) -> Any:
-    from experiments.config import warmup_fractions
+@dataclasses.dataclass(frozen=True)
+class GNSOptions:
+    """step when the gradient noise statistic falls to tolerance."""
 
-    g = config.gqc
-    fractions = warmup_fractions(g.warmup_fractions)
+    tolerance: float = option(1.0, "the noise tolerance (any value >= 1 steps every 2nd draw)")
+
+
+@dataclasses.dataclass(frozen=True)
+class GNROptions:
+    """rescale every microbatch gradient to target_norm; a step per microbatch."""
+
+    target_norm: float = option(1.0, "the norm each gradient is rescaled to")
+
+
+@dataclasses.dataclass(frozen=True)
+class MHTOptions:
+    """step when a test at confidence says the mean loss is known to percent_error."""
+
+    confidence: float = option(0.95, "the test's confidence level, in (0, 1)")
+    percent_error: float = option(0.05, "the relative error of the mean loss allowed (> 0)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SNROptions:
+    """step when the gradient's noise is at most noise_ratio of its signal."""
+
+    noise_ratio: float = option(0.1, "the noise-to-signal bound (> 0)")
+    min_draws: int = option(2, "at least this many microbatches per step (>= 2)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchWarmupOptions:
+    """the window grows warmup_growth-fold at each of warmup_fractions."""
+
+    warmup_fractions: str = option(
+        "0.1,0.2,0.4", "comma-separated fractions of the run, strictly increasing"
+    )
+    warmup_growth: int = option(2, "the window's growth at each fraction (>= 2)")
+
+    def __post_init__(self):
+        warmup_fractions(self.warmup_fractions)
+        if self.warmup_growth < 2:
+            raise ValueError(f"gqc.warmup_growth must be >= 2, got {self.warmup_growth}.")
+
+
+def warmup_fractions(text: str) -> tuple[float, ...]:
+    """``gqc.warmup_fractions``: comma-separated fractions, checked by
+    ``gqc_jax.batch_size_warmup``'s own rule."""
+    try:
+        fractions = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"gqc.warmup_fractions must be comma-separated numbers, got {text!r}."
+        ) from None
+    try:
+        gqc_jax.batch_size_warmup(optax.identity(), 1, fractions, max_draws=2 ** len(fractions))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"gqc.warmup_fractions={text!r}: {error}") from None
+    return fractions
+
+
+def _batch_warmup(o: BatchWarmupOptions, config: Config, inner, total: int, lr) -> Any:
+    fractions = warmup_fractions(o.warmup_fractions)
     return gqc_jax.batch_size_warmup(
         inner,
         total,
         fractions,
-        growth=g.warmup_growth,
+        growth=o.warmup_growth,
         # A fixed batch schedule: the square-root rule unless another is asked for.
         lr_scaling=coupling(config)["lr_scaling"] or "sqrt",
-        max_draws=max(g.max_draws, g.warmup_growth ** len(fractions)),
-        token_time=g.token_time,
+        max_draws=max(config.gqc.max_draws, o.warmup_growth ** len(fractions)),
+        token_time=config.gqc.token_time,
     )
 
 
-def _seesaw(config: Config, inner, total: int, lr) -> Any:
-    g = config.gqc
+@dataclasses.dataclass(frozen=True)
+class SeesawOptions:
+    """the window doubles each time the learning-rate schedule halves after its warmup."""
+
+
+def _seesaw(o: SeesawOptions, config: Config, inner, total: int, lr) -> Any:
     return gqc_jax.seesaw(
         inner,
         lr,
         config.optim.lr,
         warmup_microbatches=config.optim.warmup,
         lr_scaling=coupling(config)["lr_scaling"] or "sqrt",
-        max_draws=g.max_draws,
-        token_time=g.token_time,
+        max_draws=config.gqc.max_draws,
+        token_time=config.gqc.token_time,
     )
 
 
-CONTROLLERS: dict[str, Controller] = {
+CONTROLLERS: dict[str, Controller[Any]] = {
     "gnts": Controller(
-        fields=("threshold", "relative", "schedule", "final_threshold", "warmup_multiplier"),
-        statistics=("effective_threshold", "gradient_norm_threshold"),
-        build=_gnts,
+        GNTSOptions, statistics=("effective_threshold", "gradient_norm_threshold"), build=_gnts
     ),
-    "sbc": Controller(
-        fields=("sbc_draws", "sbc_final_draws"),
-        statistics=("logical_batch_size",),
-        build=_sbc,
-    ),
+    "sbc": Controller(SBCOptions, statistics=("logical_batch_size",), build=_sbc),
     "gns": Controller(
-        fields=("tolerance",),
+        GNSOptions,
         statistics=("noise_tolerance",),
-        build=lambda c, inner, total, lr: gqc_jax.gns(
-            inner, c.gqc.tolerance, max_draws=c.gqc.max_draws, **coupling(c)
+        build=lambda o, c, inner, total, lr: gqc_jax.gns(
+            inner, o.tolerance, max_draws=c.gqc.max_draws, **coupling(c)
         ),
     ),
     "gnr": Controller(
-        fields=("target_norm",),
+        GNROptions,
         statistics=("target_gradient_norm",),
-        build=lambda c, inner, total, lr: gqc_jax.gnr(inner, c.gqc.target_norm),
+        build=lambda o, c, inner, total, lr: gqc_jax.gnr(inner, o.target_norm),
         accumulates=False,
     ),
     "mht": Controller(
-        fields=("confidence", "percent_error"),
+        MHTOptions,
         statistics=("percent_error_threshold",),
-        build=lambda c, inner, total, lr: gqc_jax.mht(
-            inner, c.gqc.confidence, c.gqc.percent_error, max_draws=c.gqc.max_draws, **coupling(c)
+        build=lambda o, c, inner, total, lr: gqc_jax.mht(
+            inner, o.confidence, o.percent_error, max_draws=c.gqc.max_draws, **coupling(c)
         ),
     ),
     "snr": Controller(
-        fields=("noise_ratio", "min_draws"),
+        SNROptions,
         statistics=("noise_ratio",),
-        build=lambda c, inner, total, lr: gqc_jax.snr(
-            inner,
-            c.gqc.noise_ratio,
-            min_draws=c.gqc.min_draws,
-            max_draws=c.gqc.max_draws,
-            **coupling(c),
+        build=lambda o, c, inner, total, lr: gqc_jax.snr(
+            inner, o.noise_ratio, min_draws=o.min_draws, max_draws=c.gqc.max_draws, **coupling(c)
         ),
     ),
     "batch_warmup": Controller(
-        fields=("warmup_fractions", "warmup_growth"),
-        statistics=("logical_batch_size",),
-        build=_batch_warmup,
+        BatchWarmupOptions, statistics=("logical_batch_size",), build=_batch_warmup
     ),
-    "seesaw": Controller(fields=(), statistics=("logical_batch_size",), build=_seesaw),
+    "seesaw": Controller(SeesawOptions, statistics=("logical_batch_size",), build=_seesaw),
 }

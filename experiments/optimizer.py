@@ -91,7 +91,8 @@ def build_optimizer(config: Config, total_microbatches: int) -> optax.GradientTr
             return optax.chain(*clip, factory(**values))
 
         inner = gqc_jax.on_microbatch_clock(clipped, **kwargs)
-        tx = CONTROLLERS[g.controller].build(config, inner, total_microbatches, lr)
+        entry = CONTROLLERS[g.controller]
+        tx = entry.build(entry.read(g), config, inner, total_microbatches, lr)
     if g.rounding != "none":
         rounding = gqc_jax.round_gradients(
             g.rounding_digits,
