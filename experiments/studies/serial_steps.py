@@ -668,6 +668,10 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
     commits = sorted({r["commit"] for r in every})
     params = results[(BASE, seeds[0])]["params"]
     minutes = sum(r["elapsed_s"] for r in every) / 60
+    # The widest spread of wall-clock time among one arm's seeds (equal work).
+    spread = max(
+        max(t) / min(t) for t in ([results[(a, s)]["elapsed_s"] for s in seeds] for a in plan)
+    )
     n = len(seeds)
     caps = sorted(
         {a.settings["gqc.max_draws"] for a in plan.values() if "gqc.max_draws" in a.settings}
@@ -707,7 +711,9 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"to `{BASE}` per seed (mean and 95% t-interval); optimizer steps; steps saved to "
         f"reach `{BASE}`'s own validation loss at 50%, 75% and 100% of its run (per seed, "
         "against its steps to the same loss, mean over the seeds that reach it; the count "
-        "when not all do).",
+        "when not all do); the mean sequences per step; s/run, the mean wall-clock seconds "
+        "of its seeds' runs. The machine is shared: one arm's seeds, on equal tokens, took up to "
+        f"{spread:.1f}x one another's time, so s/run is indicative only.",
         "",
         "| arm | lr | own | val loss | Δ vs base (95% CI) | opt steps | saved @50% | "
         "saved @75% | saved @100% | batch/step (seqs) | s/run |",
