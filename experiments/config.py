@@ -21,7 +21,7 @@ import tyro
 
 import gqc_jax
 from experiments.controllers import CONTROLLERS as _ENTRIES
-from experiments.controllers import option_fields
+from experiments.controllers import controller_options
 
 CONTROLLERS = ("none", *_ENTRIES)  # each described once, in experiments/controllers.py
 ROUNDING_MODES = ("none", "decimals", "significant", "mantissa_bits")
@@ -136,7 +136,16 @@ if TYPE_CHECKING:
 else:
     GQCConfig = dataclasses.make_dataclass(
         "GQCConfig",
-        option_fields(_ENTRIES),
+        [
+            (
+                o.name,
+                Annotated[
+                    o.kind, tyro.conf.arg(help=f"read by {', '.join(o.owners)} only: {o.help}")
+                ],
+                dataclasses.field(default=o.default),
+            )
+            for o in controller_options(_ENTRIES)
+        ],
         bases=(SharedGQCConfig,),
         frozen=True,
         namespace={

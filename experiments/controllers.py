@@ -7,30 +7,11 @@ The command line (``--gqc.controller``, the ``--gqc.`` options and ``--help``),
 the configuration's checks (:class:`experiments.config.Config`), the optimizer
 (:func:`experiments.optimizer.build_optimizer`), the run log's threshold
 (:func:`experiments.run_log.threshold_key`) and the tests derive from
-``CONTROLLERS``. A new controller is its library module plus one entry here::
-
-    @dataclasses.dataclass(frozen=True)
-    class MineOptions:
-        \"\"\"step when my statistic passes my_threshold.\"\"\"
-
-        my_threshold: float = option(0.1, "the statistic's bound (> 0)")
-
-        def __post_init__(self):
-            if not self.my_threshold > 0:
-                raise ValueError(f"gqc.my_threshold must be > 0, got {self.my_threshold}.")
-
-    "mine": Controller(
-        MineOptions,
-        statistics=("my_threshold",),
-        build=lambda o, c, inner, total, lr: gqc_jax.mine(
-            inner, o.my_threshold, max_draws=c.gqc.max_draws, **coupling(c)
-        ),
-    ),
-
-after which ``--gqc.controller=mine --gqc.my_threshold=0.2`` trains with it.
-The options stay flat on the command line and in a run's ``config.json``
-(``gqc.my_threshold``, not ``gqc.mine.my_threshold``), so runs and pages keep
-their keys; two controllers may share an option of the same type and default.
+``CONTROLLERS``. A new controller is its library module plus one entry here
+(docs/training.md shows one as a runnable example). The options stay flat on
+the command line and in a run's ``config.json`` (``--gqc.tolerance``, not
+``--gqc.gns.tolerance``), so runs and pages keep their keys; two controllers
+may share an option of the same type and default.
 """
 
 from __future__ import annotations
@@ -38,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import optax
 
@@ -91,38 +72,37 @@ class Controller(Generic[OptionsT]):
         return self.options(**{name: getattr(gqc, name) for name in self.fields})
 
 
-def option_fields(entries: dict[str, Controller[Any]]) -> list[tuple[str, Any, Any]]:
-    """``(name, type, field)`` for every controller option of ``entries``, in
-    their order, each once; the type carries the ``--help`` line, naming the
-    controllers that read it.
+class Option(NamedTuple):
+    """A ``gqc.`` option as the configuration holds it."""
+
+    name: str
+    kind: Any  # its type
+    default: Any
+    help: str
+    owners: tuple[str, ...]  # the controllers that read it
+
+
+def controller_options(entries: dict[str, Controller[Any]]) -> list[Option]:
+    """Every controller option of ``entries``, in their order, each once.
 
     Raises:
       TypeError: two controllers declare one option with different types or defaults.
     """
-    import tyro
-
-    seen: dict[str, tuple[Any, Any, str, list[str]]] = {}
+    seen: dict[str, Option] = {}
     for name, entry in entries.items():
         hints = typing.get_type_hints(entry.options)
         for f in dataclasses.fields(entry.options):
-            kind, default, text = hints[f.name], f.default, f.metadata.get("help", "")
-            if f.name in seen:
-                if seen[f.name][:2] != (kind, default):
-                    raise TypeError(
-                        f"gqc.{f.name}: {name} declares {kind.__name__} = {default!r}, "
-                        f"{seen[f.name][3][0]} {seen[f.name][0].__name__} = {seen[f.name][1]!r}."
-                    )
-                seen[f.name][3].append(name)
-            else:
-                seen[f.name] = (kind, default, text, [name])
-    return [
-        (
-            field,
-            typing.Annotated[kind, tyro.conf.arg(help=f"read by {', '.join(owners)} only: {text}")],
-            dataclasses.field(default=default),
-        )
-        for field, (kind, default, text, owners) in seen.items()
-    ]
+            mine = Option(f.name, hints[f.name], f.default, f.metadata.get("help", ""), (name,))
+            first = seen.setdefault(f.name, mine)
+            if first is mine:
+                continue
+            if (first.kind, first.default) != (mine.kind, mine.default):
+                raise TypeError(
+                    f"gqc.{f.name}: {name} declares {mine.kind.__name__} = {mine.default!r}, "
+                    f"{first.owners[0]} {first.kind.__name__} = {first.default!r}."
+                )
+            seen[f.name] = first._replace(owners=(*first.owners, name))
+    return list(seen.values())
 
 
 def coupling(config: Config) -> dict[str, Any]:

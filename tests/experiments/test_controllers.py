@@ -13,7 +13,7 @@ import pytest
 import gqc_jax
 from experiments.config import CONTROLLERS, Config, apply_overrides, parse_args
 from experiments.controllers import CONTROLLERS as ENTRIES
-from experiments.controllers import Controller, option, option_fields
+from experiments.controllers import Controller, Option, controller_options, option
 from experiments.optimizer import build_optimizer
 from experiments.run_log import threshold_key
 from tests.helpers import unboxed
@@ -115,7 +115,6 @@ def test_two_controllers_share_an_option_only_if_it_agrees():
         return None
 
     entries = {n: Controller(o, ("x",), build) for n, o in (("a", A), ("b", B))}
-    ((name, kind, _),) = option_fields(entries)
-    assert name == "shared" and "read by a, b only: one" in repr(kind)
+    assert controller_options(entries) == [Option("shared", int, 2, "one", ("a", "b"))]
     with pytest.raises(TypeError, match=r"gqc.shared: c declares float = 2.0, a int = 2"):
-        option_fields({**entries, "c": Controller(C, ("x",), build)})
+        controller_options({**entries, "c": Controller(C, ("x",), build)})
