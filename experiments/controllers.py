@@ -21,6 +21,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+import jax.numpy as jnp
 import optax
 
 import gqc_jax
@@ -152,12 +153,16 @@ def _gnts(o: GNTSOptions, config: Config, inner, total: int, lr) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class SBCOptions:
-    """a logical batch of sbc_draws microbatches, or the reference's
-    polynomial ramp from sbc_draws to sbc_final_draws."""
+    """a logical batch of sbc_draws microbatches, the reference's polynomial
+    ramp from sbc_draws to sbc_final_draws, or windows taken in turn from
+    sbc_cycle."""
 
     sbc_draws: int = option(4, "the logical batch, in microbatches")
     sbc_final_draws: int = option(
         0, "> 0: a ramp (power 2, after optim.warmup) from sbc_draws to this; 0 = constant"
+    )
+    sbc_cycle: str = option(
+        "", "windows in microbatches, taken in turn (e.g. 1,4: 1, 4, 1, 4, ...); '' = off"
     )
 
     def __post_init__(self):
@@ -167,16 +172,48 @@ class SBCOptions:
             raise ValueError(
                 f"gqc.sbc_final_draws must be >= 0 (0 = constant), got {self.sbc_final_draws}."
             )
+        if self.sbc_cycle and self.sbc_final_draws:
+            raise ValueError(
+                f"gqc.sbc_cycle={self.sbc_cycle!r} and gqc.sbc_final_draws="
+                f"{self.sbc_final_draws} are two schedules; set one."
+            )
+        sbc_cycle(self.sbc_cycle)
+
+
+def sbc_cycle(text: str) -> tuple[int, ...]:
+    """``gqc.sbc_cycle``: comma-separated windows >= 1 (empty: none)."""
+    try:
+        windows = tuple(int(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        windows = (0,)
+    if any(w < 1 for w in windows):
+        raise ValueError(f"gqc.sbc_cycle must be comma-separated whole numbers >= 1, got {text!r}.")
+    return windows
+
+
+def _cycle(windows: tuple[int, ...], size: int) -> optax.Schedule:
+    """The logical batch on the microbatch clock that makes the windows
+    ``windows`` in turn: at count c, the window holding c mod their sum."""
+    ends = jnp.cumsum(jnp.asarray(windows))
+    batches = jnp.asarray(windows, jnp.float32) * size
+
+    def logical(count):
+        return batches[jnp.searchsorted(ends, count % ends[-1], side="right")]
+
+    return logical
 
 
 def _sbc(o: SBCOptions, config: Config, inner, total: int, lr) -> Any:
     size = config.data.microbatch_size
     logical: Any = o.sbc_draws * size
+    windows = sbc_cycle(o.sbc_cycle)
     if o.sbc_final_draws:
         logical = gqc_jax.schedules.polynomial_schedule_with_warmup(
             logical, o.sbc_final_draws * size, config.optim.warmup, total
         )
-    cap = max(config.gqc.max_draws, o.sbc_draws, o.sbc_final_draws)
+    elif windows:
+        logical = _cycle(windows, size)
+    cap = max(config.gqc.max_draws, o.sbc_draws, o.sbc_final_draws, *windows)
     return gqc_jax.sbc(inner, logical, size, max_draws=cap, **coupling(config))
 
 

@@ -95,6 +95,31 @@ def test_sbc_ramps_its_logical_batch_polynomially():
         apply_overrides(Config(), {"gqc.sbc_final_draws": -1})
 
 
+def test_sbc_takes_the_windows_of_its_cycle_in_turn():
+    config = apply_overrides(
+        Config(),
+        {"gqc.controller": "sbc", "gqc.sbc_cycle": "1,4,2", "data.microbatch_size": 8},
+    )
+    tx = build_optimizer(config, total_microbatches=100)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    windows = []
+    for _ in range(21):
+        _, state = update({"w": jnp.ones(3)}, state, params)
+        stats = gqc_jax.stats(state)
+        if bool(stats["stepped"]):
+            windows.append(int(stats["last_num_draws"]))
+    assert windows == [1, 4, 2, 1, 4, 2, 1, 4, 2]
+    for bad, match in (
+        ({"gqc.sbc_cycle": "1,0"}, "whole numbers >= 1, got '1,0'"),
+        ({"gqc.sbc_cycle": "a"}, "whole numbers >= 1, got 'a'"),
+        ({"gqc.sbc_cycle": "1,4", "gqc.sbc_final_draws": 8}, "two schedules; set one"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            apply_overrides(Config(), bad)
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_token_time_rescales_every_optimizer_that_has_decays(name):
     """gqc.token_time reaches the library: a window of 2 steps at b1^2 (here
