@@ -17,7 +17,10 @@ into wall-clock) at equal tokens and equal loss:
   (``+tt``: ``gqc.token_time``, decays b^k and weight decay x k / sqrt(k));
 - GNTS (relative) with its window capped at 4 microbatches, without and with
   ``+tt`` (``gnts-relative+sqrt+cap4``): whether bounding the window's jump
-  removes the harm token time does GNTS at the default cap of 16.
+  removes the harm token time does GNTS at the default cap of 16;
+- fixed windows taken in turn (``cycle-1-4``: 1, 4, 1, 4, ... microbatches;
+  ``cycle-2-3``), SBC at lr x sqrt(window), without and with ``+tt``: windows
+  that vary from step to step as GNTS's do, but not with the gradient.
 
 Protocol: every arm's learning rate is chosen on a selection seed that is not
 reported (``--select_seed``), on a grid of ``--sweep`` multipliers (a sqrt(2)
@@ -106,13 +109,20 @@ SCHEDULES: dict[str, Arm] = {
     "seesaw": Arm(1, {"gqc.controller": "seesaw"}),
     "seesaw-paper": Arm(1, {"gqc.controller": "seesaw", "optim.schedule": "cosine_steps"}),
 }
+# Fixed windows taken in turn: steps whose windows vary as GNTS's do (1 to 4),
+# but on a clock, not with the gradient; with their +tt twins they test whether
+# varying windows alone make token time hurt.
+CYCLES: dict[str, Arm] = {
+    f"cycle-{a}-{b}": Arm(1, {"gqc.controller": "sbc", "gqc.sbc_cycle": f"{a},{b}", **SQRT})
+    for a, b in ((1, 4), (2, 3))
+}
 SCALE = {"preset": "ladder-s", "tokens": 20_000_000, "microbatch": 32, "seq_len": 256}
 
 
 def arms(batches: list[int]) -> dict[str, Arm]:
     """name -> arm: the fixed-batch AdamW arms (``adamw-bM`` train on microbatches
-    ``M`` times larger), decay-to-zero AdamW, then every schedule and controller
-    without and with ``+tt``."""
+    ``M`` times larger), decay-to-zero AdamW, then every schedule and controller,
+    the capped controllers and the window cycles, each without and with ``+tt``."""
     out = {f"adamw-b{m}": Arm(m, kit.ADAMW) for m in batches}
     out[f"adamw-b{batches[0]}-d2z"] = Arm(
         batches[0], {**kit.ADAMW, "optim.schedule": "linear", "optim.min_lr_ratio": 0.0}
@@ -129,6 +139,9 @@ def arms(batches: list[int]) -> dict[str, Arm]:
         out[f"{name}+sqrt+cap{cap}+tt"] = dataclasses.replace(
             CONTROLLERS[name], settings={**capped, **TT}
         )
+    for name, arm in CYCLES.items():
+        out[name] = arm
+        out[f"{name}+tt"] = dataclasses.replace(arm, settings={**arm.settings, **TT})
     return out
 
 
@@ -700,7 +713,13 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"most {args.max_draws}{capped}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
         "decay x k / sqrt(k) for a window of k (`gqc.token_time`). Validation: the same "
         f"{args.eval_sequences} sequences, spread over the validation split, for every arm, "
-        f"at {args.evals} points of each run.",
+        f"at {args.evals} points of each run."
+        + (
+            " `cycle-A-B`: SBC with fixed windows of A and B microbatches in turn, windows "
+            "that vary from step to step but not with the gradient."
+            if any(name.split("+")[0] in CYCLES for name in plan)
+            else ""
+        ),
         "",
         f"Sweeps: the learning rate on the grid {', '.join(f'x{v:.4g}' for v in args.sweep)} "
         f"around {args.lr:g} (x sqrt(M) for `adamw-bM`), extended by up to {args.extend} "

@@ -41,7 +41,17 @@ def test_every_arm_of_the_plan():
         "sbc-ramp+sqrt+tt",
         "gnts-relative+sqrt+cap4",
         "gnts-relative+sqrt+cap4+tt",
+        "cycle-1-4",
+        "cycle-1-4+tt",
+        "cycle-2-3",
+        "cycle-2-3+tt",
     ]
+    assert plan["cycle-1-4+tt"].settings == {
+        "gqc.controller": "sbc",
+        "gqc.sbc_cycle": "1,4",
+        "gqc.lr_scaling": "sqrt",
+        "gqc.token_time": True,
+    }
     assert plan["adamw-b4"].multiplier == 4
     assert plan["adamw-b1-d2z"].settings["optim.schedule"] == "linear"
     assert plan["seesaw-paper"].settings["optim.schedule"] == "cosine_steps"
