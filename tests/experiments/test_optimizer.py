@@ -68,6 +68,21 @@ def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate(name):
     np.testing.assert_allclose(updates["w"], -0.01 * 0.1 * 2.0, rtol=1e-3)
 
 
+def stepped_windows(config, total_microbatches: int, microbatches: int) -> list[int]:
+    """The window of each optimizer step over ``microbatches`` update calls."""
+    tx = build_optimizer(config, total_microbatches=total_microbatches)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    windows = []
+    for _ in range(microbatches):
+        _, state = update({"w": jnp.ones(3)}, state, params)
+        stats = gqc_jax.stats(state)
+        if bool(stats["stepped"]):
+            windows.append(int(stats["last_num_draws"]))
+    return windows
+
+
 def test_sbc_ramps_its_logical_batch_polynomially():
     config = apply_overrides(
         Config(),
@@ -79,16 +94,7 @@ def test_sbc_ramps_its_logical_batch_polynomially():
             "data.microbatch_size": 2,
         },
     )
-    tx = build_optimizer(config, total_microbatches=60)
-    params = {"w": jnp.ones(3)}
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    windows = []
-    for _ in range(60):
-        _, state = update({"w": jnp.ones(3)}, state, params)
-        stats = gqc_jax.stats(state)
-        if bool(stats["stepped"]):
-            windows.append(int(stats["last_num_draws"]))
+    windows = stepped_windows(config, total_microbatches=60, microbatches=60)
     assert windows[:3] == [1, 1, 1] and windows[-1] == 4
     assert windows == sorted(windows)
     with pytest.raises(ValueError, match="gqc.sbc_final_draws must be >= 0"):
@@ -100,16 +106,7 @@ def test_sbc_takes_the_windows_of_its_cycle_in_turn():
         Config(),
         {"gqc.controller": "sbc", "gqc.sbc_cycle": "1,4,2", "data.microbatch_size": 8},
     )
-    tx = build_optimizer(config, total_microbatches=100)
-    params = {"w": jnp.ones(3)}
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    windows = []
-    for _ in range(21):
-        _, state = update({"w": jnp.ones(3)}, state, params)
-        stats = gqc_jax.stats(state)
-        if bool(stats["stepped"]):
-            windows.append(int(stats["last_num_draws"]))
+    windows = stepped_windows(config, total_microbatches=100, microbatches=21)
     assert windows == [1, 4, 2, 1, 4, 2, 1, 4, 2]
     for bad, match in (
         ({"gqc.sbc_cycle": "1,0"}, "whole numbers >= 1, got '1,0'"),
