@@ -88,7 +88,7 @@ serial-steps: $(STAMP) critical-batch
 XS_ARMS := adamw-b1,gns+sqrt,gns+sqrt+tt,gnts-relative+sqrt,gnts-relative+sqrt+tt,snr+sqrt,snr+sqrt+tt,adamw-b1-d2z,late-4x,seesaw,seesaw-paper,batch-warmup,adamw-b2,adamw-b4,batch-warmup-cbs,batch-warmup-cbs+tt
 serial-steps-xs: $(STAMP) critical-batch-xs
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
-		--tokens=2048000 --lr=4e-3 --seeds=0,1,2 --arms=$(XS_ARMS) \
+		--tokens=2048000 --lr=4e-3 --seeds=0,1,2,3,4 --arms=$(XS_ARMS) \
 		--critical_batch=runs/critical_batch_ladder_xs \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
