@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import optax
 
-from gqc_jax import schedules
+from gqc_jax import _hyperparams, schedules
 from gqc_jax._accumulation import Controller
 from gqc_jax._clock import MicrobatchClock, on_microbatch_clock
 from gqc_jax._gnr import gnr
@@ -62,6 +62,7 @@ def _checks_its_numbers(factory: Callable[..., Any]) -> Callable[..., Any]:
                 raise TypeError(f"{name} must be {kind}, got {value!r}.")
             if not math.isfinite(float(value)):
                 raise ValueError(f"{name} must be finite, got {value!r}.")
+            _hyperparams.check_float32(name, value)
             if integral and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}.")
         return factory(*args, **kwargs)

@@ -71,6 +71,20 @@ def concrete_value(value: object) -> float | None:
     return None
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32(name: str, value: object) -> None:
+    """Raises ``ValueError`` naming ``name`` when a ``value`` known at construction
+    is beyond float32's range, where it would become inf."""
+    concrete = concrete_value(value)
+    if concrete is not None and math.isfinite(concrete) and abs(concrete) > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} must be at most {FLOAT32_MAX:.2g} in magnitude (it is evaluated in "
+            f"float32), got {value!r}."
+        )
+
+
 class Hyperparameter:
     """One scalar hyperparameter of a criterion and its valid range.
 
@@ -144,7 +158,7 @@ class Hyperparameter:
         if concrete is None:
             return
         # Stored as float32: 3.5e38 would become inf there.
-        representable = abs(concrete) <= float(np.finfo(np.float32).max)
+        representable = abs(concrete) <= FLOAT32_MAX
         inside = math.isfinite(concrete) and representable and self.low <= concrete <= self.high
         if positive_constant and concrete <= low:
             inside = False

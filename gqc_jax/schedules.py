@@ -62,6 +62,18 @@ def _check_real(**values: float | jax.Array) -> None:
         concrete = _hyperparams.concrete_value(value)
         if concrete is not None and not math.isfinite(concrete):
             raise ValueError(f"{name} must be finite, got {value!r}.")
+        _hyperparams.check_float32(name, value)
+
+
+def _check_inverse_start(warmup_to_value: float, warmup_multiplier: float) -> None:
+    """An inverse warmup starts at R * W, which must be finite in float32 too."""
+    w = _hyperparams.concrete_value(warmup_to_value)
+    r = _hyperparams.concrete_value(warmup_multiplier)
+    if w is not None and r is not None and abs(w * r) > _hyperparams.FLOAT32_MAX:
+        raise ValueError(
+            f"The inverse warmup would start at {w:g} x {r:g} = {w * r:.3g} "
+            "(warmup_to_value x warmup_multiplier), beyond float32's largest, 3.4e+38."
+        )
 
 
 def _progress(count: jax.Array, warmup: int, total: int) -> jax.Array:
@@ -128,6 +140,7 @@ def constant_with_inverse_warmup(
       [20.0, 10.5, 1.0, 1.0]
     """
     _check_real(warmup_to_value=warmup_to_value, warmup_multiplier=warmup_multiplier)
+    _check_inverse_start(warmup_to_value, warmup_multiplier)
     _check_steps(num_warmup_steps)
 
     def schedule(count):
@@ -188,6 +201,7 @@ def cosine_annealing_with_inverse_warmup(
         anneal_to_value=anneal_to_value,
         warmup_multiplier=warmup_multiplier,
     )
+    _check_inverse_start(warmup_to_value, warmup_multiplier)
     _check_steps(num_warmup_steps, num_training_steps)
 
     def schedule(count):

@@ -71,3 +71,10 @@ def test_bad_values():
         schedules.constant_with_warmup(float("nan"), 3)
     with pytest.raises(TypeError, match="anneal_to_value must be a real number"):
         schedules.cosine_annealing_with_warmup(1.0, "0", 3, 10)
+
+
+def test_values_beyond_float32_are_refused():
+    """Schedules evaluate in float32, where 1e39 is inf."""
+    with pytest.raises(ValueError, match=r"warmup_to_value must be at most 3.4e\+38 in magnitude"):
+        schedules.constant_with_warmup(-1e39, 3)
+    schedules.constant_with_warmup(3e38, 3)

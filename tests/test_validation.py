@@ -137,3 +137,40 @@ def test_integer_and_complex_gradients_are_refused_with_their_own_advice():
             TypeError, match=rf"leaf \['w'\] has dtype {jnp.dtype(dtype)}; .*{match}"
         ):
             tx.update(params, tx.init(params), params)
+
+
+@pytest.mark.parametrize(
+    "factory, name",
+    [
+        (lambda v: gqc_jax.gns_default(optax.sgd, v, 100, 10, learning_rate=0.1), "tolerance"),
+        (
+            lambda v: gqc_jax.gnts_with_cosine_annealing(
+                optax.sgd, 100, 10, initial_threshold=v, learning_rate=0.1
+            ),
+            "initial_threshold",
+        ),
+    ],
+)
+def test_a_factory_number_beyond_float32_is_refused_by_its_name(factory, name):
+    """1e300 was cast to float32 inf with a NumPy overflow warning, and the
+    controller then ran with an infinite threshold."""
+    with pytest.raises(ValueError, match=rf"{name} must be at most 3.4e\+38 in magnitude"):
+        factory(1e300)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda v: gqc_jax.gns_default(optax.sgd, v, 100, 10, learning_rate=0.1),
+        lambda v: gqc_jax.gnts_with_cosine_annealing(
+            optax.sgd, 100, 10, initial_threshold=v, learning_rate=0.1
+        ),
+        lambda v: gqc_jax.schedules.constant_with_inverse_warmup(v, 10, 20.0),
+    ],
+)
+def test_an_inverse_warmup_that_would_start_at_inf_is_refused(factory):
+    """A finite 1e38 times the warmup multiplier is inf in float32: the state
+    held an infinite threshold through the warmup, silently."""
+    with pytest.raises(ValueError, match=r"would start at 1e\+38 x \d+ = [\d.]+e\+3\d"):
+        factory(1e38)
+    factory(1e36)  # 2e37: representable
