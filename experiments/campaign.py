@@ -79,6 +79,7 @@ class Run:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     runs: list[Run]
+    arms: dict[str, dict[str, Any]]
     estimate_tokens_per_s: float
     compile_s: float
     margin: float
@@ -118,7 +119,13 @@ def load_plan(scale: str, path: Path = PLAN) -> Plan:
             raise ValueError(
                 f"plan {scale!r}: run {r.name!r} takes lr_from {r.lr_from!r}, no sweep."
             )
-    return Plan(runs, float(p["estimate_tokens_per_s"]), float(p["compile_s"]), float(p["margin"]))
+    return Plan(
+        runs,
+        p["arms"],
+        float(p["estimate_tokens_per_s"]),
+        float(p["compile_s"]),
+        float(p["margin"]),
+    )
 
 
 def read_results(*folders: Path) -> dict[str, dict[str, Any]]:
@@ -269,10 +276,18 @@ def page(scale: str, results_dir: Path, page_path: Path) -> Path:
     lines += [
         "Protocol: each run is a run of the training program with the plan's settings; "
         "every arm's learning rate is the best point of the same 3-point sweep at a short "
-        "token count, every run is scored on the same fixed validation sequences, and a "
-        "controller's own hyperparameter is the reference recipe's or the library default. "
-        "AdamW decays its learning rate linearly to zero; the GNTS arms run the reference's "
-        "recipe (constant learning rate after the warmup, weight decay annealed to zero).",
+        "token count, on a seed that no full run uses, and every run is scored on the same "
+        "fixed validation sequences. A controller's own hyperparameters are the reference "
+        "recipe's or the best of the corrected CPU protocol "
+        "([serial_steps.md](serial_steps.md)). AdamW decays its learning rate linearly to "
+        "zero; the GNTS arms run the reference's recipe (constant learning rate after the "
+        "warmup, weight decay annealed to zero). Each arm's settings, on top of the plan's "
+        "defaults:",
+        "",
+        *(
+            f"- `{name}`: " + ", ".join(f"`{k}={v}`" for k, v in settings.items())
+            for name, settings in plan.arms.items()
+        ),
         "",
     ]
     lines += _verdict(plan, results)

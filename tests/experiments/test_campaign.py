@@ -29,8 +29,28 @@ def test_smoke_campaign_runs_the_plan_and_writes_the_page(tmp_path, capsys):
     campaign.main(["page", "--scale", "smoke", "--results", str(results), "--page", str(page)])
     text, figure = page.read_text(), page.with_suffix(".png").read_bytes()
     assert "| full-gnts-relative-s0 | 3.0e-03 | 16,384 |" in text
+    assert "- `gnts-relative`: `gqc.controller=gnts`, `gqc.relative=True`" in text
     campaign.main(["page", "--scale", "smoke", "--results", str(results), "--page", str(page)])
     assert page.read_text() == text and page.with_suffix(".png").read_bytes() == figure
+
+
+@pytest.mark.parametrize("scale", ["gpu", "smoke"])
+def test_sweeps_choose_on_a_seed_no_full_run_reports(scale):
+    """A rate chosen and scored on the same seed favours that seed's noise."""
+    plan = campaign.load_plan(scale)
+
+    def seeds(run):
+        return run.settings.get("train.seed", 0), run.settings.get("data.seed", 0)
+
+    swept = {seeds(r) for r in plan.runs if r.sweep}
+    assert swept and not swept & {seeds(r) for r in plan.runs if r.lr_from}
+
+
+def test_the_gpu_plans_gns_is_adaptive():
+    """At tolerance >= 1 GNS steps at every second draw: a fixed window of 2."""
+    for run in campaign.load_plan("gpu").runs:
+        if run.settings["gqc.controller"] == "gns":
+            assert 0 < run.settings["gqc.tolerance"] < 1, run.name
 
 
 def test_pending_runs_and_plan_errors_are_stated(tmp_path):
