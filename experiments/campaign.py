@@ -281,7 +281,8 @@ def page(scale: str, results_dir: Path, page_path: Path) -> Path:
         "recipe's or the best of the corrected CPU protocol "
         "([serial_steps.md](serial_steps.md)). AdamW decays its learning rate linearly to "
         "zero; the GNTS arms run the reference's recipe (constant learning rate after the "
-        "warmup, weight decay annealed to zero). Each arm's settings, on top of the plan's "
+        "warmup, weight decay annealed to zero); Seesaw runs in its paper's form, on the "
+        "cosine rounded down to powers of two. Each arm's settings, on top of the plan's "
         "defaults:",
         "",
         *(
