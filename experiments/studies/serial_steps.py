@@ -116,13 +116,20 @@ CYCLES: dict[str, Arm] = {
     f"cycle-{a}-{b}": Arm(1, {"gqc.controller": "sbc", "gqc.sbc_cycle": f"{a},{b}", **SQRT})
     for a, b in ((1, 4), (2, 3))
 }
+# A fixed window of 2 microbatches at lr x sqrt(2), adamw-b2's batch accumulated.
+# GNS at its tuned tolerance steps on windows of 2 almost throughout, so with +tt
+# this is its control without adaptivity: what token time alone does there.
+FIXED: dict[str, Arm] = {
+    "window-2": Arm(1, {"gqc.controller": "sbc", "gqc.sbc_draws": 2, **SQRT}),
+}
 SCALE = {"preset": "ladder-s", "tokens": 20_000_000, "microbatch": 32, "seq_len": 256}
 
 
 def arms(batches: list[int]) -> dict[str, Arm]:
     """name -> arm: the fixed-batch AdamW arms (``adamw-bM`` train on microbatches
     ``M`` times larger), decay-to-zero AdamW, then every schedule and controller,
-    the capped controllers and the window cycles, each without and with ``+tt``."""
+    the capped controllers, the window cycles and the fixed window, each without
+    and with ``+tt``."""
     out = {f"adamw-b{m}": Arm(m, kit.ADAMW) for m in batches}
     out[f"adamw-b{batches[0]}-d2z"] = Arm(
         batches[0], {**kit.ADAMW, "optim.schedule": "linear", "optim.min_lr_ratio": 0.0}
@@ -139,7 +146,7 @@ def arms(batches: list[int]) -> dict[str, Arm]:
         out[f"{name}+sqrt+cap{cap}+tt"] = dataclasses.replace(
             CONTROLLERS[name], settings={**capped, **TT}
         )
-    for name, arm in CYCLES.items():
+    for name, arm in {**CYCLES, **FIXED}.items():
         out[name] = arm
         out[f"{name}+tt"] = dataclasses.replace(arm, settings={**arm.settings, **TT})
     return out
@@ -718,6 +725,12 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
             " `cycle-A-B`: SBC with fixed windows of A and B microbatches in turn, windows "
             "that vary from step to step but not with the gradient."
             if any(name.split("+")[0] in CYCLES for name in plan)
+            else ""
+        )
+        + (
+            " `window-2`: SBC with a fixed window of 2 microbatches, `adamw-b2`'s batch "
+            "accumulated."
+            if any(name.split("+")[0] in FIXED for name in plan)
             else ""
         ),
         "",

@@ -45,10 +45,18 @@ def test_every_arm_of_the_plan():
         "cycle-1-4+tt",
         "cycle-2-3",
         "cycle-2-3+tt",
+        "window-2",
+        "window-2+tt",
     ]
     assert plan["cycle-1-4+tt"].settings == {
         "gqc.controller": "sbc",
         "gqc.sbc_cycle": "1,4",
+        "gqc.lr_scaling": "sqrt",
+        "gqc.token_time": True,
+    }
+    assert plan["window-2+tt"].settings == {
+        "gqc.controller": "sbc",
+        "gqc.sbc_draws": 2,
         "gqc.lr_scaling": "sqrt",
         "gqc.token_time": True,
     }
