@@ -72,7 +72,8 @@ def _check_inverse_start(warmup_to_value: float, warmup_multiplier: float) -> No
     if w is not None and r is not None and abs(w * r) > _hyperparams.FLOAT32_MAX:
         raise ValueError(
             f"The inverse warmup would start at {w:g} x {r:g} = {w * r:.3g} "
-            "(warmup_to_value x warmup_multiplier), beyond float32's largest, 3.4e+38."
+            f"(warmup_to_value x warmup_multiplier), beyond float32's largest, "
+            f"{_hyperparams.FLOAT32_MAX:.2g}."
         )
 
 
