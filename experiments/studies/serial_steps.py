@@ -5,7 +5,9 @@ seed. The currency is optimizer steps (serial steps, what many accelerators turn
 into wall-clock) at equal tokens and equal loss:
 
 - fixed-batch AdamW at several batch sizes (the frontier), and small-batch AdamW
-  with a linear decay to zero (``adamw-b1-d2z``, Bergsma et al. 2025);
+  with a linear decay to zero (``adamw-b1-d2z``, Bergsma et al. 2025) and with
+  b1, b2 squared (``adamw-b1-sq``: Adam's memory halved, what ``+tt`` gives a
+  window of 2), which tests whether the base's own decays are tuned;
 - the hand-made schedules: batch-size warmup (the window doubles at fixed
   fractions of the run), a late switch to a 4x batch at 70% of the tokens
   (``late-4x``, Wang et al. 2026), Seesaw as today's variant (the cosine between
@@ -133,6 +135,9 @@ def arms(batches: list[int]) -> dict[str, Arm]:
     out = {f"adamw-b{m}": Arm(m, kit.ADAMW) for m in batches}
     out[f"adamw-b{batches[0]}-d2z"] = Arm(
         batches[0], {**kit.ADAMW, "optim.schedule": "linear", "optim.min_lr_ratio": 0.0}
+    )
+    out[f"adamw-b{batches[0]}-sq"] = Arm(
+        batches[0], {**kit.ADAMW, "optim.b1": 0.9**2, "optim.b2": 0.95**2}
     )
     for name, arm in SCHEDULES.items():
         out[name] = arm
@@ -714,7 +719,8 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"own hyperparameters were chosen on seed {args.select_seed}, which is not. A seed "
         "sets the initialisation and the data order: every arm of a seed sees the same tokens "
         "in the same order. AdamW (b1 0.9, b2 0.95, weight decay 0.1, clip 1.0), warmup 5% "
-        "then cosine to 10% on the microbatch clock (`-d2z`: linear to zero). Fixed-batch "
+        "then cosine to 10% on the microbatch clock (`-d2z`: linear to zero; `-sq`: b1 "
+        "0.81, b2 0.9025, Adam's memory halved). Fixed-batch "
         f"arms `adamw-bM` train on microbatches of M x {args.microbatch} sequences; every "
         f"other arm draws microbatches of {args.microbatch} and steps on windows of them (at "
         f"most {args.max_draws}{capped}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "

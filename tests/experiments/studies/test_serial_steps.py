@@ -17,6 +17,7 @@ def test_every_arm_of_the_plan():
         "adamw-b1",
         "adamw-b4",
         "adamw-b1-d2z",
+        "adamw-b1-sq",
         "batch-warmup",
         "batch-warmup+tt",
         "batch-warmup-cbs",
@@ -62,6 +63,8 @@ def test_every_arm_of_the_plan():
     }
     assert plan["adamw-b4"].multiplier == 4
     assert plan["adamw-b1-d2z"].settings["optim.schedule"] == "linear"
+    squared = plan["adamw-b1-sq"].settings
+    assert (squared["optim.b1"], squared["optim.b2"]) == (0.9**2, 0.95**2)
     assert plan["seesaw-paper"].settings["optim.schedule"] == "cosine_steps"
     assert plan["late-4x+tt"].settings["gqc.warmup_growth"] == 4
     assert plan["gns+sqrt+tt"].settings["gqc.token_time"] is True
