@@ -85,7 +85,7 @@ serial-steps: $(STAMP) critical-batch
 
 # The same at ladder-xs on 2M tokens, one CPU device, 5 seeds: runs of ~4-7 min on 2 cores,
 # the main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
-XS_ARMS := adamw-b1,gns+sqrt,gns+sqrt+tt,window-2+tt,adamw-b2,gnts-relative+sqrt,gnts-relative+sqrt+tt,gnts-relative+sqrt+cap4,snr+sqrt,snr+sqrt+tt,adamw-b1-d2z,late-4x,seesaw,seesaw-paper,seesaw-paper+tt,batch-warmup,adamw-b4,batch-warmup-cbs,batch-warmup-cbs+tt,adamw-b1-sq
+XS_ARMS := adamw-b1,gns+sqrt,gns+sqrt+tt,window-2+tt,adamw-b2,gnts-relative+sqrt,gnts-relative+sqrt+cap4,snr+sqrt,snr+sqrt+tt,adamw-b1-d2z,late-4x,seesaw,seesaw-paper,seesaw-paper+tt,adamw-b4,batch-warmup-cbs,batch-warmup-cbs+tt,adamw-b1-sq
 serial-steps-xs: $(STAMP) critical-batch-xs
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
 		--tokens=2048000 --lr=4e-3 --seeds=0,1,2,3,4 --arms=$(XS_ARMS) \
