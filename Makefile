@@ -81,7 +81,7 @@ loss-to-loss: $(STAMP)
 # Study: optimizer steps at equal tokens, the lr coupled to the batch (docs/results/serial_steps.md),
 # against the critical batch that critical-batch measures (its finished runs are read back).
 serial-steps: $(STAMP) critical-batch
-	$(PY) -m experiments.studies.serial_steps --critical_batch=runs/critical_batch
+	$(PY) -m experiments.studies.serial_steps --critical_batch=docs/results/critical_batch
 
 # The same at ladder-xs on 2M tokens, one CPU device, 5 seeds: runs of ~4-7 min on 2 cores,
 # the main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
@@ -89,7 +89,7 @@ XS_ARMS := adamw-b1,gns+sqrt,gns+sqrt+tt,window-2+tt,adamw-b2,gnts-relative+sqrt
 serial-steps-xs: $(STAMP) critical-batch-xs
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
 		--tokens=2048000 --lr=4e-3 --seeds=0,1,2,3,4 --arms=$(XS_ARMS) \
-		--critical_batch=runs/critical_batch_ladder_xs \
+		--critical_batch=docs/results/critical_batch_ladder_xs \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).

@@ -22,21 +22,26 @@ learning rate and own hyperparameter tuned on the tiny serial-steps page,
 train from scratch on the same microbatches; the batches they choose (token
 weighted) are set against the measured critical batch. Every run is scored on
 the same 512 validation sequences. Every run is an
-``experiments.train`` run folder; ``docs/results/critical_batch.md`` and its
-figure are written from them.
+``experiments.train`` run folder under ``--out``; its small record (settings,
+final loss, eval curve, window per step, commit: :func:`kit.record`) is written
+beside the page (``docs/results/critical_batch/seed*/...json``), and the page and
+its figure are written from those records alone: a rerun trains only the runs
+whose records are missing (a branch's reference again if its checkpoints are
+gone), and ``--from_records`` trains nothing.
 
     python -m experiments.studies.critical_batch [--seeds 0,1,2] [--windows 1,2,4,8,16,32]
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from experiments.config import Config
 from experiments.studies import kit
-from experiments.studies.kit import critical_bracket, evals, loss_at, steps
+from experiments.studies.kit import critical_bracket, loss_at
 from experiments.train import train_once
 
 # The reference and its branches: windows of k microbatches at lr x sqrt(k).
@@ -97,6 +102,21 @@ def _config(out: Path, args, seed: int, *extra: dict) -> Config:
     )
 
 
+# What every record's settings hold besides its arm's own keys.
+RECORDED = ("model.preset", "model.seq_len", "data.microbatch_size", "data.seed", "train.tokens")
+
+
+def _settings(config: Config, keys) -> dict[str, Any]:
+    """``config``'s values of the dotted ``keys`` (``train.branch_from``, a local
+    path, left out)."""
+    tree = config.to_dict()
+    return {
+        key: tree[key.split(".")[0]][key.split(".")[1]]
+        for key in keys
+        if key != "train.branch_from"
+    }
+
+
 def _interval(bracket: tuple[int, int | None]) -> str:
     low, high = bracket
     return f"[{low}, {high})" if high is not None else f">= {low}"
@@ -122,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epsilon", type=float, default=0.01, help="loss tolerance (nats)")
     parser.add_argument("--checkpoint_every", type=int, default=40)
     parser.add_argument("--eval_every", type=int, default=8)
+    kit.records_flags(parser)
     args = kit.parse_args(parser, argv, SCALE)
     seeds, points, windows = _ints(args.seeds), _ints(args.points), _ints(args.windows)
     total = args.tokens // (args.microbatch * args.seq_len)
@@ -138,11 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if any(problems):
         parser.error("; ".join(filter(None, problems)))
+    page = Path(args.page)
+    records = Path(args.records) if args.records else page.with_suffix("")
+    args.records = str(records)
+    command = kit.command("experiments.studies.critical_batch", argv)
+    args.command = command.replace(" --from_records", "")
+    args.commit = kit.commit()
     root = Path(args.out)
-    summaries: dict[Path, dict] = {}
-    refs: dict[int, Path] = {}
-    branches: dict[tuple[int, int, int], Path] = {}  # (seed, point, k) -> run folder
-    chosen: dict[tuple[int, str], Path] = {}
+
+    def run(name: str, config: Config, arm: dict) -> dict:
+        """The record ``name`` under the records, trained first if it is not there;
+        its settings: the protocol's and ``arm``'s keys."""
+        path = records / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        if args.from_records:
+            parser.error(f"--from_records: no record {path}")
+        summary = {**train_once(config), "commit": args.commit}
+        settings = _settings(config, [*RECORDED, *arm])
+        value = kit.record(Path(config.train.out_dir), summary, args.microbatch, settings)
+        kit.write_record(path, value)
+        return value
+
+    runs: dict[str, dict] = {}  # record name -> record
+    refs: dict[int, dict] = {}
+    branches: dict[tuple[int, int, int], dict] = {}  # (seed, point, k) -> record
+    chosen: dict[tuple[int, str], dict] = {}
     for seed in seeds:
         ref = root / f"seed{seed}" / "reference"
         keep = {
@@ -150,23 +192,31 @@ def main(argv: list[str] | None = None) -> int:
             "train.checkpoint_every": args.checkpoint_every,
             "train.keep_checkpoints": total // args.checkpoint_every + 1,  # every one
         }
-        summaries[ref] = train_once(_config(ref, args, seed, WINDOW, keep))
-        refs[seed] = ref
-        for point in points:
-            for k in windows[1:]:
-                out = root / f"seed{seed}" / f"from{point}" / f"window{k}"
-                branch = {
-                    "gqc.sbc_draws": k,
-                    "train.branch_from": str(ref),
-                    "train.branch_step": point,
-                    "train.stop_after": args.delta,
-                }
-                summaries[out] = train_once(_config(out, args, seed, WINDOW, branch))
-                branches[(seed, point, k)] = out
-        for name, settings in CONTROLLERS.items():
-            out = root / f"seed{seed}" / name
-            summaries[out] = train_once(_config(out, args, seed, settings))
-            chosen[(seed, name)] = out
+        ref_config = _config(ref, args, seed, WINDOW, keep)
+        names = {
+            (point, k): f"seed{seed}/from{point}/window{k}" for point in points for k in windows[1:]
+        }
+        if not args.from_records and not all(
+            (records / f"{n}.json").is_file() for n in names.values()
+        ):
+            train_once(ref_config)  # a branch to train needs the reference's checkpoints
+        name = f"seed{seed}/reference"
+        refs[seed] = runs[name] = run(name, ref_config, WINDOW | {"gqc.sbc_draws": 1})
+        for (point, k), name in names.items():
+            branch = {
+                "gqc.sbc_draws": k,
+                "train.branch_from": str(ref),
+                "train.branch_step": point,
+                "train.stop_after": args.delta,
+            }
+            out = root / f"seed{seed}" / f"from{point}" / f"window{k}"
+            config = _config(out, args, seed, WINDOW, branch)
+            branches[(seed, point, k)] = runs[name] = run(name, config, WINDOW | branch)
+        for controller, settings in CONTROLLERS.items():
+            out = root / f"seed{seed}" / controller
+            name = f"seed{seed}/{controller}"
+            config = _config(out, args, seed, settings)
+            chosen[(seed, controller)] = runs[name] = run(name, config, settings)
 
     losses = {}  # (seed, point) -> {k: loss after delta}
     for seed in seeds:
@@ -180,16 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         for key, values in losses.items()
     }
     crit = {key: low for key, (low, _) in brackets.items()}  # the critical batch
-    page = Path(args.page)
     fig = figure(args, seeds, points, windows, losses, crit, chosen, page.with_suffix(".png"))
-    write_page(args, seeds, points, windows, losses, brackets, chosen, refs, summaries, fig, argv)
+    write_page(args, seeds, points, windows, losses, brackets, chosen, refs, runs, fig)
     print(page.read_text())
     return 0
 
 
-def _batches(run_dir: Path, microbatch: int) -> list[tuple[int, int]]:
-    """(microbatch at the step, sequences in the step's window) of every step."""
-    return [(r["microbatch"], r["gqc/draws"] * microbatch) for r in steps(run_dir)]
+def _batches(rec: dict, tokens_per_microbatch: int) -> list[tuple[int, int]]:
+    """A record's (microbatch at the step, sequences in the step's window) of every step."""
+    return [(t // tokens_per_microbatch, d * rec["sequences_per_draw"]) for t, d in rec["windows"]]
 
 
 def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Path:
@@ -212,7 +261,7 @@ def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Pat
     axes[0].legend(fontsize=7)
     seed = seeds[0]
     for c, (name, marker) in enumerate(zip(CONTROLLERS, ".x+", strict=True)):
-        points_ = _batches(chosen[(seed, name)], args.microbatch)
+        points_ = _batches(chosen[(seed, name)], args.microbatch * args.seq_len)
         axes[1].plot(*zip(*points_, strict=True), marker, ms=4, ls="", color=f"C{c}", label=name)
     mids = [p + args.delta / 2 for p in points]
     measured = [[crit[(s, p)] for s in seeds] for p in points]
@@ -241,14 +290,12 @@ def figure(args, seeds, points, windows, losses, crit, chosen, out: Path) -> Pat
     return kit.save_figure(fig, out)
 
 
-def write_page(args, seeds, points, windows, losses, brackets, chosen, refs, summaries, fig, argv):
+def write_page(args, seeds, points, windows, losses, brackets, chosen, refs, runs, fig):
     sizes = [k * args.microbatch for k in windows]
     lines = [
         "# Critical batch size by branching, and the batches the controllers choose",
         "",
-        kit.generated_by(
-            kit.command("experiments.studies.critical_batch", argv), summaries.values()
-        ),
+        kit.records_line(args.command, list(runs.values()), args.records),
         "",
         f"Model: `{args.preset}` GPT, byte tokens, {args.seq_len}-token sequences; data: the "
         f"default corpus; seeds {args.seeds} (a seed sets the initialisation and the data "
@@ -313,12 +360,11 @@ def write_page(args, seeds, points, windows, losses, brackets, chosen, refs, sum
         "|---|---|" + "---|" * len(points) + "---|",
     ]
     for name in CONTROLLERS:
-        loss = kit.mean_std(evals(chosen[(s, name)])[-1]["eval/loss"] for s in seeds)
+        loss = kit.mean_std(chosen[(s, name)]["eval_loss"] for s in seeds)
         chosen_means = [
             statistics.mean(
                 kit.mean_batch_between(
                     chosen[(s, name)],
-                    args.microbatch,
                     p * tokens_per_microbatch,
                     (p + args.delta) * tokens_per_microbatch,
                 )
@@ -332,7 +378,7 @@ def write_page(args, seeds, points, windows, losses, brackets, chosen, refs, sum
             + " | ".join(f"{c:.1f}" for c in chosen_means)
             + f" | {above} of {len(points)} intervals |"
         )
-    final = kit.mean_std(evals(refs[s])[-1]["eval/loss"] for s in seeds)
+    final = kit.mean_std(refs[s]["eval_loss"] for s in seeds)
     lines += [
         "",
         f"Reference (batch {args.microbatch}) final val loss: {final}.",

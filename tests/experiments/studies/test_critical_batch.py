@@ -1,6 +1,9 @@
 """experiments.studies.critical_batch: the protocol's checks, and the CLI on a
 tiny budget (branches from a reference run). The critical-batch rule is kit's."""
 
+import json
+import shutil
+
 import pytest
 
 from experiments.studies import critical_batch as cb
@@ -33,5 +36,45 @@ def test_cli_branches_writes_the_page_and_reruns_from_files(tmp_path, data_dir):
     assert "8 training runs" in page and "| gns+sqrt |" in page
     assert "| 8 | 2,048 | 0.000 |" in page  # the reference is the batch of B
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    records = sorted(str(p.relative_to(tmp_path / "c")) for p in (tmp_path / "c").rglob("*"))
+    assert records == [
+        "seed0",
+        "seed0/from16",
+        "seed0/from16/window2.json",
+        "seed0/from16/window4.json",
+        "seed0/from8",
+        "seed0/from8/window2.json",
+        "seed0/from8/window4.json",
+        "seed0/gns+sqrt.json",
+        "seed0/gnts-relative+sqrt.json",
+        "seed0/reference.json",
+        "seed0/snr+sqrt.json",
+    ]
+    branch = json.loads((tmp_path / "c" / "seed0" / "from8" / "window4.json").read_text())
+    assert branch["settings"] == {
+        "data.microbatch_size": 8,
+        "data.seed": 0,
+        "gqc.controller": "sbc",
+        "gqc.lr_scaling": "sqrt",
+        "gqc.sbc_draws": 4,
+        "model.preset": "tiny",
+        "model.seq_len": 32,
+        "train.branch_step": 8,
+        "train.stop_after": 8,
+        "train.tokens": 12288,
+    }
+    assert branch["evals"][-1][0] == 16 and branch["commit"]
     assert cb.main(args) == 0  # every run is read back: the same page
     assert (tmp_path / "c.md").read_text() == page
+    # The records alone: the page comes back byte-identical without the run folders.
+    shutil.rmtree(tmp_path / "runs")
+    assert cb.main([*args, "--from_records"]) == 0
+    assert (tmp_path / "c.md").read_text() == page and not (tmp_path / "runs").exists()
+    # A missing branch record retrains the reference it branches from, then the branch.
+    (tmp_path / "c" / "seed0" / "from16" / "window2.json").unlink()
+    assert cb.main(args) == 0
+    assert (tmp_path / "c.md").read_text() == page
+    assert sorted(p.name for p in (tmp_path / "runs" / "seed0").iterdir()) == [
+        "from16",
+        "reference",
+    ]

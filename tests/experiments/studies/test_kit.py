@@ -115,34 +115,35 @@ def test_a_batch_passes_only_within_epsilon_of_every_smaller_batch_and_is_bracke
     assert kit.critical_bracket({1: 3.0, 2: 3.5}, 0.01, 4) == (4, 8)
 
 
-def _run(folder: Path, config: dict, losses: dict[int, float]) -> None:
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    lines = [json.dumps({"microbatch": m, "eval/loss": v}) for m, v in losses.items()]
-    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+def _record(path: Path, settings: dict, losses: dict[int, float]) -> None:
+    """A record as the critical-batch study writes it: settings and an eval curve."""
+    evals = [[m, m * 128, m, v] for m, v in losses.items()]
+    kit.write_record(path, {"settings": settings, "evals": evals})
 
 
 def test_measured_critical_batch_reads_a_branching_study_back(tmp_path):
-    def config(seed, **train):
-        gqc = {"sbc_draws": train.pop("k", 1)}
+    def settings(seed, **train):
         return {
-            "model": {"preset": "tiny", "seq_len": 32},
-            "data": {"microbatch_size": 4, "seed": seed},
-            "train": {"tokens": 5120, **train},
-            "gqc": gqc,
+            "model.preset": "tiny",
+            "model.seq_len": 32,
+            "data.microbatch_size": 4,
+            "data.seed": seed,
+            "train.tokens": 5120,
+            "gqc.sbc_draws": train.pop("k", 1),
+            **{f"train.{k}": v for k, v in train.items()},
         }
 
     for seed, rise in ((0, 0.01), (1, 0.05)):
-        ref = tmp_path / f"seed{seed}" / "reference"
-        _run(ref, config(seed), {10: 3.0, 20: 2.5, 30: 2.0})
+        root = tmp_path / f"seed{seed}"
+        _record(root / "reference.json", settings(seed), {10: 3.0, 20: 2.5, 30: 2.0})
         for k in (2, 4):
             for point, end_loss in ((10, 2.5), (20, 2.0)):
-                _run(
-                    tmp_path / f"seed{seed}" / f"from{point}" / f"window{k}",
-                    config(seed, branch_step=point, stop_after=10, k=k),
+                _record(
+                    root / f"from{point}" / f"window{k}.json",
+                    settings(seed, branch_step=point, stop_after=10, k=k),
                     {point + 10: end_loss + rise * (k // 2)},
                 )
-    (tmp_path / "seed0" / "gns+sqrt").mkdir()  # a controller run beside them: not read
+    _record(tmp_path / "seed0" / "gns+sqrt.json", {}, {})  # a controller beside them: not read
     rows = kit.measured_critical_batch(tmp_path, epsilon=0.03)
     assert [(r["seed"], r["point"], r["start"], r["stop"]) for r in rows] == [
         (0, 10, 1280, 2560),
@@ -161,8 +162,12 @@ def test_measured_critical_batch_reads_a_branching_study_back(tmp_path):
         4,
         32,
     )
-    with pytest.raises(ValueError, match="no critical-batch runs"):
-        kit.measured_critical_batch(tmp_path / "seed0" / "gns+sqrt", 0.03)
-    (tmp_path / "seed1" / "from10" / "window4" / "metrics.jsonl").write_text("")
-    with pytest.raises(ValueError, match="no evaluation at microbatch 20"):
+    with pytest.raises(ValueError, match="no critical-batch records"):
+        kit.measured_critical_batch(tmp_path / "seed0" / "from10", 0.03)
+    _record(
+        tmp_path / "seed1" / "from10" / "window4.json",
+        settings(1, branch_step=10, stop_after=10, k=4),
+        {},
+    )
+    with pytest.raises(ValueError, match="window4.json: no evaluation at microbatch 20"):
         kit.measured_critical_batch(tmp_path, 0.03)

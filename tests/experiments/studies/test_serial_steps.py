@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.studies import kit
 from experiments.studies import serial_steps as ss
 
 
@@ -227,22 +228,24 @@ def test_verdict_names_the_best_matching_arm_the_token_time_gaps_and_the_goal():
 
 
 def _critical_batch_study(root: Path) -> Path:
-    """Run folders as the critical-batch study leaves them: a reference, and a
-    window of 2 branched from microbatch 4 whose loss stays within epsilon."""
+    """Records as the critical-batch study writes them: a reference, and a window
+    of 2 branched from microbatch 4 whose loss stays within epsilon."""
     for name, train, draws, loss in (
         ("reference", {}, 1, 3.0),
-        ("from4/window2", {"branch_step": 4, "stop_after": 4}, 2, 3.01),
+        ("from4/window2", {"train.branch_step": 4, "train.stop_after": 4}, 2, 3.01),
     ):
-        folder = root / "seed0" / name
-        folder.mkdir(parents=True)
-        config = {
-            "model": {"preset": "tiny", "seq_len": 32},
-            "data": {"microbatch_size": 8, "seed": 0},
-            "train": {"tokens": 4096, **train},
-            "gqc": {"sbc_draws": draws},
+        settings = {
+            "model.preset": "tiny",
+            "model.seq_len": 32,
+            "data.microbatch_size": 8,
+            "data.seed": 0,
+            "train.tokens": 4096,
+            "gqc.sbc_draws": draws,
+            **train,
         }
-        (folder / "config.json").write_text(json.dumps(config))
-        (folder / "metrics.jsonl").write_text(json.dumps({"microbatch": 8, "eval/loss": loss}))
+        kit.write_record(
+            root / "seed0" / f"{name}.json", {"settings": settings, "evals": [[8, 0, 0, loss]]}
+        )
     return root
 
 
