@@ -53,6 +53,24 @@ def test_the_gpu_plans_gns_is_adaptive():
             assert 0 < run.settings["gqc.tolerance"] < 1, run.name
 
 
+def test_the_gpu_plans_gns_has_its_fixed_window_control():
+    """GNS at tolerance 0.05 stepped on windows of 2 on the CPU pages: each GNS run
+    has a fixed window of 2 beside it, with the same coupling, rate and seed."""
+    runs = campaign.load_plan("gpu").runs
+    coupling = ("gqc.lr_scaling", "gqc.token_time", "train.seed", "data.seed", "train.tokens")
+    for run in runs:
+        if run.settings["gqc.controller"] == "gns":
+            controls = [
+                r
+                for r in runs
+                if r.settings["gqc.controller"] == "sbc"
+                and r.settings["gqc.sbc_draws"] == 2
+                and r.lr_from == run.lr_from
+                and all(r.settings.get(k) == run.settings.get(k) for k in coupling)
+            ]
+            assert controls, run.name
+
+
 def test_pending_runs_and_plan_errors_are_stated(tmp_path):
     page = campaign.page("smoke", tmp_path / "none", tmp_path / "campaign.md")
     assert "**No answer yet**" in page.read_text() and "pending (lr from sweep `adamw`)" in (
