@@ -205,12 +205,34 @@ def train(path: Path, out: Path, config: Config, arm: Arm, hyper: dict, args) ->
     keeping the commit it was trained at)."""
     rebuild = args.rebuild_records and path.is_file() and (out / "summary.json").is_file()
     if path.is_file() and not rebuild:
-        return json.loads(path.read_text())
+        return read_record(path, arm)
     commit = json.loads(path.read_text())["commit"] if rebuild else args.commit
     summary = {**train_once(config), "commit": commit}
     settings = {**arm.settings, **hyper, "optim.lr": config.optim.lr}
     value = record(out, summary, args.microbatch * arm.multiplier, settings)
     kit.write_record(path, value)
+    return value
+
+
+class StaleRecordError(ValueError):
+    """A record trained with settings other than its arm's."""
+
+
+def read_record(path: Path, arm: Arm) -> dict:
+    """The record at ``path``, refused if it was trained with settings other than
+    ``arm``'s, its swept hyperparameter aside (a changed arm, or
+    batch-warmup-cbs's doublings from another critical batch): its page would
+    show runs of another arm."""
+    value = json.loads(path.read_text())
+    changed = [
+        f"{key}={value['settings'].get(key)!r} (the arm now: {want!r})"
+        for key, want in arm.settings.items()
+        if value["settings"].get(key) != want and not (arm.hyper and key == arm.hyper[0])
+    ]
+    if changed:
+        raise StaleRecordError(
+            f"{path}: trained with {', '.join(changed)}; remove the record to retrain it."
+        )
     return value
 
 
@@ -864,27 +886,30 @@ def main(argv: list[str] | None = None) -> int:
                 plan[name] = dataclasses.replace(plan[name], settings=settings)
     root = Path(args.out)
     swept, results = {}, {}
-    for name in order:
-        arm = plan[name]
-        if args.from_records:
-            swept[name] = {
-                p.stem: json.loads(p.read_text())
-                for p in sorted((records / name / "sweep").glob("*.json"))
-            }
-            if not swept[name]:
-                parser.error(f"--from_records: no records of {name} under {records}")
-        else:
-            swept[name] = sweep(name, arm, args, records, root)
-        chosen = best_point(swept[name])["settings"]
-        hyper = {arm.hyper[0]: chosen[arm.hyper[0]]} if arm.hyper else {}
-        for seed in seeds:
-            path = records / name / f"s{seed}.json"
+    try:
+        for name in order:
+            arm = plan[name]
             if args.from_records:
-                results[(name, seed)] = json.loads(path.read_text())
-                continue
-            folder = root / name / f"s{seed}"
-            config = run_config(folder, args, seed, chosen["optim.lr"], arm, hyper)
-            results[(name, seed)] = train(path, folder, config, arm, hyper, args)
+                swept[name] = {
+                    p.stem: read_record(p, arm)
+                    for p in sorted((records / name / "sweep").glob("*.json"))
+                }
+                if not swept[name]:
+                    parser.error(f"--from_records: no records of {name} under {records}")
+            else:
+                swept[name] = sweep(name, arm, args, records, root)
+            chosen = best_point(swept[name])["settings"]
+            hyper = {arm.hyper[0]: chosen[arm.hyper[0]]} if arm.hyper else {}
+            for seed in seeds:
+                path = records / name / f"s{seed}.json"
+                if args.from_records:
+                    results[(name, seed)] = read_record(path, arm)
+                    continue
+                folder = root / name / f"s{seed}"
+                config = run_config(folder, args, seed, chosen["optim.lr"], arm, hyper)
+                results[(name, seed)] = train(path, folder, config, arm, hyper, args)
+    except StaleRecordError as error:
+        parser.error(str(error))
     fig = figure(plan, seeds, results, page.with_suffix(".png"), cbs, args.tokens)
     adam_fig = mechanism_figure(
         plan, seeds[0], results, page.with_name(f"{page.stem}_mechanism.png")

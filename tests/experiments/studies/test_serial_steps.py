@@ -249,7 +249,7 @@ def _critical_batch_study(root: Path) -> Path:
     return root
 
 
-def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data_dir):
+def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data_dir, capsys):
     """Real runs: the records beside the page are all the page needs; nothing
     retrains and the page comes back byte-identical without the run folders."""
     args = [
@@ -300,6 +300,12 @@ def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data
     assert ss.main([*args, "--from_records"]) == 0
     assert (tmp_path / "results" / "s.md").read_text() == page
     assert not (tmp_path / "runs").exists()
+    # A record of other settings than its arm's is refused, not shown as the arm.
+    stale = {**rec["settings"], "gqc.warmup_fractions": "0.5"}
+    path.write_text(json.dumps({**rec, "settings": stale}))
+    with pytest.raises(SystemExit):
+        ss.main([*args, "--from_records"])
+    assert "gqc.warmup_fractions='0.5' (the arm now: '0.7')" in capsys.readouterr().err
 
 
 def test_each_arm_is_set_against_the_critical_batch_of_each_interval():
