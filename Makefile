@@ -85,11 +85,18 @@ serial-steps: $(STAMP) critical-batch
 
 # The same at ladder-xs on 2M tokens, one CPU device, 5 seeds: runs of ~4-7 min on 2 cores,
 # the main comparison first. Stop it with Ctrl-C or SIGTERM; run it again to continue.
+# The arms, chosen from the tiny page (the page's last table sets each against its tiny
+# result): the base, the fixed batches, decay to zero, squared decays, the late 4x switch,
+# Seesaw in both forms (+tt on the paper's), batch warmup at the measured critical batch
+# (and +tt); GNS with its +tt twin and fixed-window control, GNTS relative and its cap of
+# 4, snr and its +tt twin. Not run: MHT, the SBC ramp, reference GNTS and cycle-1-4, which
+# stayed >= 0.12 nats behind with and without +tt; GNTS relative +tt and cap 4 +tt (+0.52,
+# +0.13); batch warmup at fixed fractions; window-2, cycle-2-3+tt, late-4x+tt, seesaw+tt.
 XS_ARMS := adamw-b1,gns+sqrt,gns+sqrt+tt,window-2+tt,adamw-b2,gnts-relative+sqrt,gnts-relative+sqrt+cap4,snr+sqrt,snr+sqrt+tt,adamw-b1-d2z,late-4x,seesaw,seesaw-paper,seesaw-paper+tt,adamw-b4,batch-warmup-cbs,batch-warmup-cbs+tt,adamw-b1-sq
 serial-steps-xs: $(STAMP) critical-batch-xs
 	env -u XLA_FLAGS $(PY) -m experiments.studies.serial_steps --preset=ladder-xs \
 		--tokens=2048000 --lr=4e-3 --seeds=0,1,2,3,4 --arms=$(XS_ARMS) \
-		--critical_batch=docs/results/critical_batch_ladder_xs \
+		--critical_batch=docs/results/critical_batch_ladder_xs --compare=docs/results/serial_steps \
 		--out=runs/serial_steps_ladder_xs --page=docs/results/serial_steps_ladder_xs.md
 
 # Study: gradients rounded to 1-7 mantissa bits, nearest vs stochastic (docs/results/low_bit.md).

@@ -47,7 +47,8 @@ those records alone (``--from_records`` rewrites them without the run folders).
 sets every arm's batch per step against the critical batch measured by branching
 in the critical-batch study's records ``DIR`` (``docs/results/critical_batch``),
 and places ``batch-warmup-cbs``'s doublings where that critical batch first
-reaches twice the batch.
+reaches twice the batch. ``--compare DIR`` sets each arm against its result in
+another page's records ``DIR`` (this study at another scale).
 """
 
 from __future__ import annotations
@@ -346,6 +347,56 @@ def analyse(plan: dict[str, Arm], seeds: list[int], results: dict) -> dict[str, 
             "seconds": statistics.mean(r["elapsed_s"] for r in recs),
         }
     return rows
+
+
+def another_scale(folder: Path, names: list[str]) -> dict[str, tuple[float, float, int]]:
+    """Each of ``names`` with records in another page's ``folder``: its paired
+    difference against the base there (mean, 95% half-width, seeds paired)."""
+
+    def finals(name: str) -> dict[str, float]:
+        paths = (folder / name).glob("s*.json")
+        return {p.stem: json.loads(p.read_text())["eval_loss"] for p in paths}
+
+    base = finals(BASE)
+    out = {}
+    for name in names:
+        mine = finals(name)
+        common = sorted(set(mine) & set(base))
+        if common:
+            out[name] = (*paired([mine[s] - base[s] for s in common]), len(common))
+    return out
+
+
+def against_another_scale(args, plan, seeds, rows) -> list[str]:
+    """The page's section: each arm's difference against the base here and in
+    ``--compare``'s records (the same study at another scale), in plan order."""
+    folder = Path(args.compare)
+    names = list(arms([int(b) for b in args.batches.split(",")]))
+    there = another_scale(folder, names)
+    params = json.loads(next(folder.glob(f"{BASE}/s*.json")).read_text())["params"]
+
+    def cell(diff: tuple[float, ...]) -> str:
+        return f"{diff[0]:+.4f} ± {diff[1]:.4f}"
+
+    lines = [
+        f"## Against the records in `{args.compare}`",
+        "",
+        f"Each arm's paired difference against `{BASE}` there ({params:,} parameters) and "
+        "here (mean ± 95% half-width, seeds paired within each page); '–': not run. Of the "
+        f"arms run there, {sum(n not in plan for n in there if n != BASE)} are not run here.",
+        "",
+        "| arm | Δ there | Δ here |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        if name == BASE or (name not in plan and name not in there):
+            continue
+        old = "–"
+        if name in there:
+            n = there[name][2]
+            old = cell(there[name]) + (f" ({n} seeds)" if n != len(seeds) else "")
+        lines.append(f"| {name} | {old} | {cell(rows[name]['diff']) if name in plan else '–'} |")
+    return [*lines, ""]
 
 
 def within(row: dict) -> bool:
@@ -791,6 +842,8 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         ]
     if cbs:
         lines += against_critical_batch(args, plan, seeds, results, cbs)
+    if args.compare:
+        lines += against_another_scale(args, plan, seeds, rows)
     lines += [
         f"![serial steps]({fig.name})",
         "",
@@ -841,6 +894,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a critical-batch study's records: its measured critical batch on the page",
     )
     parser.add_argument("--epsilon", type=float, default=0.01, help="its loss tolerance (nats)")
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="another page's records (this study at another scale): each arm's result there",
+    )
     args = kit.parse_args(parser, argv, SCALE)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.select_seed in seeds:

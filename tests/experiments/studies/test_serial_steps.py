@@ -308,6 +308,30 @@ def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data
     assert "gqc.warmup_fractions='0.5' (the arm now: '0.7')" in capsys.readouterr().err
 
 
+def test_each_arm_is_set_against_its_result_at_another_scale(tmp_path):
+    """Another page's records: paired per seed there, with the seed count where it
+    differs from here; arms of neither page are left out."""
+    there = {"adamw-b1": [2.0, 2.1, 2.2], "gns+sqrt": [2.1, 2.3], "seesaw": [1.9, 2.0, 2.1]}
+    for name, losses in there.items():
+        for seed, loss in enumerate(losses):
+            record = {"eval_loss": loss, "params": 1234}
+            kit.write_record(tmp_path / name / f"s{seed}.json", record)
+    assert ss.another_scale(tmp_path, ["gns+sqrt", "snr"]) == {
+        "gns+sqrt": pytest.approx((0.15, 12.706 * 0.1 / 2, 2), rel=1e-4)  # sd 0.1 / sqrt(2)
+    }
+    args = argparse.Namespace(compare=str(tmp_path), batches="1,2")
+    rows = {"gns+sqrt": {"diff": (0.01, 0.02)}, "adamw-b2": {"diff": (0.5, 0.1)}}
+    plan = {"adamw-b1": None, "gns+sqrt": None, "adamw-b2": None}
+    lines = ss.against_another_scale(args, plan, [0, 1, 2], rows)
+    assert "there (1,234 parameters)" in lines[2] and "1 are not run here" in lines[2]
+    assert lines[6:] == [
+        "| adamw-b2 | – | +0.5000 ± 0.1000 |",
+        "| seesaw | -0.1000 ± 0.0000 | – |",
+        "| gns+sqrt | +0.1500 ± 0.6353 (2 seeds) | +0.0100 ± 0.0200 |",
+        "",
+    ]
+
+
 def test_each_arm_is_set_against_the_critical_batch_of_each_interval():
     def cbs_row(seed, start, stop, sequences):
         return {
