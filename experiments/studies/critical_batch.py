@@ -169,14 +169,26 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(name: str, config: Config, arm: dict) -> dict:
         """The record ``name`` under the records, trained first if it is not there;
-        its settings: the protocol's and ``arm``'s keys."""
+        its settings: the protocol's and ``arm``'s keys. A record of other
+        settings is refused: the page would show another run."""
         path = records / f"{name}.json"
+        settings = _settings(config, [*RECORDED, *arm])
         if path.is_file():
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
+            if value["settings"] != settings:
+                changed = sorted(
+                    f"{k}={value['settings'].get(k)!r} (now {v!r})"
+                    for k, v in settings.items()
+                    if value["settings"].get(k) != v
+                )
+                parser.error(
+                    f"{path}: trained with {', '.join(changed) or 'other keys'}; "
+                    "remove the record to retrain it."
+                )
+            return value
         if args.from_records:
             parser.error(f"--from_records: no record {path}")
         summary = {**train_once(config), "commit": args.commit}
-        settings = _settings(config, [*RECORDED, *arm])
         value = kit.record(Path(config.train.out_dir), summary, args.microbatch, settings)
         kit.write_record(path, value)
         return value

@@ -17,7 +17,7 @@ def test_a_protocol_that_cannot_branch_where_asked_is_refused(capsys):
 
 
 @pytest.mark.slow
-def test_cli_branches_writes_the_page_and_reruns_from_files(tmp_path, data_dir):
+def test_cli_branches_writes_the_page_and_reruns_from_files(tmp_path, data_dir, capsys):
     args = [
         "--seeds=0",
         "--tokens=12288",
@@ -70,6 +70,14 @@ def test_cli_branches_writes_the_page_and_reruns_from_files(tmp_path, data_dir):
     shutil.rmtree(tmp_path / "runs")
     assert cb.main([*args, "--from_records"]) == 0
     assert (tmp_path / "c.md").read_text() == page and not (tmp_path / "runs").exists()
+    # A record of other settings is refused, not shown as this protocol's run.
+    path = tmp_path / "c" / "seed0" / "gns+sqrt.json"
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "settings": {**rec["settings"], "gqc.tolerance": 1.0}}))
+    with pytest.raises(SystemExit):
+        cb.main([*args, "--from_records"])
+    assert "gqc.tolerance=1.0 (now 0.05)" in capsys.readouterr().err
+    path.write_text(json.dumps(rec))
     # A missing branch record retrains the reference it branches from, then the branch.
     (tmp_path / "c" / "seed0" / "from16" / "window2.json").unlink()
     assert cb.main(args) == 0
