@@ -382,8 +382,8 @@ def against_another_scale(args, plan, seeds, rows) -> list[str]:
         f"## Against the records in `{args.compare}`",
         "",
         f"Each arm's paired difference against `{BASE}` there ({params:,} parameters) and "
-        "here (mean ± 95% half-width, seeds paired within each page); '–': not run. Of the "
-        f"arms run there, {sum(n not in plan for n in there if n != BASE)} are not run here.",
+        "here (mean ± 95% half-width, seeds paired within each page); '–': not run. Arms "
+        f"run there and not here: {sum(n not in plan for n in there if n != BASE)}.",
         "",
         "| arm | Δ there | Δ here |",
         "|---|---|---|",
@@ -924,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
     command = kit.command("experiments.studies.serial_steps", argv)
     args.command = command.replace(" --from_records", "").replace(" --rebuild_records", "")
     args.commit = kit.commit()
+    if args.compare and not any(Path(args.compare).glob(f"{BASE}/s*.json")):
+        parser.error(f"--compare={args.compare}: no records of {BASE} there (its s*.json)")
     cbs: list[dict] = []
     if args.critical_batch:
         try:

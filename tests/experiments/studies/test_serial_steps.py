@@ -146,6 +146,12 @@ def test_a_controller_sweeps_its_own_hyperparameter_with_the_rate(tmp_path, monk
     assert "- gns+sqrt+tt (own: `gqc.tolerance`): lr0.002-tolerance0.005:" in page
 
 
+def test_compare_needs_the_base_records_there(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ss.main([f"--compare={tmp_path}"])
+    assert f"--compare={tmp_path}: no records of adamw-b1 there" in capsys.readouterr().err
+
+
 def test_the_selection_seed_must_not_be_reported(capsys):
     with pytest.raises(SystemExit) as exit_:
         ss.main(["--seeds=0,1", "--select_seed=1", "--arms=adamw-b1"])
@@ -323,7 +329,7 @@ def test_each_arm_is_set_against_its_result_at_another_scale(tmp_path):
     rows = {"gns+sqrt": {"diff": (0.01, 0.02)}, "adamw-b2": {"diff": (0.5, 0.1)}}
     plan = {"adamw-b1": None, "gns+sqrt": None, "adamw-b2": None}
     lines = ss.against_another_scale(args, plan, [0, 1, 2], rows)
-    assert "there (1,234 parameters)" in lines[2] and "1 are not run here" in lines[2]
+    assert "there (1,234 parameters)" in lines[2] and "not here: 1." in lines[2]
     assert lines[6:] == [
         "| adamw-b2 | – | +0.5000 ± 0.1000 |",
         "| seesaw | -0.1000 ± 0.0000 | – |",
