@@ -160,11 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(problems):
         parser.error("; ".join(filter(None, problems)))
     page = Path(args.page)
-    records = Path(args.records) if args.records else page.with_suffix("")
-    args.records = str(records)
-    command = kit.command("experiments.studies.critical_batch", argv)
-    args.command = command.replace(" --from_records", "")
-    args.commit = kit.commit()
+    records = kit.records_setup(args, "experiments.studies.critical_batch", argv)
     root = Path(args.out)
 
     def run(name: str, config: Config, arm: dict) -> dict:

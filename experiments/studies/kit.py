@@ -313,6 +313,19 @@ def records_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def records_setup(args: argparse.Namespace, module: str, argv: list[str] | None) -> Path:
+    """After :func:`records_flags`: the records folder (``--records``, else beside
+    the page), set back on ``args`` as ``records``, with ``command`` (the training
+    command, without ``--from_records`` or ``--rebuild_records``: the same page
+    comes back from either) and ``commit`` (this checkout's, stamped on new records)."""
+    records = Path(args.records) if args.records else Path(args.page).with_suffix("")
+    args.records = str(records)
+    line = command(module, argv)
+    args.command = line.replace(" --from_records", "").replace(" --rebuild_records", "")
+    args.commit = commit()
+    return records
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, scale: dict | None = None):
     """``parser``'s arguments; with ``scale``, a ``--scale`` flag too: the
     ``scale`` defaults for larger hardware, where flags given on the command line

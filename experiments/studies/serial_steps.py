@@ -918,12 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     if batches[0] != 1:
         parser.error("--batches must start at 1: adamw-b1 is the base")
     page = Path(args.page)
-    records = Path(args.records) if args.records else page.with_suffix("")
-    args.records = str(records)
-    # The training command: the same page comes back from --from_records.
-    command = kit.command("experiments.studies.serial_steps", argv)
-    args.command = command.replace(" --from_records", "").replace(" --rebuild_records", "")
-    args.commit = kit.commit()
+    records = kit.records_setup(args, "experiments.studies.serial_steps", argv)
     if args.compare and not any(Path(args.compare).glob(f"{BASE}/s*.json")):
         parser.error(f"--compare={args.compare}: no records of {BASE} there (its s*.json)")
     cbs: list[dict] = []
