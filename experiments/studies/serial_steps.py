@@ -284,6 +284,22 @@ def best_point(swept: dict[str, dict]) -> dict:
     return min(swept.values(), key=lambda r: r["eval_loss"])
 
 
+def edges(arm: Arm, swept: dict[str, dict]) -> list[str]:
+    """What of the best swept point sits at an edge of its grid: ``lr`` (among the
+    rates run at the best own value) and the arm's own hyperparameter's key."""
+    best = best_point(swept)["settings"]
+    own = arm.hyper[0] if arm.hyper else None
+    rates = sorted(
+        rec["settings"]["optim.lr"]
+        for rec in swept.values()
+        if own is None or rec["settings"][own] == best[own]
+    )
+    out = ["lr"] if best["optim.lr"] in (rates[0], rates[-1]) else []
+    if arm.hyper and best[own] in (min(arm.hyper[1]), max(arm.hyper[1])):
+        out.append(own)
+    return out
+
+
 def crossing(rec: dict, target: float) -> float | None:
     """Optimizer steps at which the eval loss first reaches ``target``,
     linearly interpolated between evaluations; None if it never does."""
@@ -819,17 +835,18 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
             key=lambda kv: (kv[1]["settings"].get(own_key, 0), kv[1]["settings"]["optim.lr"]),
         )
         cells = [f"{key}: {rec['eval_loss']:.4f}" for key, rec in ordered]
-        best = best_point(swept[name])["settings"]
-        rates = sorted(
-            rec["settings"]["optim.lr"]
-            for rec in swept[name].values()
-            if not arm.hyper or rec["settings"][arm.hyper[0]] == best[arm.hyper[0]]
-        )
-        edge = (
-            " (best at the edge of the grid)" if best["optim.lr"] in (rates[0], rates[-1]) else ""
+        edge = "".join(
+            f" (best {'lr' if key == 'lr' else f'`{key}`'} at the edge of its grid)"
+            for key in edges(arm, swept[name])
         )
         own = f" (own: `{arm.hyper[0]}`)" if arm.hyper else ""
         lines.append(f"- {name}{own}: {', '.join(cells)}{edge}")
+    if any(arm.hyper and arm.hyper[0] in edges(arm, swept[name]) for name, arm in plan.items()):
+        lines += [
+            "",
+            "Only the rate is extended past an edge: where a controller's own best value "
+            "is the largest or smallest it was given, its grid did not bracket the optimum.",
+        ]
     lines += ["", "## Against the goal", "", *verdict(rows, seeds), ""]
     lines += mechanism(plan, seeds, results, swept)
     if mechanism_fig is not None:

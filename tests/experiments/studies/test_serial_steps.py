@@ -144,6 +144,32 @@ def test_a_controller_sweeps_its_own_hyperparameter_with_the_rate(tmp_path, monk
     page = (tmp_path / "p.md").read_text()
     assert "| gns+sqrt+tt | 0.004 | 0.015 |" in page
     assert "- gns+sqrt+tt (own: `gqc.tolerance`): lr0.002-tolerance0.005:" in page
+    assert "at the edge of its grid" not in page and "did not bracket" not in page
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "lr", "flags"),
+    [
+        (0.05, 4e-3, ["(best `gqc.tolerance` at the edge of its grid)"]),
+        (0.005, 4e-3, ["(best `gqc.tolerance` at the edge of its grid)"]),
+        (0.015, 8e-3, ["(best lr at the edge of its grid)"]),
+        (0.05, 8e-3, ["(best lr at the edge of its grid) (best `gqc.tolerance` at the edge"]),
+    ],
+)
+def test_the_page_flags_an_own_hyperparameter_at_its_grid_edge(
+    tolerance, lr, flags, tmp_path, monkeypatch
+):
+    def losses(rate, settings):
+        own = settings.get("gqc.tolerance", 0.015)
+        return abs(math.log(rate / lr)) + abs(math.log(own / tolerance))
+
+    _fake_training(monkeypatch, losses)
+    args = ["--seeds=0", "--lr=4e-3", "--sweep=0.5,1,2", "--extend=0", "--arms=adamw-b1,gns+sqrt"]
+    assert ss.main([*args, f"--out={tmp_path}", f"--page={tmp_path / 'p.md'}"]) == 0
+    line = next(s for s in (tmp_path / "p.md").read_text().splitlines() if s.startswith("- gns"))
+    assert all(flag in line for flag in flags), line
+    bracket = "grid did not bracket the optimum" in (tmp_path / "p.md").read_text()
+    assert bracket == (tolerance != 0.015)
 
 
 def test_compare_needs_the_base_records_there(tmp_path, capsys):
