@@ -28,7 +28,8 @@ Protocol: every arm's learning rate is chosen on a selection seed that is not
 reported (``--select_seed``), on a grid of ``--sweep`` multipliers (a sqrt(2)
 grid by default) extended while the best rate sits at its edge; an adaptive
 controller's own hyperparameter (GNS tolerance, ``snr`` noise ratio, GNTS's final
-relative threshold, MHT's percent error) is swept with it. The reported seeds
+relative threshold, MHT's percent error) is swept with it, its grid extended
+the same way at the best rate. The reported seeds
 then train afresh. Every run is scored on one validation set of
 ``--eval_sequences`` sequences spread over the validation split, the same for
 every arm. Results are paired per seed against small-batch AdamW: the final-loss
@@ -205,11 +206,12 @@ def train(path: Path, out: Path, config: Config, arm: Arm, hyper: dict, args) ->
     (with ``--rebuild_records``, written again from the finished run in ``out``,
     keeping the commit it was trained at)."""
     rebuild = args.rebuild_records and path.is_file() and (out / "summary.json").is_file()
+    point = {**hyper, "optim.lr": config.optim.lr}
     if path.is_file() and not rebuild:
-        return read_record(path, arm)
+        return read_record(path, arm, point)
     commit = json.loads(path.read_text())["commit"] if rebuild else args.commit
     summary = {**train_once(config), "commit": commit}
-    settings = {**arm.settings, **hyper, "optim.lr": config.optim.lr}
+    settings = {**arm.settings, **point}
     value = record(out, summary, args.microbatch * arm.multiplier, settings)
     kit.write_record(path, value)
     return value
@@ -219,20 +221,24 @@ class StaleRecordError(ValueError):
     """A record trained with settings other than its arm's."""
 
 
-def read_record(path: Path, arm: Arm) -> dict:
+def read_record(path: Path, arm: Arm, point: dict | None = None) -> dict:
     """The record at ``path``, refused if it was trained with settings other than
-    ``arm``'s, its swept hyperparameter aside (a changed arm, or
-    batch-warmup-cbs's doublings from another critical batch): its page would
-    show runs of another arm."""
+    ``arm``'s (a changed arm, or batch-warmup-cbs's doublings from another
+    critical batch) or at another ``point`` (its learning rate and own
+    hyperparameter: a seed's record after the sweep chose anew; None: any
+    point): its page would show runs of another arm or point."""
     value = json.loads(path.read_text())
+    free = {"optim.lr", *(arm.hyper[:1] if arm.hyper else ())} if point is None else set()
+    want = {k: v for k, v in {**arm.settings, **(point or {})}.items() if k not in free}
     changed = [
-        f"{key}={value['settings'].get(key)!r} (the arm now: {want!r})"
-        for key, want in arm.settings.items()
-        if value["settings"].get(key) != want and not (arm.hyper and key == arm.hyper[0])
+        f"{key}={value['settings'].get(key)!r} (now: {want[key]!r})"
+        for key in want
+        if value["settings"].get(key) != want[key]
     ]
     if changed:
         raise StaleRecordError(
-            f"{path}: trained with {', '.join(changed)}; remove the record to retrain it."
+            f"{path}: trained with {', '.join(changed)}; remove the record and its run folder "
+            "to retrain it."
         )
     return value
 
@@ -244,8 +250,10 @@ def point_name(lr: float, hyper: dict) -> str:
 def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dict]:
     """An arm's sweep on the selection seed: point name -> record. The learning
     rate on the ``--sweep`` grid around the centre (x sqrt(M) for ``adamw-bM``)
-    times each value of the arm's own hyperparameter; then, for the best value,
-    more rates beyond an edge-best rate, up to ``--extend``."""
+    times each value of the arm's own hyperparameter; then, while the best point
+    sits at an edge, one more value beyond it, each up to ``--extend`` times: the
+    rate first (at the best own value), else the own hyperparameter (at the best
+    rate and the rates beside it, so that its rate can be bracketed there too)."""
     centre = args.lr * math.sqrt(arm.multiplier)
     grid = [centre * v for v in args.sweep]
     hypers = [{arm.hyper[0]: v} for v in arm.hyper[1]] if arm.hyper else [{}]
@@ -262,21 +270,35 @@ def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dic
     for hyper in hypers:
         for lr in grid:
             run(lr, hyper)
-    best = min(out, key=lambda k: out[k]["eval_loss"])
-    lr, hyper = points[best]
-    rates = sorted(r for r, h in points.values() if h == hyper)
-    for _ in range(args.extend if len(grid) > 1 else 0):
-        if lr == rates[-1]:
-            lr = rates[-1] * rates[-1] / rates[-2]
-        elif lr == rates[0]:
-            lr = rates[0] * rates[0] / rates[1]
-        else:
-            break
-        run(lr, hyper)
-        best = min(out, key=lambda k: out[k]["eval_loss"])
-        lr, hyper = points[best]
-        rates = sorted(r for r, h in points.values() if h == hyper)
-    return out
+    limit = args.extend if len(grid) > 1 else 0
+    added = {"lr": 0, "own": 0}
+    while True:
+        lr, hyper = points[min(out, key=lambda k: out[k]["eval_loss"])]
+        rate = beyond([r for r, h in points.values() if h == hyper], lr)
+        if rate is not None and added["lr"] < limit:
+            added["lr"] += 1
+            run(rate, hyper)
+            continue
+        if arm.hyper:
+            key = arm.hyper[0]
+            own = beyond([h[key] for _, h in points.values()], hyper[key])
+            if own is not None and added["own"] < limit:
+                added["own"] += 1
+                row = sorted(r for r, h in points.values() if h == hyper)
+                i = row.index(lr)
+                for rate in row[max(i - 1, 0) : i + 2]:
+                    run(rate, {key: own})
+                continue
+        return out
+
+
+def beyond(values: list[float], best: float) -> float | None:
+    """The next value past ``best`` if it is the largest or smallest of
+    ``values`` (their outermost ratio again), else None."""
+    tried = sorted(set(values))
+    if len(tried) < 2 or tried[0] < best < tried[-1]:
+        return None
+    return tried[-1] ** 2 / tried[-2] if best == tried[-1] else tried[0] ** 2 / tried[1]
 
 
 def best_point(swept: dict[str, dict]) -> dict:
@@ -295,7 +317,8 @@ def edges(arm: Arm, swept: dict[str, dict]) -> list[str]:
         if own is None or rec["settings"][own] == best[own]
     )
     out = ["lr"] if best["optim.lr"] in (rates[0], rates[-1]) else []
-    if arm.hyper and best[own] in (min(arm.hyper[1]), max(arm.hyper[1])):
+    owns = [rec["settings"][own] for rec in swept.values()] if own else []
+    if own and best[own] in (min(owns), max(owns)):
         out.append(own)
     return out
 
@@ -802,7 +825,7 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"Sweeps: the learning rate on the grid {', '.join(f'x{v:.4g}' for v in args.sweep)} "
         f"around {args.lr:g} (x sqrt(M) for `adamw-bM`), extended by up to {args.extend} "
         "rates while the best sits at an edge; for the adaptive controllers, times their own "
-        "hyperparameter's values (listed below).",
+        "hyperparameter's values (listed below), extended the same way at the best rate.",
         "",
         f"Columns: the final validation loss (mean ± std over seeds); its paired difference "
         f"to `{BASE}` per seed (mean and 95% t-interval); optimizer steps; steps saved to "
@@ -841,11 +864,11 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         )
         own = f" (own: `{arm.hyper[0]}`)" if arm.hyper else ""
         lines.append(f"- {name}{own}: {', '.join(cells)}{edge}")
-    if any(arm.hyper and arm.hyper[0] in edges(arm, swept[name]) for name, arm in plan.items()):
+    if any(edges(arm, swept[name]) for name, arm in plan.items()):
         lines += [
             "",
-            "Only the rate is extended past an edge: where a controller's own best value "
-            "is the largest or smallest it was given, its grid did not bracket the optimum.",
+            f"Where a best value still sits at an edge after {args.extend} extensions, its "
+            "grid did not bracket the optimum.",
         ]
     lines += ["", "## Against the goal", "", *verdict(rows, seeds), ""]
     lines += mechanism(plan, seeds, results, swept)
@@ -972,10 +995,11 @@ def main(argv: list[str] | None = None) -> int:
                 swept[name] = sweep(name, arm, args, records, root)
             chosen = best_point(swept[name])["settings"]
             hyper = {arm.hyper[0]: chosen[arm.hyper[0]]} if arm.hyper else {}
+            point = {**hyper, "optim.lr": chosen["optim.lr"]}
             for seed in seeds:
                 path = records / name / f"s{seed}.json"
                 if args.from_records:
-                    results[(name, seed)] = read_record(path, arm)
+                    results[(name, seed)] = read_record(path, arm, point)
                     continue
                 folder = root / name / f"s{seed}"
                 config = run_config(folder, args, seed, chosen["optim.lr"], arm, hyper)

@@ -4,6 +4,7 @@ and the page written from the runs' records alone."""
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -147,29 +148,66 @@ def test_a_controller_sweeps_its_own_hyperparameter_with_the_rate(tmp_path, monk
     assert "at the edge of its grid" not in page and "did not bracket" not in page
 
 
+UP = 0.05**2 / 0.015  # past the largest tolerance by the grid's outermost ratio
+UP2 = UP**2 / 0.05
+DOWN = 0.005**2 / 0.015
+
+
 @pytest.mark.parametrize(
-    ("tolerance", "lr", "flags"),
+    ("tolerance", "lr", "extend", "points", "flags"),
     [
-        (0.05, 4e-3, ["(best `gqc.tolerance` at the edge of its grid)"]),
-        (0.005, 4e-3, ["(best `gqc.tolerance` at the edge of its grid)"]),
-        (0.015, 8e-3, ["(best lr at the edge of its grid)"]),
-        (0.05, 8e-3, ["(best lr at the edge of its grid) (best `gqc.tolerance` at the edge"]),
+        # The own grid (0.005, 0.015, 0.05) is extended at the best rate and the rates
+        # beside it, past either edge, until bracketed or --extend times.
+        (0.12, 4e-3, 4, [(x, t) for t in (UP, UP2) for x in (2e-3, 4e-3, 8e-3)], []),
+        (0.5, 4e-3, 1, [(x, UP) for x in (2e-3, 4e-3, 8e-3)], ["`gqc.tolerance`"]),
+        (5e-4, 4e-3, 1, [(x, DOWN) for x in (2e-3, 4e-3, 8e-3)], ["`gqc.tolerance`"]),
+        # The rate first (at the best own value), then the own value (at the best rate).
+        (
+            0.5,
+            8e-3,
+            1,
+            [(1.6e-2, 0.05), (4e-3, UP), (8e-3, UP), (1.6e-2, UP)],
+            ["`gqc.tolerance`"],
+        ),
+        (0.05, 8e-3, 0, [], ["lr", "`gqc.tolerance`"]),
+        (0.015, 4e-3, 4, [], []),
     ],
 )
-def test_the_page_flags_an_own_hyperparameter_at_its_grid_edge(
-    tolerance, lr, flags, tmp_path, monkeypatch
+def test_a_controllers_own_grid_is_extended_past_an_edge_and_flagged_if_still_there(
+    tolerance, lr, extend, points, flags, tmp_path, monkeypatch
 ):
     def losses(rate, settings):
         own = settings.get("gqc.tolerance", 0.015)
         return abs(math.log(rate / lr)) + abs(math.log(own / tolerance))
 
-    _fake_training(monkeypatch, losses)
-    args = ["--seeds=0", "--lr=4e-3", "--sweep=0.5,1,2", "--extend=0", "--arms=adamw-b1,gns+sqrt"]
-    assert ss.main([*args, f"--out={tmp_path}", f"--page={tmp_path / 'p.md'}"]) == 0
-    line = next(s for s in (tmp_path / "p.md").read_text().splitlines() if s.startswith("- gns"))
-    assert all(flag in line for flag in flags), line
-    bracket = "grid did not bracket the optimum" in (tmp_path / "p.md").read_text()
-    assert bracket == (tolerance != 0.015)
+    trained = _fake_training(monkeypatch, losses)
+    args = ["--seeds=0", "--lr=4e-3", "--sweep=0.5,1,2", f"--extend={extend}"]
+    args += ["--arms=adamw-b1,gns+sqrt", f"--out={tmp_path}", f"--page={tmp_path / 'p.md'}"]
+    assert ss.main(args) == 0
+    gns = [(c.optim.lr, c.gqc.tolerance) for c in trained if c.gqc.controller == "gns"]
+    assert gns[9:-1] == [pytest.approx(p) for p in points]  # past the 3 x 3 grid
+    page = (tmp_path / "p.md").read_text()
+    line = next(s for s in page.splitlines() if s.startswith("- gns"))
+    assert re.findall(r"\(best (\S+) at the edge of its grid\)", line) == flags, line
+    assert ("grid did not bracket the optimum" in page) == bool(flags)
+
+
+@pytest.mark.parametrize("from_records", [False, True])
+def test_a_seed_record_at_a_point_the_sweep_no_longer_chooses_is_refused(
+    from_records, tmp_path, monkeypatch, capsys
+):
+    _fake_training(monkeypatch, lambda lr, s: abs(math.log(lr / 4e-3)))
+    args = ["--seeds=0", "--lr=4e-3", "--sweep=0.5,1,2", "--extend=0", "--arms=adamw-b1"]
+    args += [f"--out={tmp_path / 'runs'}", f"--page={tmp_path / 'p.md'}"]
+    assert ss.main(args) == 0
+    # A later sweep point does better: seed 0's record is now at another rate.
+    sweep = tmp_path / "p" / "adamw-b1" / "sweep"
+    rec = json.loads((sweep / "lr0.008.json").read_text())
+    better = {**rec, "eval_loss": -1.0}
+    kit.write_record(sweep / "lr0.008.json", better)
+    with pytest.raises(SystemExit):
+        ss.main([*args, "--from_records"] if from_records else args)
+    assert "s0.json: trained with optim.lr=0.004 (now: 0.008)" in capsys.readouterr().err
 
 
 def test_compare_needs_the_base_records_there(tmp_path, capsys):
@@ -337,7 +375,7 @@ def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data
     path.write_text(json.dumps({**rec, "settings": stale}))
     with pytest.raises(SystemExit):
         ss.main([*args, "--from_records"])
-    assert "gqc.warmup_fractions='0.5' (the arm now: '0.7')" in capsys.readouterr().err
+    assert "gqc.warmup_fractions='0.5' (now: '0.7')" in capsys.readouterr().err
 
 
 def test_each_arm_is_set_against_its_result_at_another_scale(tmp_path):
