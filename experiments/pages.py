@@ -8,17 +8,31 @@ import subprocess
 from pathlib import Path
 
 
-def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+def commit(cwd: str | Path | None = None) -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes outside ``docs/``:
+    a study writing its records and pages there changes no code), or ``unknown``."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=30
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "rev-parse", "--short=12", "HEAD"],
             capture_output=True,
             text=True,
             timeout=30,
+            cwd=cwd,
+        )
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":/",
+                ":(exclude,top)docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=cwd,
         )
     except OSError:
         return "unknown"
