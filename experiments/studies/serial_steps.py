@@ -274,7 +274,8 @@ def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dic
     added = {"lr": 0, "own": 0}
     while True:
         lr, hyper = points[min(out, key=lambda k: out[k]["eval_loss"])]
-        rate = beyond([r for r, h in points.values() if h == hyper], lr)
+        row = sorted(r for r, h in points.values() if h == hyper)
+        rate = beyond(row, lr)
         if rate is not None and added["lr"] < limit:
             added["lr"] += 1
             run(rate, hyper)
@@ -284,7 +285,6 @@ def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dic
             own = beyond([h[key] for _, h in points.values()], hyper[key])
             if own is not None and added["own"] < limit:
                 added["own"] += 1
-                row = sorted(r for r, h in points.values() if h == hyper)
                 i = row.index(lr)
                 for rate in row[max(i - 1, 0) : i + 2]:
                     run(rate, {key: own})
@@ -851,6 +851,7 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
             f"{r['steps']:.0f} | {' | '.join(saved)} | {r['batch']:.1f} | {r['seconds']:.0f} |"
         )
     lines += ["", f"## Sweeps (seed {args.select_seed}, val loss)", ""]
+    unbracketed = False
     for name, arm in plan.items():
         own_key = arm.hyper[0] if arm.hyper else None
         ordered = sorted(
@@ -858,13 +859,15 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
             key=lambda kv: (kv[1]["settings"].get(own_key, 0), kv[1]["settings"]["optim.lr"]),
         )
         cells = [f"{key}: {rec['eval_loss']:.4f}" for key, rec in ordered]
+        at_edge = edges(arm, swept[name])
+        unbracketed = unbracketed or bool(at_edge)
         edge = "".join(
             f" (best {'lr' if key == 'lr' else f'`{key}`'} at the edge of its grid)"
-            for key in edges(arm, swept[name])
+            for key in at_edge
         )
         own = f" (own: `{arm.hyper[0]}`)" if arm.hyper else ""
         lines.append(f"- {name}{own}: {', '.join(cells)}{edge}")
-    if any(edges(arm, swept[name]) for name, arm in plan.items()):
+    if unbracketed:
         lines += [
             "",
             f"Where a best value still sits at an edge after {args.extend} extensions, its "
