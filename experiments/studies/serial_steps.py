@@ -251,9 +251,10 @@ def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dic
     """An arm's sweep on the selection seed: point name -> record. The learning
     rate on the ``--sweep`` grid around the centre (x sqrt(M) for ``adamw-bM``)
     times each value of the arm's own hyperparameter; then, while the best point
-    sits at an edge, one more value beyond it, each up to ``--extend`` times: the
-    rate first (at the best own value), else the own hyperparameter (at the best
-    rate and the rates beside it, so that its rate can be bracketed there too)."""
+    sits at an edge, one more value beyond it: the rate first (at the best own
+    value, up to ``--extend`` times at each own value), else the own
+    hyperparameter (up to ``--extend`` times, at the best rate and the rates
+    beside it, so that its rate can be bracketed there too)."""
     centre = args.lr * math.sqrt(arm.multiplier)
     grid = [centre * v for v in args.sweep]
     hypers = [{arm.hyper[0]: v} for v in arm.hyper[1]] if arm.hyper else [{}]
@@ -271,20 +272,22 @@ def sweep(name: str, arm: Arm, args, records: Path, root: Path) -> dict[str, dic
         for lr in grid:
             run(lr, hyper)
     limit = args.extend if len(grid) > 1 else 0
-    added = {"lr": 0, "own": 0}
+    rates_added: dict[tuple, int] = {}  # per own value
+    owns_added = 0
     while True:
         lr, hyper = points[min(out, key=lambda k: out[k]["eval_loss"])]
         row = sorted(r for r, h in points.values() if h == hyper)
         rate = beyond(row, lr)
-        if rate is not None and added["lr"] < limit:
-            added["lr"] += 1
+        at = tuple(hyper.items())
+        if rate is not None and rates_added.get(at, 0) < limit:
+            rates_added[at] = rates_added.get(at, 0) + 1
             run(rate, hyper)
             continue
         if arm.hyper:
             key = arm.hyper[0]
             own = beyond([h[key] for _, h in points.values()], hyper[key])
-            if own is not None and added["own"] < limit:
-                added["own"] += 1
+            if own is not None and owns_added < limit:
+                owns_added += 1
                 i = row.index(lr)
                 for rate in row[max(i - 1, 0) : i + 2]:
                     run(rate, {key: own})
@@ -915,7 +918,10 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep", default="0.7071,1,1.4142", help="multipliers of the centre lr (a grid)"
     )
     parser.add_argument(
-        "--extend", type=int, default=4, help="rates added beyond an edge-best rate, at most"
+        "--extend",
+        type=int,
+        default=4,
+        help="values added beyond an edge-best rate (per own value) or own value, at most",
     )
     parser.add_argument("--max_draws", type=int, default=16)
     parser.add_argument("--evals", type=int, default=12, help="evaluations per run")

@@ -169,6 +169,14 @@ DOWN = 0.005**2 / 0.015
             [(1.6e-2, 0.05), (4e-3, UP), (8e-3, UP), (1.6e-2, UP)],
             ["`gqc.tolerance`"],
         ),
+        # Each own value has its own rate budget: the rate is bracketed at UP too.
+        (
+            0.5,
+            1.6e-2,
+            1,
+            [(1.6e-2, 0.05), (8e-3, UP), (1.6e-2, UP), (3.2e-2, UP)],
+            ["`gqc.tolerance`"],
+        ),
         (0.05, 8e-3, 0, [], ["lr", "`gqc.tolerance`"]),
         (0.015, 4e-3, 4, [], []),
     ],
