@@ -133,9 +133,13 @@ def prepare_local_text(name: str, data_dir: Path) -> None:
 
     tfds.disable_progress_bar()
     config = name.split("/", 1)[1] if "/" in name else "shakespeare"
-    LocalText(
-        config=config, data_dir=str(data_dir), file_format="array_record"
-    ).download_and_prepare()
+    try:
+        LocalText(
+            config=config, data_dir=str(data_dir), file_format="array_record"
+        ).download_and_prepare()
+    except FileExistsError:  # a run started beside this one finished the same build first
+        if _prepared_dir(name, data_dir) is None:
+            raise
 
 
 def read_texts(config: DataConfig, split: str) -> list[str]:

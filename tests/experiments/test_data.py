@@ -1,5 +1,7 @@
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +40,19 @@ def test_default_corpus_is_shakespeare_with_a_fixed_split(data_dir):
     assert "**" not in text and "### " not in text
     assert 0.03 < len(validation) / (len(train) + len(validation)) < 0.07
     assert not set(train) & set(validation)
+
+
+def test_a_corpus_built_first_by_a_run_beside_this_one_is_read(data_dir, tmp_path, monkeypatch):
+    # Two runs started together both build the default corpus; TFDS refuses the
+    # second one's final rename because the first one's version folder is there.
+    def built_beside(self):
+        shutil.copytree(Path(data_dir) / "local_text", tmp_path / "local_text")
+        raise FileExistsError("Cannot rename incomplete.X_1.0.0: 1.0.0 already exists.")
+
+    monkeypatch.setattr(LocalText, "download_and_prepare", built_beside)
+    assert read_texts(_data(str(tmp_path)), "validation") == read_texts(
+        _data(data_dir), "validation"
+    )
 
 
 def test_local_text_builder_on_any_folder(tmp_path, capfd):
