@@ -828,7 +828,8 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"Sweeps: the learning rate on the grid {', '.join(f'x{v:.4g}' for v in args.sweep)} "
         f"around {args.lr:g} (x sqrt(M) for `adamw-bM`), extended by up to {args.extend} "
         "rates while the best sits at an edge; for the adaptive controllers, times their own "
-        "hyperparameter's values (listed below), extended the same way at the best rate.",
+        "hyperparameter's values (listed below), extended the same way at the best rate (up "
+        f"to {args.extend} own values, and up to {args.extend} rates at each).",
         "",
         f"Columns: the final validation loss (mean ± std over seeds); its paired difference "
         f"to `{BASE}` per seed (mean and 95% t-interval); optimizer steps; steps saved to "
