@@ -602,16 +602,18 @@ def mechanism(plan, seeds, results, swept=None) -> list[str]:
             for k in sorted(set(swept.get(base, {})) & set(swept.get(f"{base}+tt", {})))
         ]
         same = [b[0] / a[0] for a, b in pairs_run if a is not None and b is not None]
-        at_same = (
-            f" At the same settings ({len(same)} points both sweeps ran, on the selection "
-            f"seed) `+tt`'s is {min(same):.1f}-{max(same):.1f}x."
-            if same
-            else ""
-        )
+        at_same = ""
+        if same:
+            low, high = f"{min(same):.1f}", f"{max(same):.1f}"
+            at_same = (
+                f" At the same settings ({len(same)} point{'s' if len(same) > 1 else ''} both "
+                "sweeps ran, on the selection "
+                f"seed) `+tt`'s is {low if low == high else f'{low}-{high}'}x."
+            )
         notes.append(
             f"- **{base}+tt**: {ratio:.1f}x {base}'s, each at its selected settings; the seeds' "
-            f"largest updates come at steps whose window changes {', '.join(changes)} "
-            f"microbatches, at {where} tokens.{at_same}"
+            f"largest updates come at steps whose window (the step before -> that step) is "
+            f"{', '.join(changes)} microbatches, at {where} tokens.{at_same}"
         )
     if notes:
         reference = (

@@ -497,8 +497,9 @@ def test_mechanism_names_where_token_time_makes_the_largest_update():
     assert "`adamw-b1`'s is 0.20." in text
     assert (
         "- **gnts+tt**: 5.0x gnts's, each at its selected settings; the seeds' largest updates "
-        "come at steps whose window changes 1 -> 16 microbatches, at 200 tokens. At the same "
-        "settings (1 points both sweeps ran, on the selection seed) `+tt`'s is 1.5-1.5x." in text
+        "come at steps whose window (the step before -> that step) is 1 -> 16 microbatches, at "
+        "200 tokens. At the same settings (1 point both sweeps ran, on the selection seed) "
+        "`+tt`'s is 1.5x." in text
     )
 
 
