@@ -607,8 +607,8 @@ def mechanism(plan, seeds, results, swept=None) -> list[str]:
             low, high = f"{min(same):.1f}", f"{max(same):.1f}"
             at_same = (
                 f" At the same settings ({len(same)} point{'s' if len(same) > 1 else ''} both "
-                "sweeps ran, on the selection "
-                f"seed) `+tt`'s is {low if low == high else f'{low}-{high}'}x."
+                f"sweeps ran, on the selection seed) `+tt`'s is "
+                f"{low if low == high else f'{low}-{high}'}x."
             )
         notes.append(
             f"- **{base}+tt**: {ratio:.1f}x {base}'s, each at its selected settings; the seeds' "

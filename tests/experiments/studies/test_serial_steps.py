@@ -501,6 +501,9 @@ def test_mechanism_names_where_token_time_makes_the_largest_update():
         "200 tokens. At the same settings (1 point both sweeps ran, on the selection seed) "
         "`+tt`'s is 1.5x." in text
     )
+    swept["gnts+tt"]["lr1"] = rec([1, 16], [0.1, 1.0])
+    text = "\n".join(ss.mechanism(plan, [0], results, swept))
+    assert "(2 points both sweeps ran, on the selection seed) `+tt`'s is 1.5-2.0x." in text
 
 
 def test_cbs_fractions_double_where_the_critical_batch_first_reaches_twice_the_batch():
