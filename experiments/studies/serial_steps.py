@@ -811,7 +811,9 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"arms `adamw-bM` train on microbatches of M x {args.microbatch} sequences; every "
         f"other arm draws microbatches of {args.microbatch} and steps on windows of them (at "
         f"most {args.max_draws}{capped}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
-        "decay x k / sqrt(k) for a window of k (`gqc.token_time`). Validation: the same "
+        "decay x k / sqrt(k) for a window of k (`gqc.token_time`). GNR, the one controller "
+        "that never accumulates (it rescales each microbatch's gradient to a target norm), "
+        "saves no steps and is not an arm. Validation: the same "
         f"{args.eval_sequences} sequences, spread over the validation split, for every arm, "
         f"at {args.evals} points of each run."
         + (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.controllers import CONTROLLERS
 from experiments.studies import kit
 from experiments.studies import serial_steps as ss
 
@@ -51,6 +52,11 @@ def test_every_arm_of_the_plan():
         "window-2",
         "window-2+tt",
     ]
+    # Every controller that accumulates is an arm; GNR, which steps on every
+    # microbatch, is not (the page says so).
+    used = {arm.settings.get("gqc.controller") for arm in plan.values()}
+    assert {name for name, c in CONTROLLERS.items() if c.accumulates} <= used
+    assert "gnr" in CONTROLLERS and "gnr" not in used
     assert plan["cycle-1-4+tt"].settings == {
         "gqc.controller": "sbc",
         "gqc.sbc_cycle": "1,4",
@@ -360,6 +366,7 @@ def test_cli_trains_then_rewrites_the_page_from_its_records_alone(tmp_path, data
         "late-4x+tt/sweep/lr0.003.json",
     ]
     assert "| adamw-b1 | 0.003 |  |" in page and "| late-4x+tt | 0.003 |" in page
+    assert "GNR, the one controller that never accumulates" in page
     assert "| **measured critical batch** | **16** | |" in page
     assert (tmp_path / "results" / "s.png").stat().st_size > 10_000
     rec = json.loads((tmp_path / "results" / "s" / "late-4x+tt" / "s0.json").read_text())
