@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import Config
+from experiments.controllers import CONTROLLERS as REGISTRY
 from experiments.studies import kit
 from experiments.train import train_once
 
@@ -782,6 +783,24 @@ def figure(plan, seeds, results, out: Path, cbs: list[dict], tokens: int) -> Pat
     return kit.save_figure(fig, out)
 
 
+def non_accumulating(registry: dict[str, Any] = REGISTRY) -> str:
+    """The page's sentence on the controllers that step on every microbatch.
+
+    They save no steps, so they are not arms; the names come from the training
+    program's registry (``accumulates=False``).
+    """
+    names = [name.upper() for name, entry in registry.items() if not entry.accumulates]
+    if len(names) == 1:
+        return (
+            f"{names[0]}, the one controller that never accumulates (it steps on every "
+            "microbatch), saves no steps and is not an arm."
+        )
+    return (
+        f"{', '.join(names)}: the controllers that never accumulate (they step on every "
+        "microbatch) save no steps and are not arms."
+    )
+
+
 def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) -> Path:
     rows = analyse(plan, seeds, results)
     every = [r for points in swept.values() for r in points.values()] + list(results.values())
@@ -811,9 +830,8 @@ def write_page(args, plan, seeds, swept, results, fig, cbs, mechanism_fig=None) 
         f"arms `adamw-bM` train on microbatches of M x {args.microbatch} sequences; every "
         f"other arm draws microbatches of {args.microbatch} and steps on windows of them (at "
         f"most {args.max_draws}{capped}), at lr x sqrt(window). `+tt`: Adam's decays b^k and weight "
-        "decay x k / sqrt(k) for a window of k (`gqc.token_time`). GNR, the one controller "
-        "that never accumulates (it rescales each microbatch's gradient to a target norm), "
-        "saves no steps and is not an arm. Validation: the same "
+        f"decay x k / sqrt(k) for a window of k (`gqc.token_time`). {non_accumulating()} "
+        "Validation: the same "
         f"{args.eval_sequences} sequences, spread over the validation split, for every arm, "
         f"at {args.evals} points of each run."
         + (

@@ -2,6 +2,7 @@
 and the page written from the runs' records alone."""
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -52,11 +53,14 @@ def test_every_arm_of_the_plan():
         "window-2",
         "window-2+tt",
     ]
-    # Every controller that accumulates is an arm; GNR, which steps on every
-    # microbatch, is not (the page says so).
+    # Every controller that accumulates is an arm; those that step on every
+    # microbatch (GNR) are not, and the page names them.
     used = {arm.settings.get("gqc.controller") for arm in plan.values()}
     assert {name for name, c in CONTROLLERS.items() if c.accumulates} <= used
     assert "gnr" in CONTROLLERS and "gnr" not in used
+    assert ss.non_accumulating().startswith("GNR, the one controller that never accumulates")
+    two = {**CONTROLLERS, "xyz": dataclasses.replace(CONTROLLERS["gnr"])}
+    assert ss.non_accumulating(two).startswith("GNR, XYZ: the controllers that never accumulate")
     assert plan["cycle-1-4+tt"].settings == {
         "gqc.controller": "sbc",
         "gqc.sbc_cycle": "1,4",
